@@ -1,0 +1,318 @@
+"""The configuration: YAML files merged over the paper's protocol, validated, loaded into dataclasses.
+
+The rules mirror Snakemake's, so that a config means the same thing to `snakemake` and to `ocbench`:
+`workflow/config/paper.yaml` is always the base (the Snakefile's `configfile:`), every `--config FILE`
+is merged over it in order (Snakemake's `--configfile`), dictionaries recursively and everything else
+replaced, and `--set dotted.key=value` overrides come last. The merged dictionary is validated against
+`workflow/schemas/config.schema.yaml`, the same schema the Snakefile validates with.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ocbench.errors import UsageError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKFLOW_DIR = REPO_ROOT / "workflow"
+BASE_CONFIG = WORKFLOW_DIR / "config" / "paper.yaml"
+SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
+
+RUN_ID = re.compile(r"^(?P<gan>[A-Za-z0-9-]+)_(?P<variant>[A-Za-z0-9-]+)_s(?P<seed>[0-9]+)$")
+
+
+class ConfigError(UsageError):
+    """A config that cannot run; the message is one line naming the key and the fix."""
+
+
+# --------------------------------------------------------------------------------------------------
+# dataclasses: one per section of the config
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    gans: list[str]
+    variants: list[str]
+    seeds: list[int]
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    results: str = "results"
+    figures: str = "figures"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: str
+    images: str
+    partition: str
+    prepared: str
+    split: str = "all"
+    subset: bool = False
+    crop: str | None = "center"
+    resize: str = "bilinear"
+    image_size: int = 128
+    synthetic: dict | None = None
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str
+    lr: float
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """How many D steps per G step; see `n_critic`."""
+
+    n: int = 1
+    warmup: int | None = None
+    warmup_g_updates: int = 0
+    warmup_every: int | None = None
+
+    def n_critic(self, g_updates: int) -> int:
+        """D steps per G step, given the number of G updates made so far (official WGAN rule)."""
+        warm = self.warmup if self.warmup is not None else self.n
+        if g_updates < self.warmup_g_updates:
+            return warm
+        if self.warmup_every is not None and g_updates % self.warmup_every == 0:
+            return warm
+        return self.n
+
+
+@dataclass(frozen=True)
+class GanConfig:
+    loss: str
+    optimizer: OptimizerConfig
+    critic: CriticConfig
+    clamp: float | None = None
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    alpha: float
+    beta: dict
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    latent_dim: int = 100
+    width: int = 32
+    init: str = "pytorch"
+    snapshot_epochs: list[int] = field(default_factory=list)
+    grid_size: int = 64
+    checkpoint_minutes: float = 5.0
+    device: str = "auto"
+    deterministic: bool = False
+    data_on_device: str | bool = "auto"
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graphs: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    stats: str
+    fid_samples: int = 10000
+    stats_images: int | None = None
+    batch_size: int = 200
+    pr_k: int = 3
+    pr_real_samples: int = 10000
+    weights_dir: str | None = None
+    placeholder_weights: bool = False
+
+
+@dataclass(frozen=True)
+class FiguresConfig:
+    grid_epochs: list[int] = field(default_factory=list)
+    curve_sample_epochs: list[int] = field(default_factory=list)
+    band: str = "minmax"
+    formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    run: RunConfig
+    paths: PathsConfig
+    data: DataConfig
+    gans: dict[str, GanConfig]
+    variants: dict[str, VariantConfig]
+    train: TrainConfig
+    metrics: MetricsConfig
+    figures: FiguresConfig
+    raw: dict = field(repr=False, compare=False)  # the merged, validated dictionary
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.paths.results) / self.name
+
+    @property
+    def figures_dir(self) -> Path:
+        return Path(self.paths.figures) / self.name
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.results_dir / "runs" / run_id
+
+    def run_ids(self) -> list[str]:
+        """Every run `snakemake` trains for this config, in a stable order."""
+        return [
+            run_id(gan, variant, seed)
+            for gan in self.run.gans
+            for variant in self.run.variants
+            for seed in self.run.seeds
+        ]
+
+    def parse_run(self, run: str) -> tuple[str, str, int]:
+        """`dcgan_oct_s0` -> ("dcgan", "oct", 0), checked against what this config defines."""
+        m = RUN_ID.match(run)
+        if not m:
+            raise ConfigError(
+                f"run id {run!r} is not of the form {{gan}}_{{variant}}_s{{seed}}, e.g. dcgan_oct_s0"
+            )
+        gan, variant, seed = m["gan"], m["variant"], int(m["seed"])
+        if gan not in self.gans:
+            raise ConfigError(f"run id {run!r}: unknown GAN {gan!r}; allowed: {', '.join(self.gans)}")
+        if variant not in self.variants:
+            raise ConfigError(
+                f"run id {run!r}: unknown variant {variant!r}; allowed: {', '.join(self.variants)}"
+            )
+        return gan, variant, seed
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.raw, sort_keys=False)
+
+
+def run_id(gan: str, variant: str, seed: int) -> str:
+    return f"{gan}_{variant}_s{seed}"
+
+
+# --------------------------------------------------------------------------------------------------
+# loading
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    """Snakemake's rule: dictionaries merge recursively, anything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_set(config: dict, assignment: str) -> dict:
+    """`train.epochs=3` -> config["train"]["epochs"] = 3 (the value is parsed as YAML)."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected dotted.key=value, e.g. train.epochs=3")
+    value = yaml.safe_load(text) if text.strip() else None
+    overlay: Any = value
+    for part in reversed(key.strip().split(".")):
+        overlay = {part: overlay}
+    return deep_merge(config, overlay)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def validate(raw: dict) -> None:
+    """Schema first (types, ranges, names), then the cross-references a schema cannot express."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ConfigError(f"config error at {where}: {error.message}")
+
+    for gan in raw["run"]["gans"]:
+        if gan not in raw["gans"]:
+            raise ConfigError(
+                f"config error at run.gans: unknown GAN {gan!r}; allowed: {', '.join(raw['gans'])}"
+            )
+    for variant in raw["run"]["variants"]:
+        if variant not in raw["variants"]:
+            raise ConfigError(
+                f"config error at run.variants: unknown variant {variant!r}; "
+                f"allowed: {', '.join(raw['variants'])}"
+            )
+    for name, variant in raw["variants"].items():
+        beta = variant["beta"]
+        if beta["kind"] == "piecewise":
+            knots = beta.get("knots")
+            if not knots:
+                raise ConfigError(
+                    f"config error at variants.{name}.beta.knots: a piecewise schedule needs "
+                    "knots [[t, beta_h, beta_l], ...]"
+                )
+            ts = [k[0] for k in knots]
+            if ts != sorted(ts) or len(set(ts)) != len(ts):
+                raise ConfigError(
+                    f"config error at variants.{name}.beta.knots: t must increase strictly, got {ts}"
+                )
+
+
+def from_dict(raw: dict) -> Config:
+    """Validate a merged dictionary and build the dataclasses."""
+    validate(raw)
+    gans = {
+        name: GanConfig(
+            loss=g["loss"],
+            optimizer=OptimizerConfig(**{**g["optimizer"], "betas": tuple(g["optimizer"].get("betas", (0.5, 0.999)))}),
+            critic=CriticConfig(**g["critic"]),
+            clamp=g.get("clamp"),
+        )
+        for name, g in raw["gans"].items()
+    }
+    return Config(
+        name=raw["name"],
+        run=RunConfig(**raw["run"]),
+        paths=PathsConfig(**raw["paths"]),
+        data=DataConfig(**raw["data"]),
+        gans=gans,
+        variants={name: VariantConfig(**v) for name, v in raw["variants"].items()},
+        train=TrainConfig(**raw["train"]),
+        metrics=MetricsConfig(**raw["metrics"]),
+        figures=FiguresConfig(**raw["figures"]),
+        raw=raw,
+    )
+
+
+def load(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
+    """paper.yaml, then each file in `files`, then each `--set` override; validated."""
+    raw = read_yaml(BASE_CONFIG)
+    for path in files or []:
+        raw = deep_merge(raw, read_yaml(path))
+    for assignment in overrides or []:
+        raw = apply_set(raw, assignment)
+    return from_dict(raw)
