@@ -49,6 +49,14 @@ def cmd_model_info(args) -> None:
     print(table(load_config(args)))
 
 
+def cmd_train(args) -> None:
+    from ocbench.train import train
+
+    cfg = load_config(args)
+    cfg.parse_run(args.run)  # a bad run id fails before any data is read
+    train(cfg, args.run)
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -65,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("model-info", help="parameters and conv FLOPs of each variant's G and D")
     add_config_args(p)
     p.set_defaults(func=cmd_model_info)
+
+    p = sub.add_parser("train", help="train one run {gan}_{variant}_s{seed}; rerun to resume")
+    add_config_args(p)
+    p.add_argument("--run", required=True, help="run id, e.g. dcgan_oct_s0")
+    p.set_defaults(func=cmd_train)
 
     return parser
 

@@ -1,0 +1,373 @@
+"""Train one run, `{gan}_{variant}_s{seed}`, from the config to per-epoch metrics.
+
+Read it top to bottom: setup (device, data, networks, optimisers), resume, the epoch loop (one D
+step on a real batch and on G(z) for a fresh z as two forward passes, then one G step with another
+fresh z), and the per-epoch evaluation (FID and precision/recall on `metrics.fid_samples` samples,
+a sample grid from a fixed z, generator snapshots, a metrics row).
+
+Outputs under results/<config>/runs/<run id>/: metrics.csv (one row per epoch, appended and flushed),
+samples/epoch_EEE.png, generator_epoch_EEE.pt, run.json (written last: the run is finished).
+The resumable state lives in results/<config>/state/<run id>/checkpoint.pt, outside what Snakemake
+declares, because Snakemake deletes the declared outputs of an unfinished job before rerunning it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ocbench import losses, schedules
+from ocbench.config import Config
+from ocbench.errors import OcbenchError
+from ocbench.nn import Discriminator, Generator
+
+METRIC_COLUMNS = [
+    "epoch", "iterations", "g_updates", "g_loss", "d_loss", "fid", "precision", "recall",
+    "beta_h", "beta_l", "epoch_seconds", "images_per_s", "eval_seconds",
+    "weights_sha256", "weights_official", "status",
+]
+TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only non-reproducible ones
+EVAL_SEED = 1_000_000  # epoch e's FID samples use seed EVAL_SEED + e, the same for every run
+
+
+# --------------------------------------------------------------------------------------------------
+# small helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise OcbenchError(f"train.device is {name!r} but no CUDA GPU is visible; use --set train.device=cpu")
+    return torch.device(name)
+
+
+def protocol_fingerprint(cfg: Config, run_id: str) -> str:
+    """What a checkpoint must agree on to be resumed: the run and every number of its protocol."""
+    gan, variant, _ = cfg.parse_run(run_id)
+    t = cfg.train
+    protocol = {
+        "config": cfg.name, "run": run_id, "gan": cfg.raw["gans"][gan],
+        "variant": cfg.raw["variants"][variant],
+        "train": [t.epochs, t.batch_size, t.latent_dim, t.width, t.init],
+        "data": cfg.data.prepared, "fid_samples": cfg.metrics.fid_samples,
+    }
+    return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_images(path: str, device: torch.device, placement) -> torch.Tensor:
+    """The prepared uint8 N x H x W x 3 array, whole on the GPU when it fits, else in (pinned) RAM."""
+    if not Path(path).is_file():
+        raise OcbenchError(f"prepared data {path} does not exist; run `ocbench data prepare` first")
+    array = np.load(path, mmap_mode="r")
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise OcbenchError(f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; prepare it again")
+    images = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type != "cuda":
+        return images
+    if placement == "auto":
+        free, _ = torch.cuda.mem_get_info(device)
+        placement = images.numel() < 0.6 * free  # leave room for the networks and Inception
+    return images.to(device) if placement else images.pin_memory()
+
+
+def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 N x H x W x 3 -> float N x 3 x H x W in [-1, 1], converted on the training device."""
+    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def make_optimizer(params, opt) -> torch.optim.Optimizer:
+    if opt.name == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas))
+    if opt.name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=opt.lr)
+    raise OcbenchError(f"unknown optimizer {opt.name!r}; allowed: adam, rmsprop")
+
+
+def atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Rewrite the whole file atomically (used on resume, from the rows kept in the checkpoint)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, METRIC_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a", newline="") as f:
+        csv.DictWriter(f, METRIC_COLUMNS).writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_grid(images: torch.Tensor, path: Path) -> None:
+    """64 samples as an 8-column PNG; [-1, 1] -> [0, 1], then torchvision's uint8 rounding."""
+    from torchvision.utils import save_image
+
+    save_image((images.float() + 1) / 2, path, nrow=int(math.sqrt(len(images))) or 1, padding=2)
+
+
+def rng_state(noise_rng: torch.Generator, data_rng: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "noise": noise_rng.get_state(), "data": data_rng.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, noise_rng: torch.Generator, data_rng: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    noise_rng.set_state(state["noise"])
+    data_rng.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
+    """Train `run_id` to the end (or to divergence), resuming from its checkpoint if there is one.
+
+    Returns the contents of run.json. `evaluator` (an ocbench.metrics.Evaluator) is built from the
+    config when not given.
+    """
+    gan_name, variant_name, seed = cfg.parse_run(run_id)
+    gan, variant, tc = cfg.gans[gan_name], cfg.variants[variant_name], cfg.train
+    run_dir, state_dir = cfg.run_dir(run_id), cfg.results_dir / "state" / run_id
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, metrics_path, run_json = state_dir / "checkpoint.pt", run_dir / "metrics.csv", run_dir / "run.json"
+    fingerprint = protocol_fingerprint(cfg, run_id)
+
+    # ---- setup
+    device = resolve_device(tc.device)
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # algorithm choice only; precision stays the default
+    images = load_images(cfg.data.prepared, device, tc.data_on_device)
+    n_images, batch_size = len(images), tc.batch_size
+    n_batches = n_images // batch_size  # the last incomplete batch is dropped
+    if n_batches == 0:
+        raise OcbenchError(f"{n_images} prepared images make no batch of {batch_size}; lower train.batch_size")
+
+    torch.manual_seed(seed)
+    G = Generator(variant.alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
+    D = Discriminator(variant.alpha, tc.width, init=tc.init).to(device)
+    if tc.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_g, opt_d = make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer)
+    noise_rng = torch.Generator(device).manual_seed(seed)
+    data_rng = torch.Generator().manual_seed(seed)  # shuffles on the CPU: the same order on any device
+    grid_z = torch.randn(tc.grid_size, tc.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    # Compiled copies share parameters with G and D; checkpoints always hold the plain modules.
+    G_step, D_step = G, D
+    if tc.compile or tc.cuda_graphs:
+        mode = "reduce-overhead" if tc.cuda_graphs else None  # reduce-overhead = CUDA graphs
+        G_step, D_step = torch.compile(G, mode=mode), torch.compile(D, mode=mode)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)  # noqa: E731
+    step = make_step(G_step, D_step, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D)
+
+    # ---- resume
+    position = {"epoch": 0, "batch": 0, "iterations": 0, "g_updates": 0, "sums": [0.0, 0.0, 0, 0],
+                "elapsed": 0.0, "perm": None}
+    rows: list[dict] = []
+    if checkpoint_path.exists():
+        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if ckpt["fingerprint"] != fingerprint:
+            raise OcbenchError(
+                f"{checkpoint_path} belongs to another config or run (fingerprint {ckpt['fingerprint']}, "
+                f"this run {fingerprint}); delete {state_dir} to start {run_id} afresh"
+            )
+        G.load_state_dict(ckpt["G"]), D.load_state_dict(ckpt["D"])
+        opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
+        set_rng_state(ckpt["rng"], noise_rng, data_rng)
+        position, rows = ckpt["position"], ckpt["rows"]
+        if run_json.exists() and ckpt.get("finished"):
+            log(f"{run_id}: already finished ({json.loads(run_json.read_text())['status']}); nothing to do")
+            return json.loads(run_json.read_text())
+        log(f"{run_id}: resuming at epoch {position['epoch'] + 1}, batch {position['batch']}/{n_batches}")
+    write_metrics(metrics_path, rows)
+
+    def save_checkpoint(finished: bool = False) -> None:
+        atomic_save({
+            "fingerprint": fingerprint, "run": run_id, "finished": finished,
+            "G": G.state_dict(), "D": D.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "rng": rng_state(noise_rng, data_rng), "position": position, "rows": rows,
+        }, checkpoint_path)
+
+    if evaluator is None:
+        from ocbench.metrics import Evaluator
+
+        evaluator = Evaluator.from_config(cfg, device)
+
+    log(f"{run_id}: {gan_name} alpha={variant.alpha} on {device}, {n_images} images, "
+        f"{n_batches} batches of {batch_size}, epochs {position['epoch'] + 1}..{tc.epochs}")
+    status, last_save = "ok", time.monotonic()
+    tty = sys.stderr.isatty()
+    while position["epoch"] < tc.epochs and status == "ok":
+        epoch = position["epoch"]
+        beta = schedules.beta(variant.beta, epoch, tc.epochs)
+        if position["perm"] is None:  # a fresh epoch: a new shuffle
+            position["perm"] = torch.randperm(n_images, generator=data_rng)
+        perm = position["perm"].to(images.device)
+        sums = position["sums"]  # g_loss sum, d_loss sum, G steps, D steps (this epoch)
+        G.train(), D.train()
+        started = time.monotonic() - position["elapsed"]
+        bar = tqdm(range(position["batch"], n_batches), initial=position["batch"], total=n_batches,
+                   desc=f"{run_id} epoch {epoch + 1}/{tc.epochs}", unit="it", leave=False,
+                   mininterval=0.5 if tty else 30, file=sys.stderr)
+        for batch_index in bar:
+            real = to_model_input(images[perm[batch_index * batch_size:(batch_index + 1) * batch_size]],
+                                  device, tc.channels_last)
+
+            loss_d, loss_g = step(real, beta, batch_index % gan.critic.n_critic(position["g_updates"]) == 0)
+            sums[1] += loss_d
+            sums[3] += 1
+            position["iterations"] += 1
+            if loss_g is not None:
+                sums[0] += loss_g
+                sums[2] += 1
+                position["g_updates"] += 1
+            position["batch"] = batch_index + 1
+
+            if batch_index % 50 == 49 or batch_index == n_batches - 1:
+                g_mean, d_mean = float(sums[0]) / max(sums[2], 1), float(sums[1]) / max(sums[3], 1)
+                bar.set_postfix(g=f"{g_mean:.3f}", d=f"{d_mean:.3f}", refresh=False)
+                if not (math.isfinite(g_mean) and math.isfinite(d_mean)):
+                    status = "diverged"
+                    break
+            if time.monotonic() - last_save > 60 * tc.checkpoint_minutes:
+                position["elapsed"] = time.monotonic() - started
+                position["sums"] = [float(s) if torch.is_tensor(s) else s for s in sums]
+                sums = position["sums"]
+                save_checkpoint()
+                last_save = time.monotonic()
+        bar.close()
+
+        # ---- end of epoch: losses, evaluation, samples, snapshot, the metrics row
+        train_seconds = time.monotonic() - started
+        g_mean, d_mean = float(sums[0]) / max(sums[2], 1), float(sums[1]) / max(sums[3], 1)
+        if not (math.isfinite(g_mean) and math.isfinite(d_mean)):
+            status = "diverged"
+        row = {
+            "epoch": epoch + 1, "iterations": position["iterations"], "g_updates": position["g_updates"],
+            "g_loss": g_mean, "d_loss": d_mean, "beta_h": beta[0], "beta_l": beta[1],
+            "epoch_seconds": round(train_seconds, 3),
+            "images_per_s": round(sums[3] * batch_size / max(train_seconds, 1e-9), 1), "status": status,
+        }
+        eval_started = time.monotonic()
+        G.eval()
+        if status == "ok":
+            with torch.no_grad(), autocast():
+                save_grid(G(grid_z, beta), run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+            scores = evaluator.evaluate(eval_sampler(G, beta, tc.latent_dim, device, epoch, autocast),
+                                        cfg.metrics.fid_samples)
+            # plain Python types: the rows travel in the checkpoint, which loads with weights_only
+            row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
+                       recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
+                       weights_official=bool(scores["weights_official"]))
+            if epoch + 1 in tc.snapshot_epochs or epoch + 1 == tc.epochs:
+                torch.save({"generator": G.state_dict(), "alpha": variant.alpha, "width": tc.width,
+                            "latent_dim": tc.latent_dim, "beta": list(beta), "epoch": epoch + 1, "run": run_id},
+                           run_dir / f"generator_epoch_{epoch + 1:03d}.pt")
+        else:
+            row.update(fid=float("nan"), precision=float("nan"), recall=float("nan"),
+                       weights_sha256=evaluator.weights_sha256, weights_official=evaluator.weights_official)
+        row["eval_seconds"] = round(time.monotonic() - eval_started, 3)
+        rows.append(row)
+        append_metrics(metrics_path, row)
+        log(f"{run_id} epoch {epoch + 1}/{tc.epochs}: g_loss {g_mean:.4f} d_loss {d_mean:.4f} "
+            f"fid {row['fid']:.2f} precision {row['precision']:.3f} recall {row['recall']:.3f} "
+            f"beta ({beta[0]:.2f}, {beta[1]:.2f}) {row['images_per_s']:.0f} img/s "
+            f"train {train_seconds:.1f}s eval {row['eval_seconds']:.1f}s" + ("  DIVERGED" if status != "ok" else ""))
+        position.update(epoch=epoch + 1, batch=0, sums=[0.0, 0.0, 0, 0], elapsed=0.0, perm=None)
+        save_checkpoint()
+        last_save = time.monotonic()
+
+    summary = {
+        "run": run_id, "gan": gan_name, "variant": variant_name, "seed": seed, "alpha": variant.alpha,
+        "status": status, "epochs": tc.epochs, "epochs_done": len(rows),
+        "diverged_epoch": rows[-1]["epoch"] if status == "diverged" else None,
+        "iterations": position["iterations"], "g_updates": position["g_updates"],
+        "fingerprint": fingerprint, "device": str(device), "torch": torch.__version__,
+        "weights_sha256": evaluator.weights_sha256, "weights_official": evaluator.weights_official,
+        "train_seconds": round(sum(r["epoch_seconds"] for r in rows), 1),
+        "eval_seconds": round(sum(r["eval_seconds"] for r in rows), 1),
+    }
+    save_checkpoint(finished=True)
+    tmp = run_json.with_name("run.json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, run_json)
+    return summary
+
+
+def make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params=None):
+    """One iteration of the protocol, as a function of a real batch.
+
+    D step: a real batch and a fake batch from a fresh z, as two separate forward passes (BatchNorm
+    sees real and fake apart), then the WGAN clamp if any. G step (when `g_turn`) with another
+    fresh z. Returns the detached losses (loss_g is None when G did not step). `D_params` is the
+    plain module behind a compiled D, for the clamp and for switching its gradients off.
+    """
+    D_params = D if D_params is None else D_params
+    batch_size = tc.batch_size
+
+    def step(real: torch.Tensor, beta: tuple[float, float], g_turn: bool):
+        z = torch.randn(batch_size, tc.latent_dim, device=device, generator=noise_rng)
+        with autocast():
+            with torch.no_grad():
+                fake = G(z, beta)  # no graph through G: the same as G(z).detach()
+            loss_d = losses.d_loss(gan.loss, D(real, beta).float(), D(fake, beta).float())
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        if gan.clamp is not None:
+            losses.clamp_(D_params, gan.clamp)
+        if not g_turn:
+            return loss_d.detach(), None
+
+        z = torch.randn(batch_size, tc.latent_dim, device=device, generator=noise_rng)
+        D_params.requires_grad_(False)  # D's weight gradients are not needed for G's step
+        with autocast():
+            loss_g = losses.g_loss(gan.loss, D(G(z, beta), beta).float())
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        D_params.requires_grad_(True)
+        return loss_d.detach(), loss_g.detach()
+
+    return step
+
+
+def eval_sampler(G, beta, latent_dim, device, epoch, autocast):
+    """`sample(start, count)` for the evaluator: G in eval mode on a z stream fixed per epoch."""
+    rng = torch.Generator(device).manual_seed(EVAL_SEED + epoch)
+
+    def sample(start: int, count: int) -> torch.Tensor:
+        z = torch.randn(count, latent_dim, device=device, generator=rng)
+        with torch.no_grad(), autocast():
+            return G(z, beta).float()
+
+    return sample
