@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ocbench import config as config_mod
-from ocbench.errors import OcbenchError
+from ocbench.errors import OcbenchError, UsageError
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -57,6 +57,37 @@ def cmd_train(args) -> None:
     train(cfg, args.run)
 
 
+def cmd_data_fetch(args) -> None:
+    from ocbench.data import fetch
+
+    fetch(load_config(args))
+
+
+def cmd_data_prepare(args) -> None:
+    from ocbench.data import prepare
+
+    prepare(load_config(args), skip_corrupt=args.skip_corrupt, workers=args.workers)
+
+
+def cmd_data_synth(args) -> None:
+    from ocbench.synth import write_synthetic
+
+    if args.out:  # explicit form: no config needed
+        if args.n is None:
+            raise UsageError("ocbench data synth --out PATH needs --n N (number of images)")
+        zip_path, part = write_synthetic(args.out, None, args.n, args.seed or 0)
+    else:
+        if args.n is not None or args.seed is not None:
+            raise UsageError("--n/--seed go with --out; with --config use --set data.synthetic.n=N")
+        d = load_config(args).data
+        if d.synthetic is None:
+            raise UsageError("this config has no data.synthetic {n, seed}; pass --out PATH --n N --seed S, "
+                             "or a synthetic config")
+        if not d.images.endswith(".zip"):
+            raise UsageError(f"data.images {d.images} must be a .zip path for a synthetic dataset")
+        zip_path, part = write_synthetic(d.images, d.partition, d.synthetic["n"], d.synthetic["seed"])
+    print(f"wrote {zip_path} and {part}")
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -78,6 +109,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--run", required=True, help="run id, e.g. dcgan_oct_s0")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("data", help="CelebA: fetch, prepare, or write a synthetic one")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    q = data_sub.add_parser("fetch", help="download img_align_celeba.zip and list_eval_partition.txt, check md5s")
+    add_config_args(q)
+    q.set_defaults(func=cmd_data_fetch)
+    q = data_sub.add_parser("prepare", help="crop + resize every image of the split into one uint8 .npy")
+    add_config_args(q)
+    q.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out JPEGs that fail to decode (recorded in the JSON) instead of failing")
+    q.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    q.set_defaults(func=cmd_data_prepare)
+    q = data_sub.add_parser("synth", help="write a synthetic CelebA zip + partition file (tests, smoke runs)")
+    add_config_args(q)
+    q.add_argument("--out", metavar="ZIP", help="zip to write (partition file beside it); default: the config's")
+    q.add_argument("--n", type=int, default=None, help="number of images (with --out)")
+    q.add_argument("--seed", type=int, default=None, help="seed (with --out; default 0)")
+    q.set_defaults(func=cmd_data_synth)
 
     return parser
 

@@ -1,0 +1,287 @@
+"""CelebA fetch/prepare and the synthetic CelebA, on real (tiny) synthetic archives.
+
+Everything runs the real code on real files: `ocbench data ...` as a user runs it (the `cli` fixture),
+or the library functions where a test must point the md5 checks at a small file instead of the 1.4 GB
+zip (the md5s are module constants for that reason).
+"""
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from ocbench import config as config_mod
+from ocbench import data, synth
+from ocbench.errors import OcbenchError
+
+N, SEED = 40, 7
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A synthetic CelebA (zip + partition file), shared read-only by the tests of this module."""
+    root = tmp_path_factory.mktemp("synth")
+    zip_path, part = synth.write_synthetic(root / "img_align_celeba.zip", None, N, SEED, progress=False)
+    return zip_path, part
+
+
+def write_config(tmp_path: Path, **data_keys) -> Path:
+    """A config overlay whose data section points into tmp_path; `data_keys` override it."""
+    d = {
+        "dir": str(tmp_path),
+        "images": str(tmp_path / "img_align_celeba.zip"),
+        "partition": str(tmp_path / "list_eval_partition.txt"),
+        "prepared": str(tmp_path / "out" / "celeba128.npy"),
+        **data_keys,
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"name": "test", "data": d}))
+    return path
+
+
+def synthetic_config(tmp_path, archive, **data_keys):
+    zip_path, part = archive
+    keys = {"images": str(zip_path), "partition": str(part), "synthetic": {"n": N, "seed": SEED}}
+    return write_config(tmp_path, **{**keys, **data_keys})
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Anything prepare may have left in the output folder (arrays, temporaries, JSON)."""
+    return sorted(p.name for p in folder.glob("*")) if folder.exists() else []
+
+
+def expected_pixels(zip_path: Path, name: str, crop, size=128, resize="bilinear") -> np.ndarray:
+    """The documented recipe, computed independently: PIL crop of rows 20..197, then PIL resize."""
+    with zipfile.ZipFile(zip_path) as zf:
+        img = Image.open(io.BytesIO(zf.read(f"img_align_celeba/{name}"))).convert("RGB")
+    assert img.size == (178, 218)
+    if crop == "center":
+        img = img.crop((0, 20, 178, 198))  # the centred 178x178 square: rows 20 to 197
+    return np.asarray(img.resize((size, size), getattr(Image.Resampling, resize.upper())))
+
+
+def assert_one_line_error(proc, *fragments, code=1):
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("ocbench: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    return lines[-1]
+
+
+# --------------------------------------------------------------------------------------------------
+# synth
+
+
+def test_synth_is_celeba_shaped_and_deterministic(tmp_path, cli, archive):
+    zip_path, part = archive
+    proc = cli("data", "synth", "--out", tmp_path / "a" / "img_align_celeba.zip", "--n", N, "--seed", SEED)
+    assert proc.returncode == 0, proc.stderr
+    # Same seed, same bytes, whether written by the CLI or the library.
+    assert (tmp_path / "a" / "img_align_celeba.zip").read_bytes() == zip_path.read_bytes()
+    assert (tmp_path / "a" / "list_eval_partition.txt").read_text() == part.read_text()
+
+    with zipfile.ZipFile(zip_path) as zf:
+        names = [n for n in zf.namelist() if n.endswith(".jpg")]
+        assert names == [f"img_align_celeba/{i:06d}.jpg" for i in range(1, N + 1)]
+        imgs = [np.asarray(Image.open(io.BytesIO(zf.read(n)))) for n in names[:5]]
+    assert all(im.shape == (218, 178, 3) for im in imgs)
+    assert len({im.tobytes() for im in imgs}) == 5  # every face differs
+
+    lines = part.read_text().splitlines()
+    assert lines[0] == "000001.jpg 0" and len(lines) == N
+    codes = [int(line.split()[1]) for line in lines]
+    assert codes == sorted(codes) and set(codes) == {0, 1, 2}  # train, valid, test blocks, as CelebA
+    assert codes.count(0) == synth.split_sizes(N)[0] == 32
+
+    other = tmp_path / "b" / "img_align_celeba.zip"
+    synth.write_synthetic(other, None, N, SEED + 1, progress=False)
+    assert other.read_bytes() != zip_path.read_bytes()
+
+
+def test_synth_from_config(tmp_path, cli):
+    cfg = write_config(tmp_path, synthetic={"n": 12, "seed": 0})
+    proc = cli("data", "synth", "--config", cfg)
+    assert proc.returncode == 0, proc.stderr
+    assert len((tmp_path / "list_eval_partition.txt").read_text().splitlines()) == 12
+    # fetch does not try the network for a synthetic config
+    proc = cli("data", "fetch", "--config", cfg)
+    assert proc.returncode == 0 and "nothing to fetch" in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# prepare
+
+
+def test_prepare_round_trip_matches_pil(tmp_path, cli, archive):
+    cfg = synthetic_config(tmp_path, archive)
+    proc = cli("data", "prepare", "--config", cfg, "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out" / "celeba128.npy"
+    arr = np.load(out)
+    assert arr.shape == (N, 128, 128, 3) and arr.dtype == np.uint8
+    for i in (0, 1, 17, N - 1):  # file-name order, pixel for pixel the documented recipe
+        np.testing.assert_array_equal(arr[i], expected_pixels(archive[0], f"{i + 1:06d}.jpg", "center"))
+
+    meta = json.loads((tmp_path / "out" / "celeba128.json").read_text())
+    assert meta["count"] == N and meta["crop"] == "center" and meta["resize"] == "bilinear"
+    assert meta["split"] == "all" and meta["skipped"] == [] and meta["source_kind"] == "zip"
+    assert meta["source_md5"] == data.file_md5(archive[0])
+    assert leftovers(tmp_path / "out") == ["celeba128.json", "celeba128.npy"]
+
+    # Up to date: nothing is rewritten.
+    mtime = out.stat().st_mtime_ns
+    proc = cli("data", "prepare", "--config", cfg)
+    assert proc.returncode == 0 and "up to date" in proc.stdout
+    assert out.stat().st_mtime_ns == mtime
+
+    # Deterministic, and the same in one process as in a pool.
+    cfg1 = synthetic_config(tmp_path, archive, prepared=str(tmp_path / "one" / "x.npy"))
+    assert cli("data", "prepare", "--config", cfg1, "--workers", "1").returncode == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "one" / "x.npy"), arr)
+
+
+def test_crop_null_other_size_and_split(tmp_path, cli, archive):
+    cfg = synthetic_config(tmp_path, archive, crop=None, image_size=64, resize="bicubic", split="valid")
+    proc = cli("data", "prepare", "--config", cfg)
+    assert proc.returncode == 0, proc.stderr
+    arr = np.load(tmp_path / "out" / "celeba128.npy")
+    train, valid, _ = synth.split_sizes(N)
+    assert arr.shape == (valid, 64, 64, 3)
+    first_valid = f"{train + 1:06d}.jpg"
+    np.testing.assert_array_equal(arr[0], expected_pixels(archive[0], first_valid, None, 64, "bicubic"))
+
+
+def test_folder_input(tmp_path, cli, archive):
+    with zipfile.ZipFile(archive[0]) as zf:
+        zf.extractall(tmp_path)
+    folder = tmp_path / "img_align_celeba"
+    cfg = synthetic_config(tmp_path, archive, images=str(folder))
+    proc = cli("data", "prepare", "--config", cfg)
+    assert proc.returncode == 0, proc.stderr
+    arr = np.load(tmp_path / "out" / "celeba128.npy")
+    np.testing.assert_array_equal(arr[3], expected_pixels(archive[0], "000004.jpg", "center"))
+    assert json.loads((tmp_path / "out" / "celeba128.json").read_text())["source_kind"] == "folder"
+
+
+def test_count_check_unless_subset(tmp_path, cli, archive):
+    zip_path, part = archive
+    cfg = write_config(tmp_path, images=str(zip_path), partition=str(part))  # real-CelebA config
+    proc = cli("data", "prepare", "--config", cfg)
+    assert_one_line_error(proc, f"split 'all' has {N} images", "202,599", "data.subset: true")
+    assert leftovers(tmp_path / "out") == []
+    cfg = write_config(tmp_path, images=str(zip_path), partition=str(part), subset=True)
+    assert cli("data", "prepare", "--config", cfg).returncode == 0
+
+
+def corrupt_copy(src: Path, dst: Path, victim: str) -> None:
+    """A copy of the zip in which one JPEG is cut in half (the zip itself stays valid)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            payload = zin.read(info)
+            if info.filename.endswith(victim):
+                payload = payload[: len(payload) // 2]
+            zout.writestr(info, payload)
+
+
+def test_corrupt_jpeg(tmp_path, cli, archive):
+    bad_zip = tmp_path / "img_align_celeba.zip"
+    corrupt_copy(archive[0], bad_zip, "000005.jpg")
+    cfg = synthetic_config(tmp_path, archive, images=str(bad_zip))
+    proc = cli("data", "prepare", "--config", cfg, "--workers", "2")
+    assert_one_line_error(proc, "000005.jpg", "not a readable JPEG", "--skip-corrupt")
+    assert leftovers(tmp_path / "out") == []
+
+    proc = cli("data", "prepare", "--config", cfg, "--skip-corrupt")
+    assert proc.returncode == 0, proc.stderr
+    arr = np.load(tmp_path / "out" / "celeba128.npy")
+    assert arr.shape[0] == N - 1
+    np.testing.assert_array_equal(arr[3], expected_pixels(archive[0], "000004.jpg", "center"))
+    np.testing.assert_array_equal(arr[4], expected_pixels(archive[0], "000006.jpg", "center"))
+    meta = json.loads((tmp_path / "out" / "celeba128.json").read_text())
+    assert [s["name"] for s in meta["skipped"]] == ["000005.jpg"] and meta["count"] == N - 1
+
+
+def test_missing_partition(tmp_path, cli, archive):
+    zip_path, _ = archive
+    cfg = write_config(tmp_path, images=str(zip_path), subset=True)  # a real-CelebA config, no partition file
+    proc = cli("data", "prepare", "--config", cfg)
+    assert_one_line_error(proc, f"partition file {tmp_path / 'list_eval_partition.txt'} not found",
+                          "ocbench data fetch", "d32c9cbf5e040fd4025c592c306e6668")
+    assert leftovers(tmp_path / "out") == []
+
+
+# --------------------------------------------------------------------------------------------------
+# bad downloads: what Google Drive really sends, under the zip's name
+
+
+HTML = (b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head>"
+        b"<body>Too many users have viewed or downloaded this file recently.</body></html>")
+
+
+@pytest.mark.parametrize("kind", ["html", "truncated", "wrong_md5"])
+def test_bad_zip(tmp_path, cli, archive, kind):
+    zip_path = tmp_path / "img_align_celeba.zip"
+    whole = archive[0].read_bytes()
+    zip_path.write_bytes({"html": HTML, "truncated": whole[: len(whole) // 2], "wrong_md5": whole}[kind])
+    cfg = write_config(tmp_path, partition=str(archive[1]))
+    expected = {
+        "html": "is an HTML page titled 'Google Drive - Quota exceeded'",
+        "truncated": "is a truncated zip",
+        "wrong_md5": f"has md5 {data.file_md5(archive[0])}, not 00d2c5bc6d35e252742224ab0c1e8fcb",
+    }[kind]
+
+    if kind != "wrong_md5":  # prepare refuses it too (it checks the count, not the md5)
+        proc = cli("data", "prepare", "--config", cfg)
+        assert_one_line_error(proc, expected, str(zip_path.resolve()))
+        assert leftovers(tmp_path / "out") == []
+
+    proc = cli("data", "fetch", "--config", cfg)
+    assert_one_line_error(proc, expected, "kept it as img_align_celeba.zip.invalid",
+                          f"place it at {zip_path.resolve()}", "md5 00d2c5bc6d35e252742224ab0c1e8fcb")
+    assert not zip_path.exists() and (tmp_path / "img_align_celeba.zip.invalid").exists()
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_no_network(tmp_path, cli):
+    # A proxy nobody listens on: the real download path fails at once, network or not.
+    proxy = "http://127.0.0.1:9"
+    env = {"HTTPS_PROXY": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy, "http_proxy": proxy,
+           "NO_PROXY": "", "no_proxy": ""}
+    proc = cli("data", "fetch", "--config", write_config(tmp_path), env=env, timeout=120)
+    assert_one_line_error(proc, "could not download img_align_celeba.zip from Google Drive",
+                          f"place it at {(tmp_path / 'img_align_celeba.zip').resolve()}")
+    assert not (tmp_path / "img_align_celeba.zip").exists()
+
+
+def test_fetch_accepts_verified_files(tmp_path, archive, monkeypatch, capsys):
+    """With the expected md5s pointed at the synthetic files, fetch checks and keeps them, no download."""
+    zip_path, part = archive
+    monkeypatch.setattr(data, "CELEBA_ZIP", data.CELEBA_ZIP.__class__(
+        "img_align_celeba.zip", data.CELEBA_ZIP.drive_id, data.file_md5(zip_path)))
+    monkeypatch.setattr(data, "CELEBA_PARTITION", data.CELEBA_PARTITION.__class__(
+        "list_eval_partition.txt", data.CELEBA_PARTITION.drive_id, data.file_md5(part)))
+    cfg = config_mod.load([write_config(tmp_path, images=str(zip_path), partition=str(part))])
+    data.fetch(cfg)
+    assert capsys.readouterr().out.count("ok") == 2
+    assert zip_path.exists() and zip_path.with_name(zip_path.name + ".md5cache").exists()
+
+    # An extracted folder needs only the partition file (a folder has no md5).
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(tmp_path)
+    cfg = config_mod.load([write_config(tmp_path, images=str(tmp_path / "img_align_celeba"), partition=str(part))])
+    data.fetch(cfg)
+    assert f"{N} JPEGs" in capsys.readouterr().out
+
+    # The partition file is still checked: a wrong one is set aside with the same kind of message.
+    bad_part = tmp_path / "list_eval_partition.txt"
+    bad_part.write_text("000001.jpg 0\n")
+    cfg = config_mod.load([write_config(tmp_path, images=str(zip_path))])
+    with pytest.raises(OcbenchError, match="has md5 .* kept it as list_eval_partition.txt.invalid"):
+        data.fetch(cfg)
