@@ -57,6 +57,29 @@ def cmd_train(args) -> None:
     train(cfg, args.run)
 
 
+def config_args(args) -> str:
+    """The --config/--set options as given, for commands that an error message suggests."""
+    return " ".join([*(f"--config {c}" for c in args.config), *(f"--set {o}" for o in args.overrides)])
+
+
+def cmd_aggregate(args) -> None:
+    from ocbench.aggregate import write
+
+    print(f"wrote {write(load_config(args), args.allow_partial, config_args(args))}")
+
+
+def cmd_figures(args) -> None:
+    from ocbench.figures import render
+
+    render(load_config(args), args.allow_partial, config_args(args))
+
+
+def cmd_summary(args) -> None:
+    from ocbench.summary import write
+
+    print("wrote " + ", ".join(map(str, write(load_config(args), args.allow_partial, config_args(args)))))
+
+
 def cmd_data_fetch(args) -> None:
     from ocbench.data import fetch
 
@@ -109,6 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--run", required=True, help="run id, e.g. dcgan_oct_s0")
     p.set_defaults(func=cmd_train)
+
+    partial_help = "use the runs that exist (missing ones are named) instead of failing"
+    p = sub.add_parser("aggregate", help="every run's per-epoch metrics into results/<config>/metrics.csv")
+    add_config_args(p)
+    p.add_argument("--allow-partial", action="store_true", help=partial_help)
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("figures", help="the paper's Figures 2-7 into figures/<config>/")
+    add_config_args(p)
+    p.add_argument("--allow-partial", action="store_true", help=partial_help + " (e.g. while training runs)")
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("summary", help="stability summary: results/<config>/summary.md and summary.csv")
+    add_config_args(p)
+    p.add_argument("--allow-partial", action="store_true", help=partial_help)
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("data", help="CelebA: fetch, prepare, or write a synthetic one")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -1,0 +1,121 @@
+"""Collect every run's per-epoch metrics into one long table, and say which runs are not there yet.
+
+`ocbench aggregate` writes results/<config>/metrics.csv: one row per run and epoch, the train module's
+METRIC_COLUMNS with the run's identity (run, gan, variant, seed, alpha, label) and its status
+prepended. Figures and the summary call `collect` in memory, so they always see the runs as they
+are on disk now.
+
+A run's status comes from its own metrics.csv, the file training appends to after every epoch:
+ok (every configured epoch is there), diverged (the last row says so), incomplete (training has
+not reached the last epoch: still running, or interrupted) or missing (no rows at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ocbench.config import Config
+from ocbench.errors import OcbenchError
+from ocbench.train import METRIC_COLUMNS
+
+ID_COLUMNS = ["run", "gan", "variant", "seed", "alpha", "label", "run_status"]
+FINISHED = ("ok", "diverged")
+
+
+def label(gan: str, variant: str) -> str:
+    """The paper's names: DCGAN for the baseline, DCGAN_OCT, DCGAN_LOW, ... for the variants."""
+    return gan.upper() if variant == "baseline" else f"{gan.upper()}_{variant.upper()}"
+
+
+@dataclass
+class Runs:
+    """Every configured run's rows (`metrics`) and one line per run (`runs`) with its status."""
+
+    metrics: pd.DataFrame  # long format, ID_COLUMNS + METRIC_COLUMNS
+    runs: pd.DataFrame  # run, gan, variant, seed, alpha, label, run_status, epochs_done, diverged_epoch
+
+    def unfinished(self) -> pd.DataFrame:
+        return self.runs[~self.runs.run_status.isin(FINISHED)]
+
+    def describe_unfinished(self) -> list[str]:
+        """'lsgan_oct_s1 (missing)', 'wgan_low_s0 (incomplete: 2 of 3 epochs)', ..."""
+        out = []
+        for r in self.unfinished().itertuples():
+            if r.run_status == "missing":
+                out.append(f"{r.run} (missing)")
+            else:
+                out.append(f"{r.run} (incomplete: {r.epochs_done} of {r.epochs} epochs)")
+        return out
+
+
+def as_bool(series: pd.Series) -> pd.Series:
+    """weights_official is written by csv as True/False; tolerate 1/0 and strings after a round trip."""
+    return series.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0", "yes"))
+
+
+def read_run(path: Path) -> pd.DataFrame:
+    """One run's metrics.csv in the train module's format (empty frame when absent or header only)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    df = pd.read_csv(path, dtype={"weights_sha256": str, "status": str})
+    missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+    if missing:
+        raise OcbenchError(f"{path} lacks the columns {', '.join(missing)}; it was not written by `ocbench train`")
+    df["weights_official"] = as_bool(df["weights_official"])
+    return df[METRIC_COLUMNS]
+
+
+def run_status(rows: pd.DataFrame, epochs: int) -> str:
+    if rows.empty:
+        return "missing"
+    if rows["status"].iloc[-1] == "diverged":
+        return "diverged"
+    return "ok" if int(rows["epoch"].max()) >= epochs else "incomplete"
+
+
+def collect(cfg: Config) -> Runs:
+    """Read every run of `cfg.run_ids()`; runs not on disk are listed as missing, not skipped."""
+    frames, lines = [], []
+    for run in cfg.run_ids():
+        gan, variant, seed = cfg.parse_run(run)
+        rows = read_run(cfg.run_dir(run) / "metrics.csv")
+        status = run_status(rows, cfg.train.epochs)
+        ident = {"run": run, "gan": gan, "variant": variant, "seed": seed,
+                 "alpha": cfg.variants[variant].alpha, "label": label(gan, variant), "run_status": status}
+        lines.append({**ident, "epochs_done": len(rows), "epochs": cfg.train.epochs,
+                      "diverged_epoch": int(rows["epoch"].iloc[-1]) if status == "diverged" else None})
+        if not rows.empty:
+            frames.append(rows.assign(**ident)[ID_COLUMNS + METRIC_COLUMNS])
+    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS + METRIC_COLUMNS)
+    table = pd.DataFrame(lines)
+    table["diverged_epoch"] = table["diverged_epoch"].astype("Int64")  # integers, with NA for the others
+    return Runs(metrics=metrics, runs=table)
+
+
+def require_finished(runs: Runs, allow_partial: bool, config_args: str = "") -> None:
+    """Without --allow-partial every configured run must have finished; the error names the runs
+    and the command that produces them (with the caller's `--config/--set` options), on one line."""
+    if allow_partial or runs.unfinished().empty:
+        return
+    names = runs.describe_unfinished()
+    first = runs.unfinished().run.iloc[0]
+    raise OcbenchError(
+        f"{len(names)} run(s) not finished: {', '.join(names)}; produce them with `snakemake` or "
+        f"`{' '.join(['ocbench train', *config_args.split(), '--run', first])}` (one per run), "
+        "or pass --allow-partial to use the runs that exist"
+    )
+
+
+def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> Path:
+    """results/<config>/metrics.csv, every run's rows in long format; returns the path."""
+    runs = collect(cfg)
+    require_finished(runs, allow_partial, config_args)
+    out = cfg.results_dir / "metrics.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    runs.metrics.to_csv(tmp, index=False)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,558 @@
+"""The paper's Figures 2-7 from the runs on disk, with matplotlib (Agg), as figures/<config>/figN.<format>.
+
+2  FID per epoch, a panel per GAN: baseline vs OCT.
+3  DCGAN vs DCGAN_OCT FID with samples at `figures.curve_sample_epochs` under the curves.
+4  Sample grids: a block per GAN, columns vanilla | octave, rows `figures.grid_epochs`.
+5  DCGAN_OCT samples at alpha 0.5 (top) and alpha 0.99 (DCGAN_LOW, bottom), last epoch.
+6  FID per epoch, a panel per GAN: every variant.
+7  beta_H and beta_L per epoch for the ramp (a) and combination (b) schedules, from the config.
+
+Nothing is dropped silently: a diverged run ends its line with an x and a note, a run that is missing
+or unfinished is named on the figure, a variant or GAN the config does not train is named as absent,
+and FIDs from non-official Inception weights carry a warning on the figure itself (figures travel
+without their captions).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on the machines this runs on
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from ocbench import schedules  # noqa: E402
+from ocbench.aggregate import Runs, collect, label, require_finished  # noqa: E402
+from ocbench.config import Config  # noqa: E402
+from ocbench.errors import OcbenchError  # noqa: E402
+
+FIGURES = (2, 3, 4, 5, 6, 7)
+PADDING = 2  # torchvision.utils.save_image's padding in train.save_grid
+PNG_DPI = 200
+WARN = "#b00000"
+COLORS = {"baseline": "tab:blue", "oct": "tab:orange", "low": "tab:green", "ramp": "tab:red",
+          "combi": "tab:purple"}
+EXTRA_COLORS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
+BAND_TEXT = {"minmax": "shaded band: min–max over seeds",
+             "ci95": "shaded band: 95% t-interval of the mean over seeds"}
+
+plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8, "figure.titlesize": 11})
+
+
+def color(cfg: Config, variant: str) -> str:
+    if variant in COLORS:
+        return COLORS[variant]
+    others = [v for v in cfg.variants if v not in COLORS]
+    return EXTRA_COLORS[others.index(variant) % len(EXTRA_COLORS)]
+
+
+# --------------------------------------------------------------------------------------------------
+# notes: what a reader of the figure must know, printed under it
+
+
+class Notes:
+    """Lines printed under a figure; `warn` lines (non-official weights) in red."""
+
+    def __init__(self):
+        self.lines: list[tuple[str, bool]] = []
+
+    def add(self, text: str, warn: bool = False) -> None:
+        if text and (text, warn) not in self.lines:
+            self.lines.append((text, warn))
+
+    def wrapped(self, width_in: float) -> list[tuple[str, bool]]:
+        chars = max(40, int(width_in * 15))  # ~15 characters per inch at 7.5 pt
+        return [(w, warn) for text, warn in self.lines for w in textwrap.wrap(text, chars)]
+
+    def height(self, width_in: float) -> float:
+        """Inches the notes take at the bottom of a figure `width_in` wide."""
+        n = len(self.wrapped(width_in))
+        return 0.15 + 0.14 * n if n else 0.05
+
+    def draw(self, fig) -> None:
+        width, height = fig.get_size_inches()
+        y = 0.06
+        for text, warn in reversed(self.wrapped(width)):
+            fig.text(0.01, y / height, text, fontsize=7.5, va="bottom", ha="left",
+                     color=WARN if warn else "0.15", fontweight="bold" if warn else "normal")
+            y += 0.14
+
+
+def weights_notes(notes: Notes, rows: pd.DataFrame) -> None:
+    """The visible warning for FIDs that no published number can be compared with."""
+    unofficial = rows.loc[~rows.weights_official.astype(bool), "weights_sha256"].dropna().unique()
+    for sha in unofficial:
+        notes.add(f"FID from non-official Inception weights (sha256 {str(sha)[:12]}…): "
+                  "not comparable to published numbers", warn=True)
+
+
+def absent_notes(notes: Notes, cfg: Config, gans: list[str], variants: list[str]) -> None:
+    """Name what a figure would show but this config does not train (e.g. the official-wgan preset)."""
+    missing_gans = [g for g in gans if g not in cfg.run.gans]
+    missing_variants = [v for v in variants if v not in cfg.run.variants]
+    if missing_gans:
+        notes.add(f"Not trained by config '{cfg.name}' (run.gans): {', '.join(g.upper() for g in missing_gans)}.")
+    if missing_variants:
+        notes.add(f"Not trained by config '{cfg.name}' (run.variants): "
+                  f"{', '.join(v.upper() for v in missing_variants)}.")
+
+
+def unfinished_notes(notes: Notes, runs: Runs, gans: list[str], variants: list[str]) -> None:
+    sel = runs.runs[runs.runs.gan.isin(gans) & runs.runs.variant.isin(variants)]
+    missing = sel[sel.run_status == "missing"].run.tolist()
+    partial = sel[sel.run_status == "incomplete"]
+    if missing:
+        notes.add(f"Missing runs (not trained yet, nothing to plot): {', '.join(missing)}.")
+    if len(partial):
+        notes.add("Unfinished runs (plotted as far as they got): "
+                  + ", ".join(f"{r.run} ({r.epochs_done} of {r.epochs} epochs)" for r in partial.itertuples()) + ".")
+
+
+# --------------------------------------------------------------------------------------------------
+# FID curves
+
+
+def fid_by_seed(runs: Runs, gan: str, variant: str) -> pd.DataFrame:
+    """epoch x seed table of FID (NaN where a seed has no finite FID for that epoch)."""
+    rows = runs.metrics[(runs.metrics.gan == gan) & (runs.metrics.variant == variant)]
+    if rows.empty:
+        return pd.DataFrame()
+    table = rows.pivot_table(index="epoch", columns="seed", values="fid", aggfunc="first", dropna=False)
+    return table.astype(float).replace([np.inf, -np.inf], np.nan).sort_index()
+
+
+def mean_and_band(table: pd.DataFrame, band: str) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Mean over seeds per epoch, and the band: min-max, or the 95% t-interval of the mean."""
+    mean = table.mean(axis=1, skipna=True)
+    if band == "ci95":
+        from scipy import stats
+
+        n = table.notna().sum(axis=1)
+        half = stats.t.ppf(0.975, (n - 1).clip(lower=1)) * table.std(axis=1, ddof=1) / np.sqrt(n)
+        half = half.where(n > 1, 0.0)
+        return mean, mean - half, mean + half
+    return mean, table.min(axis=1, skipna=True), table.max(axis=1, skipna=True)
+
+
+def plot_fid(ax, cfg: Config, runs: Runs, gan: str, variants: list[str], notes: Notes) -> None:
+    """One panel: a mean line (and band, with several seeds) per variant; diverged runs end in an x."""
+    n_seeds = len(cfg.run.seeds)
+    absent = []
+    for variant in variants:
+        name, c = label(gan, variant), color(cfg, variant)
+        table = fid_by_seed(runs, gan, variant)
+        if table.empty or table.notna().sum().sum() == 0:
+            absent.append(name)
+            continue
+        seeds_with_rows = table.shape[1]
+        mean, lo, hi = mean_and_band(table, cfg.figures.band)
+        text = name if seeds_with_rows == n_seeds else f"{name} ({seeds_with_rows} of {n_seeds} seeds)"
+        ax.plot(mean.index, mean.values, color=c, lw=1.6, label=text,
+                marker="o" if len(mean) <= 12 else None, ms=3)
+        if n_seeds > 1 and seeds_with_rows > 1:
+            ax.fill_between(mean.index, lo.values, hi.values, color=c, alpha=0.18, lw=0)
+        sel = runs.runs[(runs.runs.gan == gan) & (runs.runs.variant == variant) & (runs.runs.run_status == "diverged")]
+        for r in sel.itertuples():
+            mark_diverged(ax, table[r.seed] if r.seed in table else pd.Series(dtype=float), r, c, n_seeds, notes)
+    if absent:
+        ax.text(0.02, 0.97, "no FID yet: " + ", ".join(absent), transform=ax.transAxes, va="top", ha="left",
+                fontsize=7.5, color="0.35", style="italic")
+    ax.set_title(gan.upper())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("FID")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlim(0.5, cfg.train.epochs + 0.5)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", frameon=True)
+
+
+def mark_diverged(ax, fid: pd.Series, r, c: str, n_seeds: int, notes: Notes) -> None:
+    """An x at the epoch the run diverged, at the height of its last finite FID (top of the panel if none)."""
+    finite = fid.dropna()
+    who = r.label if n_seeds == 1 else f"{r.label} seed {r.seed}"
+    if len(finite):
+        ax.plot([finite.index[-1], r.diverged_epoch], [finite.iloc[-1]] * 2, color=c, ls=":", lw=1.2)
+        ax.plot([r.diverged_epoch], [finite.iloc[-1]], marker="x", ms=9, mew=2.2, color=c, ls="none")
+        y, transform = finite.iloc[-1], ax.transData
+    else:
+        transform = ax.get_xaxis_transform()  # x in epochs, y in axes fraction
+        ax.plot([r.diverged_epoch], [0.9], marker="x", ms=9, mew=2.2, color=c, ls="none", transform=transform)
+        y = 0.9
+    ax.annotate("diverged", (r.diverged_epoch, y), xycoords=transform, xytext=(4, 4),
+                textcoords="offset points", fontsize=7, color=c)
+    extra = "; the mean after it is over the other seeds" if n_seeds > 1 else ""
+    notes.add(f"×: {who} diverged at epoch {r.diverged_epoch} (non-finite loss; no FID from then on){extra}.")
+
+
+def band_note(cfg: Config, notes: Notes) -> None:
+    if len(cfg.run.seeds) > 1:
+        notes.add(f"Lines: mean FID over {len(cfg.run.seeds)} seeds ({', '.join(map(str, cfg.run.seeds))}); "
+                  f"{BAND_TEXT[cfg.figures.band]}.")
+
+
+def set_fid_range(ax, rows: pd.DataFrame, cfg: Config, notes: Notes) -> None:
+    """One FID range for the whole figure (the panels share their y-axis), from the seeds' own FIDs:
+    a 95% interval from two or three seeds can be many times wider than the data and would flatten
+    every curve, so it may run off the axis, and the figure says so."""
+    fid = rows["fid"].astype(float)
+    fid = fid[np.isfinite(fid)]
+    if fid.empty:
+        return
+    lo, hi = fid.min(), fid.max()
+    pad = 0.06 * (hi - lo) or 1.0
+    ax.set_ylim(max(0.0, lo - pad), hi + pad)
+    if cfg.figures.band == "ci95" and len(cfg.run.seeds) > 1:
+        notes.add("Where few seeds make the 95% interval wider than the seeds' spread, it runs off the FID axis.")
+
+
+def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title: str):
+    """Figures 2 and 6: a panel per GAN with a shared FID axis."""
+    gans = list(cfg.run.gans)
+    shown = [v for v in variants if v in cfg.run.variants]
+    notes = Notes()
+    width = max(6.4, 4.2 * len(gans))
+    fig, axes = plt.subplots(1, len(gans), figsize=(width, 3.6), sharey=True, squeeze=False)
+    band_note(cfg, notes)
+    for ax, gan in zip(axes[0], gans):
+        plot_fid(ax, cfg, runs, gan, shown, notes)
+    for ax in axes[0][1:]:
+        ax.set_ylabel("")
+    set_fid_range(axes[0][0], runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(shown)], cfg, notes)
+    fig.suptitle(f"Figure {number}: {title}")
+    unfinished_notes(notes, runs, gans, shown)
+    absent_notes(notes, cfg, ["dcgan", "lsgan", "wgan"], variants)
+    weights_notes(notes, runs.metrics[runs.metrics.variant.isin(shown)])
+    return finish(fig, notes, tight=True)
+
+
+def finish(fig, notes: Notes, tight: bool):
+    """Notes under the figure; `tight` lays out subplot grids in the space left above them."""
+    width, height = fig.get_size_inches()
+    reserve = notes.height(width)
+    if tight:
+        fig.set_size_inches(width, height + reserve)
+        fig.tight_layout(rect=(0, reserve / (height + reserve), 1, 1))
+    notes.draw(fig)
+    return fig
+
+
+def figure2(cfg: Config, runs: Runs):
+    return fid_figure(cfg, runs, 2, ["baseline", "oct"],
+                      "FID per epoch, vanilla vs octave convolution (OCT, α = 0.5)")
+
+
+def figure6(cfg: Config, runs: Runs):
+    variants = list(dict.fromkeys(["baseline", "oct", "low", "ramp", "combi", *cfg.run.variants]))
+    return fid_figure(cfg, runs, 6, variants, "FID per epoch: baseline, OCT, LOW, RAMP and COMBI")
+
+
+# --------------------------------------------------------------------------------------------------
+# samples: crop images out of the per-epoch grids that training saves
+
+
+def grid_tiles(path: Path, cfg: Config, count: int) -> list[np.ndarray]:
+    """The first `count` images of a samples/epoch_EEE.png grid (torchvision's layout: nrow columns,
+    `PADDING` pixels around every image)."""
+    grid = np.asarray(Image.open(path).convert("RGB"))
+    nrow, size = int(math.sqrt(cfg.train.grid_size)) or 1, cfg.data.image_size
+    n = cfg.train.grid_size
+    cols, rows = min(nrow, n), math.ceil(n / nrow)
+    expect = (rows * (size + PADDING) + PADDING, cols * (size + PADDING) + PADDING)
+    if grid.shape[:2] != expect:
+        raise OcbenchError(f"{path} is {grid.shape[1]}x{grid.shape[0]} pixels, not the {expect[1]}x{expect[0]} grid "
+                           f"of {n} images of {size}px that train.grid_size and data.image_size describe")
+    out = []
+    for i in range(min(count, n)):
+        y, x = PADDING + (i // nrow) * (size + PADDING), PADDING + (i % nrow) * (size + PADDING)
+        out.append(grid[y:y + size, x:x + size])
+    return out
+
+
+def mosaic(tiles: list[np.ndarray], rows: int, cols: int, gap: int = 3) -> np.ndarray:
+    """Images in a rows x cols block with white gaps (like the paper's sample panels)."""
+    size = tiles[0].shape[0]
+    out = np.full((rows * size + (rows - 1) * gap, cols * size + (cols - 1) * gap, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles[: rows * cols]):
+        y, x = (i // cols) * (size + gap), (i % cols) * (size + gap)
+        out[y:y + size, x:x + size] = tile
+    return out
+
+
+def sample_run(runs: Runs, gan: str, variant: str) -> str | None:
+    """The run whose samples represent a GAN and variant: the lowest seed that has any epoch."""
+    sel = runs.runs[(runs.runs.gan == gan) & (runs.runs.variant == variant) & (runs.runs.epochs_done > 0)]
+    return sel.sort_values("seed").run.iloc[0] if len(sel) else None
+
+
+def find_sample(cfg: Config, run: str | None, epoch: int) -> tuple[Path | None, int | None]:
+    """The grid for `epoch` (clamped to the last trained epoch), or the latest one before it when the run
+    stopped earlier (diverged, or still training)."""
+    if run is None:
+        return None, None
+    samples = cfg.run_dir(run) / "samples"
+    for e in range(min(epoch, cfg.train.epochs), 0, -1):
+        path = samples / f"epoch_{e:03d}.png"
+        if path.is_file():
+            return path, e
+    return None, None
+
+
+def show_cell(ax, cfg: Config, run: str | None, epoch: int, rows: int, cols: int) -> int | None:
+    """Draw one sample block; a grey cell that says why when there is nothing to show."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    path, shown = find_sample(cfg, run, epoch)
+    if path is None:
+        ax.set_facecolor("0.92")
+        ax.text(0.5, 0.5, "missing run" if run is None else "no samples yet", transform=ax.transAxes,
+                ha="center", va="center", fontsize=8, color="0.3")
+        return None
+    ax.imshow(mosaic(grid_tiles(path, cfg, rows * cols), rows, cols))
+    if shown != min(epoch, cfg.train.epochs):
+        ax.text(0.5, -0.02, f"(epoch {shown}: the run stopped there)", transform=ax.transAxes,
+                ha="center", va="top", fontsize=7, color=WARN)
+    return shown
+
+
+def place(fig, x: float, y: float, w: float, h: float):
+    """An axes at (x, y) inches from the bottom left, w x h inches: sample figures are laid out by hand
+    so that the images, not whitespace, fill the page."""
+    W, H = fig.get_size_inches()
+    return fig.add_axes((x / W, y / H, w / W, h / H))
+
+
+def pick_gan(cfg: Config, notes: Notes, wanted: str = "dcgan") -> str:
+    """The paper shows DCGAN in Figures 3 and 5; a config without it shows its first GAN instead."""
+    if wanted in cfg.run.gans:
+        return wanted
+    notes.add(f"{wanted.upper()} is not trained by config '{cfg.name}'; showing {cfg.run.gans[0].upper()} instead.")
+    return cfg.run.gans[0]
+
+
+def epoch_label(epoch: int, cfg: Config) -> str:
+    if epoch > cfg.train.epochs:
+        return f"epoch {cfg.train.epochs}\n(the last;\n{epoch} asked)"
+    return f"epoch {epoch}"
+
+
+def figure3(cfg: Config, runs: Runs):
+    """FID curves of the vanilla and octave GAN, with samples of both at several epochs beneath."""
+    notes = Notes()
+    gan = pick_gan(cfg, notes)
+    variants = [v for v in ("baseline", "oct") if v in cfg.run.variants]
+    asked = list(cfg.figures.curve_sample_epochs) or [cfg.train.epochs]
+    # an epoch after the last trained one is shown at the last (once), and its title says so
+    epochs: dict[int, int] = {}  # shown -> asked
+    for e in sorted(asked):
+        epochs.setdefault(min(e, cfg.train.epochs), e)
+    n, left, gapx = len(epochs), 1.0, 0.12
+    curve_w = max(7.0, n * (1.7 + gapx))
+    cell = min(1.7, (curve_w - (n - 1) * gapx) / n)
+    step = (curve_w - cell) / (n - 1) if n > 1 else 0.0  # sample columns spread under the whole curve
+    x0 = left + (0.0 if n > 1 else (curve_w - cell) / 2)
+    rows_h = len(variants) * (cell + 0.3)
+    # notes are known only after plotting: lay out from the top, then `shrink_to` trims the bottom
+    fig = plt.figure(figsize=(left + curve_w + 0.3, 3.2 + 0.9 + rows_h + 1.2))
+    W, H = fig.get_size_inches()
+    band_note(cfg, notes)
+    curve = place(fig, left, H - 0.55 - 2.8, curve_w, 2.8)
+    plot_fid(curve, cfg, runs, gan, variants, notes)
+    curve.set_title("")
+    set_fid_range(curve, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)], cfg, notes)
+    for e in epochs:
+        curve.axvline(e, color="0.5", ls=":", lw=0.8)
+    y = H - 0.55 - 2.8 - 0.8
+    for variant in variants:
+        run = sample_run(runs, gan, variant)
+        y -= cell
+        for i, (e, wanted) in enumerate(epochs.items()):
+            ax = place(fig, x0 + i * step, y, cell, cell)
+            show_cell(ax, cfg, run, e, 2, 2)
+            if variant == variants[0]:
+                ax.set_title(f"epoch {e}" if e == wanted else f"epoch {e} (last; {wanted} asked)", fontsize=8)
+            if i == 0:
+                seed = f"\nseed {cfg.parse_run(run)[2]}" if run and len(cfg.run.seeds) > 1 else ""
+                ax.set_ylabel(label(gan, variant) + seed, fontsize=8.5, color=color(cfg, variant),
+                              fontweight="bold")
+        y -= 0.3
+    fig.suptitle(f"Figure 3: FID of {label(gan, 'baseline')} and {label(gan, 'oct')} with generated samples",
+                 y=1 - 0.12 / H)
+    unfinished_notes(notes, runs, [gan], variants)
+    absent_notes(notes, cfg, [], ["baseline", "oct"])
+    weights_notes(notes, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)])
+    notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
+    return shrink_to(fig, y + 0.1, notes)
+
+
+def shrink_to(fig, bottom_in: float, notes: Notes):
+    """Cut the empty space below `bottom_in` inches and put the notes there instead."""
+    W, H = fig.get_size_inches()
+    need = notes.height(W)
+    shift = bottom_in - need
+    for ax in fig.axes:
+        x0, y0, w, h = ax.get_position().bounds
+        ax.set_position((x0, (y0 * H - shift) / (H - shift), w, h * H / (H - shift)))
+    for text in fig.texts:  # the suptitle keeps its distance from the top
+        x, yy = text.get_position()
+        text.set_position((x, (yy * H - shift) / (H - shift)))
+    fig.set_size_inches(W, H - shift)
+    notes.draw(fig)
+    return fig
+
+
+def figure4(cfg: Config, runs: Runs):
+    """A block per GAN: columns vanilla | octave, rows the grid epochs; 4 x 4 samples per cell."""
+    notes = Notes()
+    gans = list(cfg.run.gans)
+    variants = [v for v in ("baseline", "oct") if v in cfg.run.variants]
+    epochs = list(cfg.figures.grid_epochs) or [cfg.train.epochs]
+    cell, gap, block_gap, left = 1.9, 0.08, 0.35, 0.95
+    block_w = len(variants) * cell + (len(variants) - 1) * gap
+    width = left + len(gans) * block_w + (len(gans) - 1) * block_gap + 0.15
+    top = 0.95
+    height = top + len(epochs) * (cell + gap) + 1.5
+    fig = plt.figure(figsize=(width, height))
+    y_low = height
+    for b, gan in enumerate(gans):
+        x0 = left + b * (block_w + block_gap)
+        fig.text((x0 + block_w / 2) / width, (height - 0.5) / height, gan.upper(), ha="center", va="bottom",
+                 fontsize=10, fontweight="bold")
+        for j, variant in enumerate(variants):
+            run = sample_run(runs, gan, variant)
+            for i, e in enumerate(epochs):
+                y = height - top - (i + 1) * cell - i * gap
+                ax = place(fig, x0 + j * (cell + gap), y, cell, cell)
+                show_cell(ax, cfg, run, e, 4, 4)
+                y_low = min(y_low, y)
+                if i == 0:
+                    ax.set_title(f"{'vanilla' if variant == 'baseline' else 'octave'}\n({label(gan, variant)})",
+                                 fontsize=8.5)
+                if b == 0 and j == 0:
+                    ax.set_ylabel(epoch_label(e, cfg), fontsize=8.5)
+    fig.suptitle("Figure 4: samples per GAN, vanilla vs octave convolution, by epoch", y=1 - 0.1 / height)
+    unfinished_notes(notes, runs, gans, variants)
+    absent_notes(notes, cfg, ["dcgan", "lsgan", "wgan"], ["baseline", "oct"])
+    seeds = f" of seed {min(cfg.run.seeds)} (lowest seed trained)" if len(cfg.run.seeds) > 1 else ""
+    notes.add(f"Each cell: the first 16 images of the epoch's grid from a fixed z{seeds}.")
+    return shrink_to(fig, y_low - 0.25, notes)
+
+
+def figure5(cfg: Config, runs: Runs):
+    """The octave GAN at alpha 0.5 (OCT, top) and alpha 0.99 (LOW, bottom), last epoch, 2 x 8 samples each."""
+    notes = Notes()
+    gan = pick_gan(cfg, notes)
+    variants = [v for v in ("oct", "low") if v in cfg.run.variants]
+    epoch = cfg.train.epochs
+    cols = min(8, int(math.sqrt(cfg.train.grid_size)) or 1)
+    rows = min(2, math.ceil(cfg.train.grid_size / cols))
+    tile, left = 1.15, 0.3
+    w_img, h_img = cols * tile, rows * tile
+    width, top = left + w_img + 0.3, 0.9
+    height = top + max(1, len(variants)) * (h_img + 0.55) + 1.2
+    fig = plt.figure(figsize=(width, height))
+    y = height - top
+    for variant in variants:
+        y -= h_img
+        ax = place(fig, left, y, w_img, h_img)
+        shown = show_cell(ax, cfg, sample_run(runs, gan, variant), epoch, rows, cols)
+        alpha = cfg.variants[variant].alpha
+        where = "top" if variant == "oct" else "bottom"
+        ax.set_title(f"({where}) {label(gan, variant)}: α = {alpha:g}, epoch {shown or epoch}", loc="left",
+                     fontsize=9, color=color(cfg, variant))
+        y -= 0.55
+    if not variants:
+        notes.add("Neither OCT nor LOW is trained by this config: nothing to show.")
+    names = " and ".join(label(gan, v) for v in variants)
+    fig.suptitle(f"Figure 5: {label(gan, 'oct')} samples at α = {cfg.variants['oct'].alpha:g} (top) and "
+                 f"α = {cfg.variants['low'].alpha:g} (bottom)", y=1 - 0.1 / height)
+    unfinished_notes(notes, runs, [gan], variants)
+    absent_notes(notes, cfg, [], ["oct", "low"])
+    notes.add(f"{names}: the first {rows * cols} images of the last epoch's grid from a fixed z; "
+              "a larger α leaves fewer high-frequency channels.")
+    return shrink_to(fig, y + 0.3, notes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Figure 7: the beta schedules, from the config (what every run uses, whether trained yet or not)
+
+
+def figure7(cfg: Config, runs: Runs):
+    notes = Notes()
+    epochs = cfg.train.epochs
+    panels = [("ramp", "(a) ramp"), ("combi", "(b) combination")]
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.4), sharey=True)
+    x = np.arange(1, epochs + 1)
+    for ax, (variant, title) in zip(axes, panels):
+        if variant not in cfg.variants:
+            ax.text(0.5, 0.5, f"no variant '{variant}' in this config", transform=ax.transAxes, ha="center")
+            continue
+        beta = np.array([schedules.beta(cfg.variants[variant].beta, e, epochs) for e in range(epochs)])
+        marker = "o" if epochs <= 12 else None
+        ax.plot(x, beta[:, 0], color="tab:red", lw=1.8, marker=marker, ms=3.5, label=r"$\beta_H$ (high frequency)")
+        ax.plot(x, beta[:, 1], color="tab:blue", lw=1.8, ls="--", marker=marker, ms=3.5,
+                label=r"$\beta_L$ (low frequency)")
+        ax.set_title(f"{title}: {variant.upper()} variant")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, epochs + 0.5)
+        ax.set_ylim(-0.04, 1.04)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="center right")
+    axes[0].set_ylabel(r"weight $\beta$")
+    fig.suptitle(r"Figure 7: $\beta_H$ and $\beta_L$ per epoch")
+    notes.add(f"From the config's schedules over train.epochs = {epochs}: t = epoch / {epochs} (epochs counted "
+              "from 1), β constant within an epoch and applied to the high and low-frequency feature maps.")
+    return finish(fig, notes, tight=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# rendering
+
+
+BUILDERS = {2: figure2, 3: figure3, 4: figure4, 5: figure5, 6: figure6, 7: figure7}
+
+
+def output_paths(cfg: Config) -> list[Path]:
+    """figures/<config>/fig{2..7}.{format}: what `render` writes (and the workflow declares)."""
+    return [cfg.figures_dir / f"fig{n}.{fmt}" for n in FIGURES for fmt in cfg.figures.formats]
+
+
+def save(fig, path: Path) -> None:
+    # Vector formats embed each sample image at its own resolution (sharp at any zoom); raster formats
+    # resample it to the output resolution with antialiasing.
+    vector = path.suffix.lower() in (".pdf", ".svg", ".eps")
+    for image in fig.findobj(AxesImage):
+        image.set_interpolation("none" if vector else "antialiased")
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
+    fig.savefig(tmp, dpi=PNG_DPI, format=path.suffix.lstrip("."))
+    tmp.replace(path)
+
+
+def render(cfg: Config, allow_partial: bool = False, config_args: str = "", log=print) -> list[Path]:
+    """Every figure in every format into figures/<config>/; returns the files written."""
+    runs = collect(cfg)
+    require_finished(runs, allow_partial, config_args)
+    cfg.figures_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for n in FIGURES:
+        fig = BUILDERS[n](cfg, runs)
+        try:
+            for fmt in cfg.figures.formats:
+                path = cfg.figures_dir / f"fig{n}.{fmt}"
+                save(fig, path)
+                written.append(path)
+        finally:
+            plt.close(fig)
+    log(f"wrote {len(written)} files to {cfg.figures_dir}")
+    return written

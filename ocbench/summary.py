@@ -1,0 +1,140 @@
+"""The stability summary: per run the numbers the paper argues with, per GAN the variants against the baseline.
+
+results/<config>/summary.csv        one row per configured run (missing runs too, with empty numbers)
+results/<config>/summary_gans.csv   per GAN and variant: means over seeds, differences to the baseline
+results/<config>/summary.md         both tables, headed by which Inception weights made the FIDs
+
+"Largest rise" is the biggest increase of FID from one epoch to the next (0 when FID never rose): the
+sudden collapses that the paper says octave convolutions remove. A diverged run is summarised over
+the epochs it finished; its final FID is the last finite one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ocbench.aggregate import Runs, collect, label, require_finished
+from ocbench.config import Config
+
+STD_WINDOW = 10  # epochs at the end of training over which the FID's standard deviation is taken
+
+RUN_COLUMNS = [
+    "run", "label", "gan", "variant", "seed", "alpha", "status", "epochs_done",
+    "best_fid", "best_epoch", "final_fid", "final_epoch", "fid_std_last10", "largest_rise",
+    "largest_rise_epoch", "final_precision", "final_recall",
+]
+
+
+def run_stats(rows: pd.DataFrame) -> dict:
+    """The stability numbers of one run from its per-epoch rows (epochs with a finite FID only)."""
+    ok = rows[np.isfinite(rows["fid"].astype(float))].sort_values("epoch")
+    if ok.empty:
+        return {}
+    fid, epochs = ok["fid"].astype(float).to_numpy(), ok["epoch"].astype(int).to_numpy()
+    best = int(np.argmin(fid))
+    out = {
+        "best_fid": fid[best], "best_epoch": epochs[best],
+        "final_fid": fid[-1], "final_epoch": epochs[-1],
+        # ddof=1: the sample standard deviation; a single epoch has none
+        "fid_std_last10": float(np.std(fid[-STD_WINDOW:], ddof=1)) if len(fid) > 1 else np.nan,
+        "final_precision": float(ok["precision"].iloc[-1]), "final_recall": float(ok["recall"].iloc[-1]),
+        "largest_rise": np.nan, "largest_rise_epoch": np.nan,
+    }
+    if len(fid) > 1:
+        rises = np.diff(fid)
+        i = int(np.argmax(rises))
+        # the epoch at which FID had risen; a run whose FID only fell has a largest rise of 0
+        out["largest_rise"], out["largest_rise_epoch"] = (rises[i], epochs[i + 1]) if rises[i] > 0 else (0.0, np.nan)
+    return out
+
+
+def per_run(runs: Runs) -> pd.DataFrame:
+    lines = []
+    for r in runs.runs.itertuples():
+        rows = runs.metrics[runs.metrics.run == r.run]
+        lines.append({"run": r.run, "label": r.label, "gan": r.gan, "variant": r.variant, "seed": r.seed,
+                      "alpha": r.alpha, "status": r.run_status, "epochs_done": r.epochs_done,
+                      **run_stats(rows)})
+    table = pd.DataFrame(lines).reindex(columns=RUN_COLUMNS)
+    for col in ("best_epoch", "final_epoch", "largest_rise_epoch"):
+        table[col] = table[col].astype("Int64")
+    return table
+
+
+def per_gan(table: pd.DataFrame) -> pd.DataFrame:
+    """Means over seeds per GAN and variant, and each variant minus its GAN's baseline (negative: better)."""
+    measures = ["best_fid", "final_fid", "fid_std_last10", "largest_rise"]
+    done = table[table.status.isin(("ok", "diverged"))]
+    grouped = done.groupby(["gan", "variant"], sort=False)
+    means = grouped[measures].mean()
+    means["seeds"] = grouped.size()
+    means["diverged"] = grouped["status"].apply(lambda s: int((s == "diverged").sum()))
+    means = means.reset_index()
+    for m in ("best_fid", "final_fid", "largest_rise"):
+        base = means[means.variant == "baseline"].set_index("gan")[m]
+        means[f"{m}_vs_baseline"] = means[m] - means.gan.map(base)
+    means.insert(0, "label", [label(g, v) for g, v in zip(means.gan, means.variant)])
+    return means
+
+
+def weights_header(runs: Runs) -> str:
+    """Which Inception weights made the FIDs, and whether they compare with published numbers."""
+    m = runs.metrics
+    if m.empty:
+        return "No run has finished an epoch yet: no FIDs."
+    lines = []
+    for sha, official in m[["weights_sha256", "weights_official"]].drop_duplicates().itertuples(index=False):
+        if official:
+            lines.append(f"FIDs from the official pytorch-fid Inception weights (sha256 {str(sha)[:16]}…): "
+                         "comparable to published numbers.")
+        else:
+            lines.append(f"FIDs from non-official Inception weights (sha256 {str(sha)[:16]}…): "
+                         "not comparable to published numbers.")
+    return "\n".join(lines)
+
+
+def markdown(cfg: Config, runs: Runs, table: pd.DataFrame, gans: pd.DataFrame) -> str:
+    def md(df: pd.DataFrame) -> str:
+        # plain pipe tables, without the optional `tabulate` dependency of DataFrame.to_markdown
+        shown = df.copy()
+        for col in shown.columns:
+            if shown[col].dtype.kind == "f":
+                shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+        shown = shown.astype(object).where(shown.notna(), "")
+        head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+        return head + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
+
+    unfinished = runs.describe_unfinished()
+    parts = [
+        f"# Stability summary: {cfg.name}", "",
+        weights_header(runs), "",
+        f"{len(runs.runs)} configured runs, {cfg.train.epochs} epochs each"
+        + (f"; not finished: {', '.join(unfinished)}." if unfinished else "; all finished."), "",
+        "## Per run", "",
+        f"best_fid at best_epoch; final_fid at the last epoch with a finite FID; fid_std_last10 over the "
+        f"last {STD_WINDOW} such epochs (or all, if fewer); largest_rise: the biggest increase of FID from "
+        "one epoch to the next (0: never rose), at largest_rise_epoch.", "",
+        md(table.drop(columns=["gan", "variant"])), "",
+        "## Variants against the baseline", "",
+        "Means over the finished seeds; *_vs_baseline = variant − baseline of the same GAN "
+        "(negative: lower FID, smaller jumps).", "",
+        md(gans), "",
+    ]
+    return "\n".join(parts)
+
+
+def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> list[Path]:
+    runs = collect(cfg)
+    require_finished(runs, allow_partial, config_args)
+    table = per_run(runs)
+    gans = per_gan(table)
+    out = cfg.results_dir
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "summary.csv", out / "summary_gans.csv", out / "summary.md"]
+    table.to_csv(paths[0], index=False)
+    gans.to_csv(paths[1], index=False)
+    paths[2].write_text(markdown(cfg, runs, table, gans))
+    return paths
