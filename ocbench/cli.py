@@ -83,7 +83,7 @@ def cmd_summary(args) -> None:
 def cmd_data_fetch(args) -> None:
     from ocbench.data import fetch
 
-    fetch(load_config(args))
+    fetch(load_config(args), only=args.only)
 
 
 def cmd_data_prepare(args) -> None:
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     q = data_sub.add_parser("fetch", help="download img_align_celeba.zip and list_eval_partition.txt, check md5s")
     add_config_args(q)
+    q.add_argument("--only", choices=["images", "partition"], default=None,
+                   help="fetch/check just data.images or just data.partition (one file per workflow rule)")
     q.set_defaults(func=cmd_data_fetch)
     q = data_sub.add_parser("prepare", help="crop + resize every image of the split into one uint8 .npy")
     add_config_args(q)

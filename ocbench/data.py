@@ -178,8 +178,13 @@ def fetch_file(path: Path, spec: DriveFile, kind: str, accept_other_md5: bool = 
     verify(path, spec, kind, accept_other_md5, origin=" (downloaded)")
 
 
-def fetch(cfg) -> None:
-    """`ocbench data fetch`: make sure the zip (or a folder) and the partition file are there and right."""
+def fetch(cfg, only: str | None = None) -> None:
+    """`ocbench data fetch`: make sure the zip (or a folder) and the partition file are there and right.
+
+    `only` ("images" or "partition") handles one of the two, so that a workflow can give each file its
+    own rule (Snakemake deletes a job's existing outputs before running it: a rule that declared both
+    would delete a zip placed by hand when only the partition file is missing).
+    """
     d = cfg.data
     images, partition = Path(d.images), Path(d.partition)
     if d.synthetic is not None:
@@ -190,6 +195,14 @@ def fetch(cfg) -> None:
             f"this config uses a synthetic dataset (data.synthetic = {d.synthetic}), nothing to download: "
             f"run `ocbench data synth --config ...` to write {images} and {partition}"
         )
+    if only != "partition":
+        fetch_images(images, d.subset)
+    if only != "images":
+        fetch_file(partition, CELEBA_PARTITION, "partition")
+
+
+def fetch_images(images: Path, subset: bool) -> None:
+    """An extracted folder is taken as it is; a zip is checked, or downloaded when absent."""
     if images.is_dir():
         n = sum(1 for _ in _folder_jpegs(images))
         if n == 0:
@@ -200,8 +213,7 @@ def fetch(cfg) -> None:
         raise OcbenchError(f"data.images {images} does not exist and is not a .zip path to download to; "
                            f"extract img_align_celeba.zip there or set data.images to .../img_align_celeba.zip")
     else:
-        fetch_file(images, CELEBA_ZIP, "zip", accept_other_md5=d.subset)
-    fetch_file(partition, CELEBA_PARTITION, "partition")
+        fetch_file(images, CELEBA_ZIP, "zip", accept_other_md5=subset)
 
 
 # --------------------------------------------------------------------------------------------------

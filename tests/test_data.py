@@ -279,6 +279,12 @@ def test_fetch_accepts_verified_files(tmp_path, archive, monkeypatch, capsys):
     data.fetch(cfg)
     assert f"{N} JPEGs" in capsys.readouterr().out
 
+    # --only partition leaves data.images alone, even a bad one (the workflow fetches each in its own rule).
+    html_zip = tmp_path / "img_align_celeba.zip"
+    html_zip.write_bytes(HTML)
+    data.fetch(config_mod.load([write_config(tmp_path, partition=str(part))]), only="partition")
+    assert html_zip.read_bytes() == HTML and "ok" in capsys.readouterr().out
+
     # The partition file is still checked: a wrong one is set aside with the same kind of message.
     bad_part = tmp_path / "list_eval_partition.txt"
     bad_part.write_text("000001.jpg 0\n")
