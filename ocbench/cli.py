@@ -80,6 +80,35 @@ def cmd_summary(args) -> None:
     print("wrote " + ", ".join(map(str, write(load_config(args), args.allow_partial, config_args(args)))))
 
 
+def cmd_fid_weights(args) -> None:
+    from ocbench import fid
+
+    m = load_config(args).metrics
+    w = fid.ensure_weights(m.weights_dir, m.placeholder_weights)
+    kind = "official" if w.official else "placeholder (seeded random; FIDs not comparable to published ones)"
+    print(f"{w.path}\nsha256 {w.sha256} ({kind})")
+
+
+def cmd_fid_stats(args) -> None:
+    from ocbench.metrics import make_reference
+
+    cfg = load_config(args)
+    print(make_reference(cfg, args.device))
+
+
+def cmd_fid_score(args) -> None:
+    from ocbench.metrics import Evaluator
+
+    cfg = load_config(args)
+    ev = Evaluator.from_config(cfg, args.device, stats=args.stats)
+    if args.images:
+        scores = ev.evaluate_images(args.images)
+    else:
+        scores = ev.evaluate_generator(args.generator, args.n or cfg.metrics.fid_samples, args.seed)
+    print(f"FID {scores['fid']:.6f}  precision {scores['precision']:.4f}  recall {scores['recall']:.4f}")
+    print(f"weights sha256 {scores['weights_sha256']} ({'official' if scores['weights_official'] else 'NOT official'})")
+
+
 def cmd_data_fetch(args) -> None:
     from ocbench.data import fetch
 
@@ -148,6 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--allow-partial", action="store_true", help=partial_help)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("fid", help="Inception weights, reference statistics, FID and precision/recall")
+    fid_sub = p.add_subparsers(dest="fid_command", required=True, metavar="FID_COMMAND")
+    q = fid_sub.add_parser("weights", help="fetch and check pytorch-fid's Inception weights")
+    add_config_args(q)
+    q.set_defaults(func=cmd_fid_weights)
+    q = fid_sub.add_parser("stats", help="reference mu/sigma and real features of the prepared images")
+    add_config_args(q)
+    q.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
+    q.set_defaults(func=cmd_fid_stats)
+    q = fid_sub.add_parser("score", help="FID and precision/recall of a generator or an image folder")
+    add_config_args(q)
+    src = q.add_mutually_exclusive_group(required=True)
+    src.add_argument("--generator", metavar="CKPT", help="a generator_epoch_EEE.pt")
+    src.add_argument("--images", metavar="DIR", help="a folder of images (as python -m pytorch_fid)")
+    q.add_argument("--stats", metavar="NPZ", help="reference statistics (default: metrics.stats)")
+    q.add_argument("-n", type=int, default=None, help="samples from the generator (default: metrics.fid_samples)")
+    q.add_argument("--seed", type=int, default=0, help="seed of the generator's latents")
+    q.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
+    q.set_defaults(func=cmd_fid_score)
 
     p = sub.add_parser("data", help="CelebA: fetch, prepare, or write a synthetic one")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -1,0 +1,315 @@
+"""FID exactly as pytorch-fid computes it, without writing images to disk.
+
+pytorch-fid's route is: PNG file -> PIL uint8 -> `ToTensor` (float32, / 255) -> `InceptionV3([3])`
+(bilinear resize to 299, 2x - 1, pool3) -> float32 features stored in a float64 array ->
+`np.mean`, `np.cov(rowvar=False)` -> `calculate_frechet_distance`. We take the same steps on the
+same numbers, but from uint8 tensors in memory:
+
+- generated images in [-1, 1] are quantised exactly as `torchvision.utils.save_image((x + 1) / 2)`
+  would write them to a PNG (`to_uint8`), so a PNG that training writes and the FID computed from
+  memory describe the same pixels;
+- uint8 -> float is `x.float().div(255)`, what `ToTensor` does to a PIL image;
+- the network is pytorch-fid's own `InceptionV3`, built from a weights file we located and hashed
+  (`load_inception`), and the distance is pytorch-fid's own `calculate_frechet_distance`.
+
+Weights: pytorch-fid reads `pt_inception-2015-12-05-6726825d.pth` from torch.hub's cache
+(`$TORCH_HOME/hub/checkpoints/`). `metrics.weights_dir` points elsewhere. Every FID carries the
+sha256 of the file that made it; only a file whose sha256 starts with 6726825d (the prefix in its
+name, torch.hub's convention) is the official one, and only its FIDs compare with published numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from pytorch_fid import inception as pf_inception
+from pytorch_fid.fid_score import calculate_frechet_distance
+
+from ocbench.errors import OcbenchError
+
+WEIGHTS_URL = pf_inception.FID_WEIGHTS_URL
+WEIGHTS_NAME = os.path.basename(urllib.parse.urlparse(WEIGHTS_URL).path)
+OFFICIAL_SHA256_PREFIX = WEIGHTS_NAME.rsplit("-", 1)[1].split(".")[0]  # "6726825d"
+FEATURE_DIM = 2048  # pool3
+PLACEHOLDER_SEED = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the weights file
+
+
+@dataclass(frozen=True)
+class Weights:
+    path: Path
+    sha256: str
+
+    @property
+    def official(self) -> bool:
+        return self.sha256.startswith(OFFICIAL_SHA256_PREFIX)
+
+
+def weights_path(weights_dir: str | None = None) -> Path:
+    """Where the weights file must be: `weights_dir`, else torch.hub's cache as pytorch-fid uses it."""
+    folder = Path(weights_dir) if weights_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    return folder / WEIGHTS_NAME
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_weights(weights_dir: str | None = None) -> Weights:
+    """The official weights at `weights_path()`: downloaded when absent, checked when present."""
+    path = weights_path(weights_dir)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # download_url_to_file writes to a temporary file, checks the sha256 prefix, then moves.
+            torch.hub.download_url_to_file(WEIGHTS_URL, str(path), hash_prefix=OFFICIAL_SHA256_PREFIX)
+        except Exception as exc:  # offline (URLError, OSError) or a bad download (RuntimeError)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise OcbenchError(
+                f"cannot download the Inception FID weights ({reason}); download {WEIGHTS_URL} "
+                f"and put it at {path}"
+            ) from None
+    weights = Weights(path, sha256_of(path))
+    if not weights.official:
+        raise OcbenchError(
+            f"{path} has sha256 {weights.sha256[:16]}..., not the official {OFFICIAL_SHA256_PREFIX}...; "
+            f"delete it and rerun `ocbench fid weights`, or put the file from {WEIGHTS_URL} there"
+        )
+    return weights
+
+
+def write_placeholder_weights(path: Path, seed: int = PLACEHOLDER_SEED) -> Path:
+    """Seeded random weights of pytorch-fid's FID Inception, saved as a state dict at `path`.
+
+    For tests and machines without internet: FIDs made with them are marked non-official and
+    compare with nothing published. pytorch-fid's FID blocks (FIDInceptionA/C/E_1/E_2) change only
+    `forward`, so torchvision's Inception-v3 with 1008 classes and no aux head has exactly the
+    parameters of `fid_inception_v3()`; `load_inception` checks that with a strict load.
+    Convs get Kaiming-normal weights (fan_in, ReLU) so that activations keep their scale through
+    the 94 layers and the features depend on the image; BatchNorm keeps its identity statistics.
+    """
+    net = pf_inception._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    gen = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu", generator=gen)
+        elif isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, 0.0, 0.01, generator=gen)
+            torch.nn.init.zeros_(m.bias)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(net.state_dict(), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def ensure_weights(weights_dir: str | None = None, placeholder: bool = False) -> Weights:
+    """What `ocbench fid weights` does: placeholder weights written if absent, else `fetch_weights`."""
+    if not placeholder:
+        return fetch_weights(weights_dir)
+    path = weights_path(weights_dir)
+    if not path.exists():
+        write_placeholder_weights(path)
+    return Weights(path, sha256_of(path))
+
+
+def locate_weights(weights_dir: str | None = None, placeholder: bool = False) -> Weights:
+    """The weights file to compute FIDs with; non-official files only when `placeholder` is set."""
+    path = weights_path(weights_dir)
+    if not path.exists():
+        raise OcbenchError(
+            f"Inception FID weights not found at {path}; run `ocbench fid weights` "
+            f"(or download {WEIGHTS_URL} and put it there)"
+        )
+    weights = Weights(path, sha256_of(path))
+    if not weights.official and not placeholder:
+        raise OcbenchError(
+            f"{path} is not the official Inception FID weights (sha256 {weights.sha256[:16]}...); "
+            "delete it and rerun `ocbench fid weights`, or set metrics.placeholder_weights: true"
+        )
+    return weights
+
+
+# --------------------------------------------------------------------------------------------------
+# the network
+
+
+@contextlib.contextmanager
+def _weights_from(path: Path) -> Iterator[None]:
+    """Make pytorch-fid's `fid_inception_v3` load `path` instead of resolving its URL.
+
+    pytorch-fid calls `load_state_dict_from_url(FID_WEIGHTS_URL)`, which reads the same file name
+    from torch.hub's cache; routing it to the file we hashed guarantees that the sha256 we record
+    is that of the weights in the network, wherever `metrics.weights_dir` puts them.
+    """
+    original = pf_inception.load_state_dict_from_url
+
+    def load(url, *args, **kwargs):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    pf_inception.load_state_dict_from_url = load
+    try:
+        yield
+    finally:
+        pf_inception.load_state_dict_from_url = original
+
+
+def load_inception(weights: Weights, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """pytorch-fid's `InceptionV3([3])` (pool3, resize and input scaling inside), in eval mode."""
+    try:
+        with _weights_from(weights.path):
+            net = pf_inception.InceptionV3([pf_inception.InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]])
+    except Exception as exc:
+        raise OcbenchError(
+            f"cannot load Inception weights from {weights.path} ({type(exc).__name__}); "
+            "delete the file and rerun `ocbench fid weights`"
+        ) from None
+    return net.to(device).eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# images -> features -> statistics
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] -> uint8, bit for bit what a PNG written by
+    `torchvision.utils.save_image((images + 1) / 2, ...)` holds: (y * 255 + 0.5) clamped, truncated.
+    Training's sample grids use this same rule."""
+    return images.add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def features(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """pool3 features (N x 2048 float32, on the network's device) of uint8 images N x 3 x H x W,
+    fed as pytorch-fid feeds a PNG: `ToTensor` turns uint8 into float32 / 255."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"features() takes uint8 images, got {images.dtype}")
+    device = next(net.parameters()).device
+    # Contiguous NCHW, as ToTensor + default_collate give: a channels-last view (a permuted
+    # N x H x W x 3 array) would run other conv kernels and change the features' last bits.
+    x = images.to(device, non_blocking=True).contiguous().float().div(255)
+    return net(x)[0].flatten(1)
+
+
+def statistics(feats: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """mu, sigma in float64, as pytorch-fid's `calculate_activation_statistics`."""
+    if isinstance(feats, torch.Tensor):
+        feats = feats.cpu().numpy()
+    act = np.asarray(feats, dtype=np.float64)
+    return np.mean(act, axis=0), np.cov(act, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """pytorch-fid's `calculate_frechet_distance`, unchanged (scipy's sqrtm in float64)."""
+    return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+def array_batches(array: np.ndarray, batch_size: int, count: int | None = None) -> Iterator[torch.Tensor]:
+    """uint8 N x H x W x 3 array (memory-mapped) -> uint8 tensors B x 3 x H x W, one batch at a time,
+    so that only one batch is ever in memory."""
+    n = len(array) if count is None else min(count, len(array))
+    for start in range(0, n, batch_size):
+        chunk = np.array(array[start : min(start + batch_size, n)])  # a copy: memmaps are read-only
+        yield torch.from_numpy(chunk).permute(0, 3, 1, 2)
+
+
+# --------------------------------------------------------------------------------------------------
+# reference statistics
+
+
+@dataclass
+class Reference:
+    """A stats file: mu, sigma (pytorch-fid's keys) and, for precision/recall, real features."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    features: np.ndarray | None = None  # float32, pr_real_samples x 2048
+    weights_sha256: str | None = None  # the weights that made the file (absent in pytorch-fid's)
+
+
+def real_sample_indices(n_images: int, n_samples: int, seed: int = 0) -> np.ndarray:
+    """A fixed, seeded, sorted choice of min(n_samples, n_images) image indices for P/R."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_images, size=min(n_samples, n_images), replace=False))
+
+
+def compute_reference(
+    array: np.ndarray,
+    net: torch.nn.Module,
+    batch_size: int,
+    count: int | None = None,
+    pr_samples: int = 10000,
+    progress: bool = True,
+) -> Reference:
+    """Statistics of the first `count` images (all when None) of a uint8 N x H x W x 3 array.
+
+    Features go to a float64 N x 2048 array as in pytorch-fid (1.6 KB per image: 3.3 GB for all
+    of CelebA, while the images stay memory-mapped and are read one batch at a time).
+    """
+    from tqdm import tqdm
+
+    n = len(array) if count is None else min(count, len(array))
+    if n < 2:
+        raise OcbenchError(f"reference statistics need at least 2 images, the prepared array has {n}")
+    keep = real_sample_indices(n, pr_samples)
+    act = np.empty((n, FEATURE_DIM), dtype=np.float64)
+    start = 0
+    bar = tqdm(total=n, unit="img", desc="inception", disable=not progress)
+    for batch in array_batches(array, batch_size, n):
+        act[start : start + len(batch)] = features(net, batch).cpu().numpy()
+        start += len(batch)
+        bar.update(len(batch))
+    bar.close()
+    mu, sigma = statistics(act)
+    # The features were float32 before the float64 copy, so float32 keeps them exactly.
+    return Reference(mu, sigma, act[keep].astype(np.float32))
+
+
+def save_reference(ref: Reference, path: str | Path) -> None:
+    """An .npz that `python -m pytorch_fid` reads (it takes only mu and sigma), written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"mu": ref.mu, "sigma": ref.sigma}
+    if ref.features is not None:
+        arrays["features"] = ref.features
+    if ref.weights_sha256 is not None:
+        arrays["weights_sha256"] = np.array(ref.weights_sha256)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # a file object: np.savez adds no ".npz" to the name
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_reference(path: str | Path) -> Reference:
+    """Ours or pytorch-fid's `--save-stats` file (the latter has no features: no P/R)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OcbenchError(f"reference statistics {path} not found; run `ocbench fid stats` first")
+    try:
+        with np.load(path) as f:
+            sha = str(f["weights_sha256"]) if "weights_sha256" in f else None
+            feats = f["features"] if "features" in f else None
+            return Reference(f["mu"], f["sigma"], feats, sha)
+    except (OSError, KeyError, ValueError) as exc:
+        raise OcbenchError(
+            f"{path} is not a statistics file with mu and sigma ({exc}); rerun `ocbench fid stats`"
+        ) from None

@@ -1,0 +1,220 @@
+"""Per-epoch evaluation: FID (as pytorch-fid) and improved precision/recall on one Inception pass.
+
+    evaluator = Evaluator.from_config(cfg, device)       # Inception and reference stats, loaded once
+    evaluator.evaluate(sample, n)                        # every epoch
+    -> {"fid", "precision", "recall", "weights_sha256", "weights_official"}
+
+`sample(start, count)` returns `count` generated images in [-1, 1] (count x 3 x H x W, any device);
+the caller owns seeding and beta. Images are quantised to uint8 as a PNG would hold them
+(`fid.to_uint8`), so the FID equals `python -m pytorch_fid` on the same images saved as PNG.
+The same evaluator scores a folder of images or a generator checkpoint (`ocbench fid score`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ocbench import fid, prdc
+from ocbench.errors import OcbenchError
+
+Sampler = Callable[[int, int], torch.Tensor]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto`: the first GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Evaluator:
+    """pytorch-fid's Inception, the reference statistics and the real features' k-NN radii."""
+
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        weights: fid.Weights,
+        reference: fid.Reference,
+        batch_size: int = 200,
+        pr_k: int = 3,
+    ):
+        self.net = net
+        self.weights = weights
+        self.reference = reference
+        self.batch_size = batch_size
+        self.pr_k = pr_k
+        self.device = next(net.parameters()).device
+        self.real_features = None
+        self.real_radii = None
+        if reference.features is not None and len(reference.features) > pr_k:
+            # The real manifold is the same every epoch: its radii are computed once, here.
+            self.real_features = torch.from_numpy(reference.features).to(self.device)
+            self.real_radii = prdc.knn_radii(self.real_features, pr_k)
+
+    @property
+    def weights_sha256(self) -> str:
+        return self.weights.sha256
+
+    @property
+    def weights_official(self) -> bool:
+        return self.weights.official
+
+    @classmethod
+    def from_config(cls, cfg, device: torch.device | str | None = None, stats: str | None = None):
+        """Weights from `metrics.weights_dir` (or torch.hub's cache), stats from `metrics.stats`."""
+        device = resolve_device(cfg.train.device) if device is None else torch.device(device)
+        weights = fid.locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)
+        reference = fid.load_reference(stats or cfg.metrics.stats)
+        if reference.weights_sha256 is not None and reference.weights_sha256 != weights.sha256:
+            raise OcbenchError(
+                f"{stats or cfg.metrics.stats} was made with other Inception weights "
+                f"(sha256 {reference.weights_sha256[:16]}..., now {weights.sha256[:16]}...); "
+                "delete it and rerun `ocbench fid stats`"
+            )
+        net = fid.load_inception(weights, device)
+        return cls(net, weights, reference, cfg.metrics.batch_size, cfg.metrics.pr_k)
+
+    # ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def features(self, batches: Iterable[torch.Tensor], n: int) -> torch.Tensor:
+        """pool3 features (n x 2048 float32, on the evaluator's device) of uint8 image batches."""
+        out = torch.empty(n, fid.FEATURE_DIM, dtype=torch.float32, device=self.device)
+        start = 0
+        for batch in batches:
+            out[start : start + len(batch)] = fid.features(self.net, batch)
+            start += len(batch)
+        if start != n:
+            raise ValueError(f"expected {n} images, got {start}")
+        return out
+
+    def score_features(self, feats: torch.Tensor) -> dict:
+        """FID against the reference mu/sigma; precision/recall against the real features (NaN
+        when the stats file has none, e.g. one written by `python -m pytorch_fid --save-stats`)."""
+        mu, sigma = fid.statistics(feats)
+        result = {"fid": fid.frechet_distance(mu, sigma, self.reference.mu, self.reference.sigma)}
+        if self.real_features is not None and len(feats) > self.pr_k:
+            p, r = prdc.precision_recall(self.real_features, feats, self.pr_k, self.real_radii)
+        else:
+            p, r = math.nan, math.nan
+        result.update(
+            precision=p,
+            recall=r,
+            weights_sha256=self.weights.sha256,
+            weights_official=self.weights.official,
+        )
+        return result
+
+    @torch.no_grad()
+    def evaluate(self, sample: Sampler, n: int) -> dict:
+        """Score `n` images from `sample(start, count)` (floats in [-1, 1]), in batches."""
+        if n < 2:
+            raise OcbenchError(f"FID needs at least 2 samples, got metrics.fid_samples={n}")
+
+        def batches():
+            for start in range(0, n, self.batch_size):
+                count = min(self.batch_size, n - start)
+                images = sample(start, count)
+                if images.ndim != 4 or images.shape[0] != count or images.shape[1] != 3:
+                    raise ValueError(f"sample({start}, {count}) gave shape {tuple(images.shape)}")
+                yield fid.to_uint8(images)
+
+        return self.score_features(self.features(batches(), n))
+
+    def evaluate_images(self, folder: str | Path) -> dict:
+        """Score the image files in `folder`, chosen and read as `python -m pytorch_fid` does."""
+        files = image_files(folder)
+        if len(files) < 2:
+            raise OcbenchError(f"{folder} holds {len(files)} image files; FID needs at least 2")
+        return self.score_features(self.features(read_images(files, self.batch_size), len(files)))
+
+    def evaluate_generator(self, checkpoint: str | Path, n: int, seed: int = 0) -> dict:
+        """Score `n` samples of a saved generator (z from a seeded generator, its epoch's beta)."""
+        return self.evaluate(generator_sampler(checkpoint, n, self.device, seed), n)
+
+
+# --------------------------------------------------------------------------------------------------
+# sources of images
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """pytorch-fid's choice of files: every file with an image extension, sorted by path."""
+    from pytorch_fid.fid_score import IMAGE_EXTENSIONS
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OcbenchError(f"image folder {folder} does not exist")
+    return sorted(f for ext in IMAGE_EXTENSIONS for f in folder.glob(f"*.{ext}"))
+
+
+def read_images(files: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
+    """uint8 batches B x 3 x H x W; PIL `.convert("RGB")` as pytorch-fid's ImagePathDataset."""
+    from PIL import Image
+
+    for start in range(0, len(files), batch_size):
+        arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files[start : start + batch_size]]
+        if len({a.shape for a in arrays}) > 1:
+            raise OcbenchError(f"images in {files[0].parent} differ in size; pytorch-fid needs one size")
+        yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+
+
+def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
+    """(Generator in eval mode, beta) from a `generator_epoch_EEE.pt` written by training:
+    a dict with "generator" (state_dict), "alpha", "width", "latent_dim" and "beta" ([bh, bl])."""
+    from ocbench.nn import Generator
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise OcbenchError(f"generator checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        g = Generator(ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
+        g.load_state_dict(ckpt["generator"])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise OcbenchError(
+            f"{path} is not a generator checkpoint (keys generator, alpha, width, latent_dim, beta): "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+    return g.to(device).eval(), tuple(float(b) for b in ckpt["beta"])
+
+
+def generator_sampler(checkpoint: str | Path, n: int, device, seed: int = 0) -> Sampler:
+    """`sample(start, count)` for a checkpoint: all n latents drawn up front from `seed`, so the
+    images do not depend on the batch size."""
+    g, beta = load_generator(checkpoint, device)
+    z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(seed))
+
+    def sample(start: int, count: int) -> torch.Tensor:
+        return g(z[start : start + count].to(device), beta=beta)
+
+    return sample
+
+
+# --------------------------------------------------------------------------------------------------
+# commands
+
+
+def make_reference(cfg, device: torch.device | str | None = None, progress: bool = True) -> Path:
+    """`ocbench fid stats`: reference statistics of the prepared images at `metrics.stats`."""
+    device = resolve_device(cfg.train.device) if device is None else torch.device(device)
+    weights = fid.locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)
+    path = Path(cfg.data.prepared)
+    if not path.is_file():
+        raise OcbenchError(f"prepared images {path} not found; run `ocbench data prepare` first")
+    array = np.load(path, mmap_mode="r")
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3:
+        raise OcbenchError(
+            f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; rerun `ocbench data prepare`"
+        )
+    net = fid.load_inception(weights, device)
+    ref = fid.compute_reference(
+        array, net, cfg.metrics.batch_size, cfg.metrics.stats_images, cfg.metrics.pr_real_samples, progress
+    )
+    ref.weights_sha256 = weights.sha256
+    fid.save_reference(ref, cfg.metrics.stats)
+    return Path(cfg.metrics.stats)

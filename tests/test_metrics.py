@@ -1,0 +1,248 @@
+"""FID against the real pytorch-fid (its CLI in a subprocess), precision/recall on known answers,
+and the weights checks. No mocks of pytorch-fid: the Inception network runs, with seeded placeholder
+weights in a temporary TORCH_HOME (the CPU does about 10 images/s, so the sets are small)."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ocbench import config as config_mod
+from ocbench import fid, prdc
+from ocbench.errors import OcbenchError
+from ocbench.metrics import Evaluator, generator_sampler, image_files, read_images
+
+from conftest import run_cli
+
+N_REAL, N_FAKE, BATCH = 40, 40, 20
+
+
+def write_config(path: Path, root: Path, **metrics) -> Path:
+    cfg = {
+        "name": "metrics-test",
+        "data": {"prepared": str(root / "prepared.npy")},
+        "metrics": {
+            "stats": str(root / "stats.npz"), "fid_samples": N_FAKE, "batch_size": BATCH,
+            "pr_real_samples": 30, "placeholder_weights": True, **metrics,
+        },
+        "train": {"device": "cpu"},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def pytorch_fid(*args, torch_home):
+    """`python -m pytorch_fid ...` on the CPU, as a user would run it; returns its stdout."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytorch_fid", *map(str, args),
+         "--device", "cpu", "--batch-size", str(BATCH), "--num-workers", "0"],
+        env={**os.environ, "TORCH_HOME": str(torch_home)}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """The authors' route: one generated image in [-1, 1] through torchvision's save_image."""
+    from torchvision.utils import save_image
+
+    save_image((image + 1) / 2, path)
+
+
+@pytest.fixture(scope="session")
+def fid_env(tmp_path_factory):
+    """Placeholder weights in a temporary TORCH_HOME, a small prepared array, and reference stats
+    made by `ocbench fid stats` (session-scoped: the Inception passes are the slow part)."""
+    root = tmp_path_factory.mktemp("fid")
+    torch_home = root / "torch"
+    env = {"TORCH_HOME": str(torch_home)}
+    run_cli("fid", "weights", "--config", write_config(root / "cfg.yaml", root), env=env, check=True)
+    weights = torch_home / "hub" / "checkpoints" / fid.WEIGHTS_NAME
+    assert weights.is_file()
+
+    # Structured "real" images: smooth colour gradients with a bright square, plus noise.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:128, 0:128] / 127.0
+    images = []
+    for _ in range(N_REAL):
+        c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        img = c0 * xx[..., None] + c1 * yy[..., None] / 2
+        r, c = rng.integers(0, 96, 2)
+        img[r : r + 32, c : c + 32] = 255
+        images.append(np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8))
+    np.save(root / "prepared.npy", np.stack(images))
+
+    # In-process code finds the same folder through weights_dir; subprocesses through TORCH_HOME.
+    cfg_path = write_config(root / "cfg.yaml", root, weights_dir=str(weights.parent))
+    run_cli("fid", "stats", "--config", cfg_path, env=env, check=True)
+    return {"root": root, "torch_home": torch_home, "env": env, "config": cfg_path,
+            "cfg": config_mod.load([cfg_path]), "weights": weights}
+
+
+# --------------------------------------------------------------------------------------------------
+# FID equals pytorch-fid's
+
+
+def test_reference_stats_equal_pytorch_fid_save_stats(fid_env):
+    root = fid_env["root"]
+    ours = np.load(root / "stats.npz")
+    assert set(ours.files) == {"mu", "sigma", "features", "weights_sha256"}
+    assert ours["mu"].dtype == ours["sigma"].dtype == np.float64
+    assert ours["sigma"].shape == (2048, 2048) and ours["features"].shape == (30, 2048)
+    assert str(ours["weights_sha256"]) == fid.sha256_of(fid_env["weights"])
+
+    real = root / "real_png"
+    real.mkdir()
+    from PIL import Image
+
+    for i, img in enumerate(np.load(root / "prepared.npy")):
+        Image.fromarray(img).save(real / f"{i:06d}.png")
+    pytorch_fid("--save-stats", real, root / "theirs.npz", torch_home=fid_env["torch_home"])
+    theirs = np.load(root / "theirs.npz")
+    np.testing.assert_allclose(ours["mu"], theirs["mu"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours["sigma"], theirs["sigma"], rtol=1e-10, atol=1e-12)
+
+
+def test_in_memory_fid_equals_pytorch_fid_cli(fid_env, tmp_path):
+    from ocbench.nn import Generator
+
+    torch.manual_seed(0)
+    g = Generator(alpha=0.5, width=4, latent_dim=16)
+    ckpt = tmp_path / "generator_epoch_001.pt"
+    torch.save({"generator": g.state_dict(), "alpha": 0.5, "width": 4, "latent_dim": 16,
+                "beta": [1.0, 1.0]}, ckpt)
+
+    # In memory, through the checkpoint loader that `ocbench fid score --generator` uses.
+    evaluator = Evaluator.from_config(fid_env["cfg"], "cpu")
+    sample = generator_sampler(ckpt, N_FAKE, "cpu", seed=0)
+    ours = evaluator.evaluate(sample, N_FAKE)
+
+    # The authors' route: the same images as PNG files, then pytorch-fid's CLI.
+    pngs = tmp_path / "fake_png"
+    pngs.mkdir()
+    with torch.no_grad():
+        images = sample(0, N_FAKE)
+    for i, img in enumerate(images):
+        save_png(img, pngs / f"{i:06d}.png")
+    # The PNGs hold exactly the uint8 pixels the in-memory path fed to Inception.
+    read_back = torch.cat(list(read_images(image_files(pngs), BATCH)))
+    assert torch.equal(read_back, fid.to_uint8(images))
+
+    out = pytorch_fid(pngs, fid_env["root"] / "stats.npz", torch_home=fid_env["torch_home"])
+    theirs = float(re.search(r"FID:\s+(\S+)", out).group(1))
+    rel = abs(ours["fid"] - theirs) / abs(theirs)
+    print(f"in-memory FID {ours['fid']!r}, pytorch-fid CLI {theirs!r}, relative difference {rel:.3g}")
+    assert rel <= 1e-4
+    assert 0 <= ours["precision"] <= 1 and 0 <= ours["recall"] <= 1
+    assert ours["weights_sha256"] == fid.sha256_of(fid_env["weights"])
+    assert ours["weights_official"] is False
+
+
+def test_score_cli_errors_are_one_line(fid_env, tmp_path):
+    """`ocbench fid score` itself (its scoring path is the one tested above; each FID costs a
+    2048 x 2048 sqrtm, tens of seconds on this CPU, so the CLI is checked on its failures)."""
+    (tmp_path / "empty").mkdir()
+    for source in (["--images", tmp_path / "empty"], ["--generator", tmp_path / "none.pt"]):
+        proc = run_cli("fid", "score", "--config", fid_env["config"], *source, env=fid_env["env"])
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert str(source[1]) in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# precision and recall: known answers
+
+
+def gaussian(n, d, seed, shift=0.0):
+    return np.random.default_rng(seed).normal(size=(n, d)) + shift
+
+
+def test_identical_samples_give_precision_and_recall_one():
+    x = gaussian(500, 8, 0)
+    assert prdc.precision_recall(x, x, k=3) == (1.0, 1.0)
+
+
+def test_two_samples_of_one_gaussian_give_high_precision_and_recall():
+    p, r = prdc.precision_recall(gaussian(2000, 8, 0), gaussian(2000, 8, 1), k=3)
+    assert p > 0.8 and r > 0.8
+
+
+def test_disjoint_samples_give_zero():
+    assert prdc.precision_recall(gaussian(500, 8, 0), gaussian(500, 8, 1, shift=100.0), k=3) == (0.0, 0.0)
+
+
+def test_generator_covering_one_of_two_modes():
+    real = np.concatenate([gaussian(1000, 8, 0, shift=-10.0), gaussian(1000, 8, 1, shift=10.0)])
+    fake = gaussian(1000, 8, 2, shift=10.0)
+    p, r = prdc.precision_recall(real, fake, k=3)
+    assert p > 0.8 and r < 0.55
+
+
+def test_radii_and_chunking_match_brute_force():
+    real, fake = gaussian(300, 5, 0), gaussian(200, 5, 1, shift=0.5)
+    d = np.linalg.norm(real[:, None] - real[None], axis=-1)
+    np.testing.assert_allclose(prdc.knn_radii(real, 3).numpy(), np.sort(d, axis=1)[:, 3], rtol=1e-9)
+    full = prdc.precision_recall(real, fake, k=3)
+    assert prdc.precision_recall(real, fake, k=3, max_elements=777) == full  # many small blocks
+    assert 0 < full[0] < 1 and 0 < full[1] < 1
+
+
+# --------------------------------------------------------------------------------------------------
+# weights
+
+
+def test_wrong_weights_file_gives_one_line_error_naming_the_path(tmp_path):
+    path = tmp_path / "torch" / "hub" / "checkpoints" / fid.WEIGHTS_NAME
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not the inception weights")
+    cfg = write_config(tmp_path / "cfg.yaml", tmp_path, placeholder_weights=False)
+    proc = run_cli("fid", "weights", "--config", cfg, env={"TORCH_HOME": str(tmp_path / "torch")})
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_offline_download_error_names_the_path(tmp_path, monkeypatch):
+    # An address that refuses connections, so the test never downloads even with internet.
+    monkeypatch.setattr(fid, "WEIGHTS_URL", "http://127.0.0.1:9/pt_inception.pth")
+    with pytest.raises(OcbenchError) as exc:
+        fid.fetch_weights(str(tmp_path / "w"))
+    msg = str(exc.value)
+    assert "\n" not in msg and str(tmp_path / "w" / fid.WEIGHTS_NAME) in msg
+    assert not (tmp_path / "w" / fid.WEIGHTS_NAME).exists()
+
+
+def test_placeholder_weights_are_flagged_non_official(fid_env, tmp_path):
+    w = fid.locate_weights(str(fid_env["weights"].parent), placeholder=True)
+    assert not w.official and not w.sha256.startswith(fid.OFFICIAL_SHA256_PREFIX)
+    # Written once, never overwritten; and refused when placeholders are not allowed.
+    before = fid_env["weights"].stat().st_mtime_ns
+    fid.ensure_weights(str(fid_env["weights"].parent), placeholder=True)
+    assert fid_env["weights"].stat().st_mtime_ns == before
+    with pytest.raises(OcbenchError, match="not the official"):
+        fid.locate_weights(str(fid_env["weights"].parent), placeholder=False)
+
+
+def test_missing_weights_or_stats_name_the_fix(fid_env, tmp_path):
+    cfg = config_mod.load([fid_env["config"]], [f"metrics.weights_dir={tmp_path}"])
+    with pytest.raises(OcbenchError, match="ocbench fid weights"):
+        Evaluator.from_config(cfg, "cpu")
+    cfg = config_mod.load([fid_env["config"]], [f"metrics.stats={tmp_path / 'none.npz'}"])
+    with pytest.raises(OcbenchError, match="ocbench fid stats"):
+        Evaluator.from_config(cfg, "cpu")
+    other = tmp_path / "other.npz"
+    fid.save_reference(fid.Reference(np.zeros(2048), np.eye(2048), None, "0" * 64), other)
+    with pytest.raises(OcbenchError, match="other Inception weights"):
+        Evaluator.from_config(fid_env["cfg"], "cpu", stats=str(other))
+
+
+def test_to_uint8_matches_save_image(tmp_path):
+    x = torch.linspace(-1.2, 1.2, 3 * 8 * 8).reshape(3, 8, 8)
+    save_png(x, tmp_path / "x.png")
+    read_back = next(iter(read_images([tmp_path / "x.png"], 1)))[0]
+    assert torch.equal(read_back, fid.to_uint8(x))
