@@ -57,29 +57,6 @@ def cmd_train(args) -> None:
     train(cfg, args.run)
 
 
-def config_args(args) -> str:
-    """The --config/--set options as given, for commands that an error message suggests."""
-    return " ".join([*(f"--config {c}" for c in args.config), *(f"--set {o}" for o in args.overrides)])
-
-
-def cmd_aggregate(args) -> None:
-    from ocbench.aggregate import write
-
-    print(f"wrote {write(load_config(args), args.allow_partial, config_args(args))}")
-
-
-def cmd_figures(args) -> None:
-    from ocbench.figures import render
-
-    render(load_config(args), args.allow_partial, config_args(args))
-
-
-def cmd_summary(args) -> None:
-    from ocbench.summary import write
-
-    print("wrote " + ", ".join(map(str, write(load_config(args), args.allow_partial, config_args(args)))))
-
-
 def cmd_fid_weights(args) -> None:
     from ocbench import fid
 
@@ -140,6 +117,51 @@ def cmd_data_synth(args) -> None:
         zip_path, part = write_synthetic(d.images, d.partition, d.synthetic["n"], d.synthetic["seed"])
     print(f"wrote {zip_path} and {part}")
 
+
+def cmd_with_gpu(args) -> None:
+    from pathlib import Path
+
+    from ocbench import gpus
+
+    g = load_config(args).gpus
+    if args.devices is not None:
+        devices = [d for d in args.devices.split(",") if d.strip()]
+    else:
+        devices = None if g.devices == "auto" else [str(d) for d in g.devices]
+    lock_dir = Path(args.lock_dir or g.lock_dir or gpus.DEFAULT_LOCK_DIR)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    gpus.exec_with_gpu(command, devices, args.runs_per_gpu or g.runs_per_gpu, lock_dir)
+
+
+def cmd_bench_train(args) -> None:
+    from ocbench.bench_train import bench_train
+
+    bench_train(load_config(args), args.iterations, args.warmup)
+
+
+def config_args(args) -> str:
+    """The --config/--set options as given, for commands that an error message suggests."""
+    return " ".join([*(f"--config {c}" for c in args.config), *(f"--set {o}" for o in args.overrides)])
+
+
+def cmd_aggregate(args) -> None:
+    from ocbench.aggregate import write
+
+    print(f"wrote {write(load_config(args), args.allow_partial, config_args(args))}")
+
+
+def cmd_figures(args) -> None:
+    from ocbench.figures import render
+
+    render(load_config(args), args.allow_partial, config_args(args))
+
+
+def cmd_summary(args) -> None:
+    from ocbench.summary import write
+
+    print("wrote " + ", ".join(map(str, write(load_config(args), args.allow_partial, config_args(args)))))
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -161,22 +183,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--run", required=True, help="run id, e.g. dcgan_oct_s0")
     p.set_defaults(func=cmd_train)
-
-    partial_help = "use the runs that exist (missing ones are named) instead of failing"
-    p = sub.add_parser("aggregate", help="every run's per-epoch metrics into results/<config>/metrics.csv")
-    add_config_args(p)
-    p.add_argument("--allow-partial", action="store_true", help=partial_help)
-    p.set_defaults(func=cmd_aggregate)
-
-    p = sub.add_parser("figures", help="the paper's Figures 2-7 into figures/<config>/")
-    add_config_args(p)
-    p.add_argument("--allow-partial", action="store_true", help=partial_help + " (e.g. while training runs)")
-    p.set_defaults(func=cmd_figures)
-
-    p = sub.add_parser("summary", help="stability summary: results/<config>/summary.md and summary.csv")
-    add_config_args(p)
-    p.add_argument("--allow-partial", action="store_true", help=partial_help)
-    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("fid", help="Inception weights, reference statistics, FID and precision/recall")
     fid_sub = p.add_subparsers(dest="fid_command", required=True, metavar="FID_COMMAND")
@@ -217,6 +223,38 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n", type=int, default=None, help="number of images (with --out)")
     q.add_argument("--seed", type=int, default=None, help="seed (with --out; default 0)")
     q.set_defaults(func=cmd_data_synth)
+
+    partial_help = "use the runs that exist (missing ones are named) instead of failing"
+    p = sub.add_parser("aggregate", help="every run's per-epoch metrics into results/<config>/metrics.csv")
+    add_config_args(p)
+    p.add_argument("--allow-partial", action="store_true", help=partial_help)
+    p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("figures", help="the paper's Figures 2-7 into figures/<config>/")
+    add_config_args(p)
+    p.add_argument("--allow-partial", action="store_true", help=partial_help + " (e.g. while training runs)")
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser("summary", help="stability summary: results/<config>/summary.md and summary.csv")
+    add_config_args(p)
+    p.add_argument("--allow-partial", action="store_true", help=partial_help)
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("with-gpu", help="claim a free GPU slot, then run COMMAND on it (after --)")
+    add_config_args(p)
+    p.add_argument("--devices", help="comma-separated GPU ids (default: gpus.devices of the config)")
+    p.add_argument("--runs-per-gpu", type=int, help="slots per GPU (default: gpus.runs_per_gpu)")
+    p.add_argument("--lock-dir", help="folder of the slot locks (default: gpus.lock_dir)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    p.set_defaults(func=cmd_with_gpu)
+
+    p = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
+    bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    q = bench_sub.add_parser("train", help="training it/s, ours against the authors' data loop")
+    add_config_args(q)
+    q.add_argument("--iterations", type=int, default=10, help="timed iterations per case")
+    q.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    q.set_defaults(func=cmd_bench_train)
 
     return parser
 

@@ -50,7 +50,6 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dir: str
     images: str
     partition: str
     prepared: str
@@ -122,6 +121,13 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class GpusConfig:
+    devices: str | list = "auto"
+    runs_per_gpu: int = 1
+    lock_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     stats: str
     fid_samples: int = 10000
@@ -150,6 +156,7 @@ class Config:
     gans: dict[str, GanConfig]
     variants: dict[str, VariantConfig]
     train: TrainConfig
+    gpus: GpusConfig
     metrics: MetricsConfig
     figures: FiguresConfig
     raw: dict = field(repr=False, compare=False)  # the merged, validated dictionary
@@ -302,6 +309,7 @@ def from_dict(raw: dict) -> Config:
         gans=gans,
         variants={name: VariantConfig(**v) for name, v in raw["variants"].items()},
         train=TrainConfig(**raw["train"]),
+        gpus=GpusConfig(**raw["gpus"]),
         metrics=MetricsConfig(**raw["metrics"]),
         figures=FiguresConfig(**raw["figures"]),
         raw=raw,

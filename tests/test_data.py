@@ -33,7 +33,6 @@ def archive(tmp_path_factory):
 def write_config(tmp_path: Path, **data_keys) -> Path:
     """A config overlay whose data section points into tmp_path; `data_keys` override it."""
     d = {
-        "dir": str(tmp_path),
         "images": str(tmp_path / "img_align_celeba.zip"),
         "partition": str(tmp_path / "list_eval_partition.txt"),
         "prepared": str(tmp_path / "out" / "celeba128.npy"),

@@ -1,0 +1,100 @@
+"""`ocbench bench train`: training iterations/s, ours against a loop written the authors' way.
+
+Both loops run the same `make_step` (the protocol's D step then G step) on the same networks; they
+differ only in how a batch reaches the device:
+
+- ours: the prepared uint8 array sits whole on the device (or in RAM on a CPU), a batch is a
+  gather by shuffled indices, converted to float on the device;
+- the authors' way: an ImageFolder of PNGs through a DataLoader with no workers, ToTensor and
+  Normalize per image, `.to(device)` per batch.
+
+Results are printed as a table and returned as rows, for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ocbench.config import Config
+from ocbench.nn import Discriminator, Generator
+from ocbench.train import load_images, make_optimizer, make_step, resolve_device, to_model_input
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
+    """ImageFolder of PNGs (one per image, written once) through a worker-less DataLoader."""
+    from PIL import Image
+    from torchvision import datasets, transforms
+
+    (folder / "faces").mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / "faces" / f"{i:06d}.png")
+    dataset = datasets.ImageFolder(
+        str(folder),
+        transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]),
+    )
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                                       num_workers=0)
+
+
+def time_loop(batches, step, device, warmup: int, iterations: int) -> float:
+    """Iterations per second of `step` over `batches` (an endless iterator of real batches)."""
+    for _ in range(warmup):
+        step(next(batches), (1.0, 1.0), True)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step(next(batches), (1.0, 1.0), True)
+    sync(device)
+    return iterations / (time.perf_counter() - start)
+
+
+def bench_train(cfg: Config, iterations: int, warmup: int, alphas=(0.0, 0.5), log=print) -> list[dict]:
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    images = load_images(cfg.data.prepared, device, tc.data_on_device)
+    n = len(images)
+    host_images = images.cpu().numpy()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        loader = authors_loader(host_images[: max(n, tc.batch_size)], Path(tmp), tc.batch_size)
+
+        def ours():
+            while True:
+                perm = torch.randperm(n, device=images.device)
+                for b in range(n // tc.batch_size):
+                    idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
+                    yield to_model_input(images[idx], device, tc.channels_last)
+
+        def theirs():
+            while True:
+                for x, _ in loader:
+                    yield x.to(device)
+
+        for gan_name in cfg.run.gans:
+            gan = cfg.gans[gan_name]
+            for alpha in alphas:
+                torch.manual_seed(0)
+                G = Generator(alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
+                D = Discriminator(alpha, tc.width, init=tc.init).to(device)
+                opt_g, opt_d = make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer)
+                noise = torch.Generator(device).manual_seed(0)
+                autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)  # noqa: E731
+                step = make_step(G, D, opt_g, opt_d, gan, noise, tc, device, autocast)
+                row = {"gan": gan_name, "alpha": alpha,
+                       "ours_it_s": time_loop(ours(), step, device, warmup, iterations),
+                       "authors_it_s": time_loop(theirs(), step, device, warmup, iterations)}
+                row["ratio"] = row["ours_it_s"] / row["authors_it_s"]
+                log(f"{gan_name:<6} alpha {alpha:<4} ours {row['ours_it_s']:8.2f} it/s   "
+                    f"authors' way {row['authors_it_s']:8.2f} it/s   ratio {row['ratio']:.2f}")
+                rows.append(row)
+    return rows

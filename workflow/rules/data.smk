@@ -1,0 +1,69 @@
+# CelebA (or, for synthetic configs, a synthetic CelebA) -> one prepared uint8 N x 128 x 128 x 3 array.
+
+IMAGES = CFG.data.images
+PARTITION = CFG.data.partition
+PREPARED = CFG.data.prepared
+# img_align_celeba.zip, or an extracted img_align_celeba/ folder the user placed by hand.
+IMAGES_ARE_ZIP = IMAGES.endswith(".zip")
+
+
+if CFG.data.synthetic:
+
+    rule synth:
+        output:
+            images=IMAGES,
+            partition=PARTITION,
+        log:
+            f"{LOGS}/synth.log",
+        benchmark:
+            f"{BENCH}/synth.tsv"
+        params:
+            config=CONFIG_FILE,
+        shell:
+            "ocbench data synth --config {params.config} > {log} 2>&1"
+
+else:
+    # One rule per file: Snakemake deletes a job's existing outputs before running it, so a
+    # single rule for both would delete a hand-placed zip when only the partition file is missing.
+    if IMAGES_ARE_ZIP:
+
+        rule fetch_images:
+            output:
+                IMAGES,
+            log:
+                f"{LOGS}/fetch_images.log",
+            benchmark:
+                f"{BENCH}/fetch_images.tsv"
+            params:
+                config=CONFIG_FILE,
+            shell:
+                "ocbench data fetch --config {params.config} --only images > {log} 2>&1"
+
+    rule fetch_partition:
+        output:
+            PARTITION,
+        log:
+            f"{LOGS}/fetch_partition.log",
+        benchmark:
+            f"{BENCH}/fetch_partition.tsv"
+        params:
+            config=CONFIG_FILE,
+        shell:
+            "ocbench data fetch --config {params.config} --only partition > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        images=IMAGES,
+        partition=PARTITION,
+    output:
+        PREPARED,
+    log:
+        f"{LOGS}/prepare.log",
+    benchmark:
+        f"{BENCH}/prepare.tsv"
+    params:
+        config=CONFIG_FILE,
+    threads: workflow.cores
+    shell:
+        "ocbench data prepare --config {params.config} --workers {threads} > {log} 2>&1"

@@ -1,0 +1,37 @@
+# pytorch-fid's Inception weights and the reference statistics of the prepared images.
+
+from ocbench.fid import weights_path
+
+WEIGHTS = str(weights_path(CFG.metrics.weights_dir))
+STATS = CFG.metrics.stats
+
+
+rule fid_weights:
+    output:
+        WEIGHTS,
+    log:
+        f"{LOGS}/fid_weights.log",
+    benchmark:
+        f"{BENCH}/fid_weights.tsv"
+    params:
+        config=CONFIG_FILE,
+    shell:
+        "ocbench fid weights --config {params.config} > {log} 2>&1"
+
+
+rule fid_stats:
+    input:
+        prepared=PREPARED,
+        weights=WEIGHTS,
+    output:
+        STATS,
+    log:
+        f"{LOGS}/fid_stats.log",
+    benchmark:
+        f"{BENCH}/fid_stats.tsv"
+    params:
+        config=CONFIG_FILE,
+    resources:
+        gpu=1,
+    shell:
+        "ocbench fid stats --config {params.config} > {log} 2>&1"

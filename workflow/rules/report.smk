@@ -1,0 +1,4 @@
+# `snakemake --report report.html`: every figure with its caption (workflow/report/*.rst).
+
+
+report: "../report/workflow.rst"

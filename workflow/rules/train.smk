@@ -1,0 +1,26 @@
+# One job per run {gan}_{variant}_s{seed}. `ocbench train` resumes from the checkpoint in
+# results/<config>/state/<run>/, which Snakemake does not know about and so never deletes.
+
+
+wildcard_constraints:
+    run=r"[A-Za-z0-9-]+_[A-Za-z0-9-]+_s[0-9]+",
+
+
+rule train:
+    input:
+        prepared=PREPARED,
+        stats=STATS,
+        weights=WEIGHTS,
+    output:
+        metrics=f"{RESULTS}/runs/{{run}}/metrics.csv",
+        summary=f"{RESULTS}/runs/{{run}}/run.json",
+    log:
+        f"{LOGS}/train/{{run}}.log",
+    benchmark:
+        f"{BENCH}/train/{{run}}.tsv"
+    params:
+        config=CONFIG_FILE,
+    resources:
+        gpu=1,
+    shell:
+        "ocbench train --config {params.config} --run {wildcards.run} > {log} 2>&1"
