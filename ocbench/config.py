@@ -131,6 +131,7 @@ class GpusConfig:
 class MetricsConfig:
     stats: str
     fid_samples: int = 10000
+    dims: int = 2048
     stats_images: int | None = None
     batch_size: int = 200
     pr_k: int = 3

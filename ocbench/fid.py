@@ -169,16 +169,21 @@ def _weights_from(path: Path) -> Iterator[None]:
         pf_inception.load_state_dict_from_url = original
 
 
-def load_inception(weights: Weights, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """pytorch-fid's `InceptionV3([3])` (pool3, resize and input scaling inside), in eval mode."""
+def load_inception(weights: Weights, device: torch.device | str = "cpu", dims: int = FEATURE_DIM) -> torch.nn.Module:
+    """pytorch-fid's `InceptionV3` (resize and input scaling inside), in eval mode. `dims` is
+    pytorch-fid's `--dims`: 2048 (pool3, the default and the paper's) or 768/192/64, earlier blocks
+    that are far cheaper; `net.feature_dim` says which."""
+    if dims not in pf_inception.InceptionV3.BLOCK_INDEX_BY_DIM:
+        raise OcbenchError(f"metrics.dims must be one of 64, 192, 768, 2048, got {dims}")
     try:
         with _weights_from(weights.path):
-            net = pf_inception.InceptionV3([pf_inception.InceptionV3.BLOCK_INDEX_BY_DIM[FEATURE_DIM]])
+            net = pf_inception.InceptionV3([pf_inception.InceptionV3.BLOCK_INDEX_BY_DIM[dims]])
     except Exception as exc:
         raise OcbenchError(
             f"cannot load Inception weights from {weights.path} ({type(exc).__name__}); "
             "delete the file and rerun `ocbench fid weights`"
         ) from None
+    net.feature_dim = dims
     return net.to(device).eval()
 
 
@@ -203,7 +208,10 @@ def features(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     # Contiguous NCHW, as ToTensor + default_collate give: a channels-last view (a permuted
     # N x H x W x 3 array) would run other conv kernels and change the features' last bits.
     x = images.to(device, non_blocking=True).contiguous().float().div(255)
-    return net(x)[0].flatten(1)
+    pred = net(x)[0]
+    if pred.shape[2:] != (1, 1):  # blocks before pool3 (dims < 2048): pooled as pytorch-fid does
+        pred = torch.nn.functional.adaptive_avg_pool2d(pred, output_size=(1, 1))
+    return pred.flatten(1)
 
 
 def statistics(feats: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -267,7 +275,7 @@ def compute_reference(
     if n < 2:
         raise OcbenchError(f"reference statistics need at least 2 images, the prepared array has {n}")
     keep = real_sample_indices(n, pr_samples)
-    act = np.empty((n, FEATURE_DIM), dtype=np.float64)
+    act = np.empty((n, net.feature_dim), dtype=np.float64)
     start = 0
     bar = tqdm(total=n, unit="img", desc="inception", disable=not progress)
     for batch in array_batches(array, batch_size, n):

@@ -76,7 +76,12 @@ class Evaluator:
                 f"(sha256 {reference.weights_sha256[:16]}..., now {weights.sha256[:16]}...); "
                 "delete it and rerun `ocbench fid stats`"
             )
-        net = fid.load_inception(weights, device)
+        net = fid.load_inception(weights, device, cfg.metrics.dims)
+        if len(reference.mu) != net.feature_dim:
+            raise OcbenchError(
+                f"{stats or cfg.metrics.stats} holds {len(reference.mu)}-d statistics but metrics.dims is "
+                f"{net.feature_dim}; delete it and rerun `ocbench fid stats`"
+            )
         return cls(net, weights, reference, cfg.metrics.batch_size, cfg.metrics.pr_k)
 
     # ----------------------------------------------------------------------------------------------
@@ -84,7 +89,7 @@ class Evaluator:
     @torch.no_grad()
     def features(self, batches: Iterable[torch.Tensor], n: int) -> torch.Tensor:
         """pool3 features (n x 2048 float32, on the evaluator's device) of uint8 image batches."""
-        out = torch.empty(n, fid.FEATURE_DIM, dtype=torch.float32, device=self.device)
+        out = torch.empty(n, self.net.feature_dim, dtype=torch.float32, device=self.device)
         start = 0
         for batch in batches:
             out[start : start + len(batch)] = fid.features(self.net, batch)
@@ -211,7 +216,7 @@ def make_reference(cfg, device: torch.device | str | None = None, progress: bool
         raise OcbenchError(
             f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; rerun `ocbench data prepare`"
         )
-    net = fid.load_inception(weights, device)
+    net = fid.load_inception(weights, device, cfg.metrics.dims)
     ref = fid.compute_reference(
         array, net, cfg.metrics.batch_size, cfg.metrics.stats_images, cfg.metrics.pr_real_samples, progress
     )
