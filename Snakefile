@@ -6,14 +6,28 @@
 # Rules call the `ocbench` CLI, so every step can also be run by hand. The config is validated
 # against workflow/schemas/config.schema.yaml, the schema ocbench validates with too.
 
-from snakemake.utils import min_version, validate
+import sys
+
+from snakemake.utils import min_version, update_config, validate
 
 min_version("8.0")
+# The ocbench package sits beside this file; it need not be installed for Snakemake to use it.
+sys.path.insert(0, workflow.basedir)
+from ocbench.config import yaml_typed
 
 
-configfile: "workflow/config/paper.yaml"
+configfile: f"{workflow.basedir}/workflow/config/paper.yaml"
 
 
+# `--config run='{seeds: [0, 1, 2]}'` arrives as strings; give such nested values their YAML types.
+update_config(
+    config,
+    {
+        key: yaml_typed(value)
+        for key, value in workflow.config_settings.overwrite_config.items()
+        if isinstance(value, (dict, list))
+    },
+)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

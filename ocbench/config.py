@@ -221,6 +221,18 @@ def deep_merge(base: dict, overlay: dict) -> dict:
     return out
 
 
+def yaml_typed(value):
+    """Snakemake's `--config key=VALUE` reads nested VALUEs with YAML's BaseLoader, all strings
+    (`run={seeds: [0, 1]}` gives ['0', '1']); read those strings as YAML proper."""
+    if isinstance(value, dict):
+        return {k: yaml_typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [yaml_typed(v) for v in value]
+    if isinstance(value, str) and value:
+        return yaml.safe_load(value)
+    return value
+
+
 def apply_set(config: dict, assignment: str) -> dict:
     """`train.epochs=3` -> config["train"]["epochs"] = 3 (the value is parsed as YAML)."""
     key, sep, text = assignment.partition("=")

@@ -4,6 +4,12 @@ from pathlib import Path
 
 from ocbench.config import from_dict
 
+# How every rule calls the ocbench CLI: from this checkout, in whatever environment runs the job
+# (the active one, or environment.yml's with --use-conda / --software-deployment-method conda).
+# (Doubled braces: Snakemake formats shell commands, so {{...}} reaches the shell as {...}.)
+OCBENCH = f"PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}} python -m ocbench"
+ENV = "../../environment.yml"
+
 # ocbench's own checks on top of the schema (run.gans names a GAN that `gans` defines, ...).
 CFG = from_dict(config)
 RESULTS = str(CFG.results_dir)

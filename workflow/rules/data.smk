@@ -19,8 +19,10 @@ if CFG.data.synthetic:
             f"{BENCH}/synth.tsv"
         params:
             config=CONFIG_FILE,
+        conda:
+            ENV
         shell:
-            "ocbench data synth --config {params.config} > {log} 2>&1"
+            f"{OCBENCH} data synth --config {{params.config}} > {{log}} 2>&1"
 
 else:
     # One rule per file: Snakemake deletes a job's existing outputs before running it, so a
@@ -36,8 +38,10 @@ else:
                 f"{BENCH}/fetch_images.tsv"
             params:
                 config=CONFIG_FILE,
+            conda:
+                ENV
             shell:
-                "ocbench data fetch --config {params.config} --only images > {log} 2>&1"
+                f"{OCBENCH} data fetch --config {{params.config}} --only images > {{log}} 2>&1"
 
     rule fetch_partition:
         output:
@@ -48,8 +52,10 @@ else:
             f"{BENCH}/fetch_partition.tsv"
         params:
             config=CONFIG_FILE,
+        conda:
+            ENV
         shell:
-            "ocbench data fetch --config {params.config} --only partition > {log} 2>&1"
+            f"{OCBENCH} data fetch --config {{params.config}} --only partition > {{log}} 2>&1"
 
 
 rule prepare:
@@ -65,5 +71,7 @@ rule prepare:
     params:
         config=CONFIG_FILE,
     threads: workflow.cores
+    conda:
+        ENV
     shell:
-        "ocbench data prepare --config {params.config} --workers {threads} > {log} 2>&1"
+        f"{OCBENCH} data prepare --config {{params.config}} --workers {{threads}} > {{log}} 2>&1"

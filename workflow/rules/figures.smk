@@ -18,8 +18,10 @@ rule aggregate:
         f"{BENCH}/aggregate.tsv"
     params:
         config=CONFIG_FILE,
+    conda:
+        ENV
     shell:
-        "ocbench aggregate --config {params.config} > {log} 2>&1"
+        f"{OCBENCH} aggregate --config {{params.config}} > {{log}} 2>&1"
 
 
 rule figures:
@@ -42,8 +44,10 @@ rule figures:
         f"{BENCH}/figures.tsv"
     params:
         config=CONFIG_FILE,
+    conda:
+        ENV
     shell:
-        "ocbench figures --config {params.config} > {log} 2>&1"
+        f"{OCBENCH} figures --config {{params.config}} > {{log}} 2>&1"
 
 
 rule summary:
@@ -59,5 +63,7 @@ rule summary:
         f"{BENCH}/summary.tsv"
     params:
         config=CONFIG_FILE,
+    conda:
+        ENV
     shell:
-        "ocbench summary --config {params.config} > {log} 2>&1"
+        f"{OCBENCH} summary --config {{params.config}} > {{log}} 2>&1"

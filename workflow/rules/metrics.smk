@@ -15,8 +15,10 @@ rule fid_weights:
         f"{BENCH}/fid_weights.tsv"
     params:
         config=CONFIG_FILE,
+    conda:
+        ENV
     shell:
-        "ocbench fid weights --config {params.config} > {log} 2>&1"
+        f"{OCBENCH} fid weights --config {{params.config}} > {{log}} 2>&1"
 
 
 rule fid_stats:
@@ -33,5 +35,8 @@ rule fid_stats:
         config=CONFIG_FILE,
     resources:
         gpu=1,
+    conda:
+        ENV
     shell:
-        "ocbench fid stats --config {params.config} > {log} 2>&1"
+        f"{OCBENCH} with-gpu --config {{params.config}} -- "
+        f"python -m ocbench fid stats --config {{params.config}} > {{log}} 2>&1"

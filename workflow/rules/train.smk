@@ -1,4 +1,5 @@
-# One job per run {gan}_{variant}_s{seed}. `ocbench train` resumes from the checkpoint in
+# One job per run {gan}_{variant}_s{seed}, on a GPU slot of its own (ocbench with-gpu, see
+# ocbench/gpus.py). `ocbench train` resumes from the checkpoint in
 # results/<config>/state/<run>/, which Snakemake does not know about and so never deletes.
 
 
@@ -22,5 +23,8 @@ rule train:
         config=CONFIG_FILE,
     resources:
         gpu=1,
+    conda:
+        ENV
     shell:
-        "ocbench train --config {params.config} --run {wildcards.run} > {log} 2>&1"
+        f"{OCBENCH} with-gpu --config {{params.config}} -- "
+        f"python -m ocbench train --config {{params.config}} --run {{wildcards.run}} > {{log}} 2>&1"

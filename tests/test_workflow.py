@@ -1,0 +1,136 @@
+"""The Snakemake DAG: dry runs, validation, lint, and the whole smoke DAG end to end, killed during
+training and resumed, as CI runs it."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+SMOKE = REPO / "workflow" / "config" / "smoke.yaml"
+
+
+def snakemake(*args, workdir, timeout=1200, **kwargs):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(workdir / "torch")}
+    return subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
+                           str(workdir), *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def job_counts(output: str) -> dict:
+    """The 'Job stats' table of a dry run: rule -> count."""
+    lines = output[output.index("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_dry_run_lists_the_paper_protocol(tmp_path):
+    proc = snakemake("-n", "--cores", "1", workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert job_counts(proc.stdout) == {
+        "fetch_images": 1, "fetch_partition": 1, "prepare": 1, "fid_weights": 1, "fid_stats": 1,
+        "train": 15, "aggregate": 1, "figures": 1, "summary": 1, "all": 1, "total": 24}
+
+
+def test_more_seeds_one_gan_or_the_official_wgan_without_editing_files(tmp_path):
+    proc = snakemake("-n", "--cores", "1", "--config", "run={gans: [lsgan], variants: [baseline, oct], "
+                     "seeds: [0, 1, 2]}", workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert job_counts(proc.stdout)["train"] == 6
+    assert "lsgan_oct_s2" in proc.stdout and "dcgan" not in proc.stdout.replace("dcgan_", "")
+    proc = snakemake("-n", "--cores", "1", "--configfile", REPO / "workflow/config/official-wgan.yaml",
+                     workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert job_counts(proc.stdout)["train"] == 5 and "results/official-wgan/runs/wgan_ramp_s0" in proc.stdout
+
+
+@pytest.mark.parametrize("override, key", [
+    ("variants={oct: {alpha: 1.5, beta: {kind: constant}}}", "alpha"),
+    ("run={gans: [began], variants: [oct], seeds: [0]}", "began"),
+])
+def test_a_bad_config_fails_at_validation_before_any_job(tmp_path, override, key):
+    proc = snakemake("--cores", "1", "--config", override, workdir=tmp_path)
+    assert proc.returncode != 0
+    assert key in proc.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "results" / "paper" / "runs").exists()
+
+
+def test_lint_reports_nothing(tmp_path):
+    proc = snakemake("--lint", workdir=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
+    """`snakemake --configfile smoke.yaml` as CI runs it, killed (SIGKILL, the whole process
+    group) while a run is half trained, then unlocked and rerun: the run resumes from its
+    checkpoint, and everything a user looks at is there."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(tmp_path / "torch")}
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--cores", "2", "--resources", "gpu=1", "--configfile", str(SMOKE)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    state, runs = tmp_path / "results/smoke/state", tmp_path / "results/smoke/runs"
+    victim = None
+    deadline = time.monotonic() + 900
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        for ckpt in state.glob("*/checkpoint.pt") if state.exists() else []:
+            if (runs / ckpt.parent.name / "run.json").exists():
+                continue
+            try:
+                position = torch.load(ckpt, weights_only=True)["position"]
+            except Exception:
+                continue
+            if position["epoch"] >= 1:  # at least one epoch done, not finished
+                os.killpg(proc.pid, signal.SIGKILL)
+                victim = ckpt.parent.name
+                break
+        time.sleep(0.2)
+    proc.wait()
+    assert victim is not None, "the DAG finished or stalled before a run could be killed mid-training"
+    assert not (runs / victim / "run.json").exists()
+
+    unlock = subprocess.run(cmd + ["--unlock"], env=env, capture_output=True, text=True)
+    assert unlock.returncode == 0, unlock.stderr
+    rerun = subprocess.run(cmd + ["--rerun-incomplete"], env=env, capture_output=True, text=True, timeout=1500)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    log = (tmp_path / f"results/smoke/logs/train/{victim}.log").read_text()
+    assert "resuming at epoch" in log, log
+
+    # What a user checks: 15 runs x 3 epochs of metrics, every figure, the summary, the report.
+    with open(tmp_path / "results/smoke/metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 15 * 3 and len({r["run"] for r in rows}) == 15
+    assert sorted(int(r["epoch"]) for r in rows if r["run"] == victim) == [1, 2, 3]
+    for n in range(2, 8):
+        png, pdf = tmp_path / f"figures/smoke/fig{n}.png", tmp_path / f"figures/smoke/fig{n}.pdf"
+        with Image.open(png) as im:
+            im.verify()
+        from pypdf import PdfReader
+
+        assert len(PdfReader(pdf).pages) >= 1
+    summary = (tmp_path / "results/smoke/summary.md").read_text()
+    for gan in ("dcgan", "lsgan", "wgan"):
+        for variant in ("baseline", "oct", "low", "ramp", "combi"):
+            assert f"{gan}_{variant}_s0" in summary
+    report = subprocess.run(cmd + ["--report", str(tmp_path / "report.html")], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    assert "fig2" in html and "fig7" in html
