@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from ocbench import fid, prdc
-from ocbench.metrics import Evaluator, resolve_device
+from ocbench.device import resolve_device
+from ocbench.metrics import Evaluator
 from ocbench.nn import Generator
 
 

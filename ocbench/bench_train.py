@@ -22,7 +22,8 @@ import torch
 
 from ocbench.config import Config
 from ocbench.nn import Discriminator, Generator
-from ocbench.train import load_images, make_optimizer, make_step, resolve_device, to_model_input
+from ocbench.device import resolve_device
+from ocbench.train import load_images, make_optimizer, make_step, to_model_input
 
 
 def sync(device: torch.device) -> None:
@@ -46,10 +47,8 @@ def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
                                        num_workers=0)
 
 
-def time_loop(batches, step, device, warmup: int, iterations: int) -> float:
+def time_loop(batches, step, device, iterations: int) -> float:
     """Iterations per second of `step` over `batches` (an endless iterator of real batches)."""
-    for _ in range(warmup):
-        step(next(batches), (1.0, 1.0), True)
     sync(device)
     start = time.perf_counter()
     for _ in range(iterations):
@@ -58,7 +57,21 @@ def time_loop(batches, step, device, warmup: int, iterations: int) -> float:
     return iterations / (time.perf_counter() - start)
 
 
-def bench_train(cfg: Config, iterations: int, warmup: int, alphas=(0.0, 0.5), log=print) -> list[dict]:
+def compare(loops: dict, step, device, warmup: int, iterations: int, rounds: int = 3) -> dict:
+    """Median it/s of each loop over `rounds` interleaved rounds: on a shared, noisy machine the
+    loops see the same neighbours, so their ratio means something even when the rates do not."""
+    for batches in loops.values():
+        for _ in range(warmup):
+            step(next(batches), (1.0, 1.0), True)
+    rates = {name: [] for name in loops}
+    for _ in range(rounds):
+        for name, batches in loops.items():
+            rates[name].append(time_loop(batches, step, device, iterations))
+    return {name: float(np.median(r)) for name, r in rates.items()}
+
+
+def bench_train(cfg: Config, iterations: int, warmup: int, rounds: int = 3, alphas=(0.0, 0.5),
+                log=print) -> list[dict]:
     tc = cfg.train
     device = resolve_device(tc.device)
     images = load_images(cfg.data.prepared, device, tc.data_on_device)
@@ -90,11 +103,24 @@ def bench_train(cfg: Config, iterations: int, warmup: int, alphas=(0.0, 0.5), lo
                 noise = torch.Generator(device).manual_seed(0)
                 autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)  # noqa: E731
                 step = make_step(G, D, opt_g, opt_d, gan, noise, tc, device, autocast)
-                row = {"gan": gan_name, "alpha": alpha,
-                       "ours_it_s": time_loop(ours(), step, device, warmup, iterations),
-                       "authors_it_s": time_loop(theirs(), step, device, warmup, iterations)}
+                rates = compare({"ours": ours(), "authors": theirs()}, step, device, warmup, iterations, rounds)
+                row = {"gan": gan_name, "alpha": alpha, "ours_it_s": rates["ours"], "authors_it_s": rates["authors"]}
                 row["ratio"] = row["ours_it_s"] / row["authors_it_s"]
                 log(f"{gan_name:<6} alpha {alpha:<4} ours {row['ours_it_s']:8.2f} it/s   "
                     f"authors' way {row['authors_it_s']:8.2f} it/s   ratio {row['ratio']:.2f}")
                 rows.append(row)
+
+    # One epoch's evaluation: metrics.fid_samples samples, Inception, statistics, FID, P/R.
+    from ocbench.metrics import Evaluator
+    from ocbench.train import eval_sampler
+
+    evaluator = Evaluator.from_config(cfg, device)
+    G = Generator(0.5, tc.width, tc.latent_dim).to(device).eval()
+    no_autocast = lambda: torch.autocast(device.type, enabled=False)  # noqa: E731
+    start = time.perf_counter()
+    evaluator.evaluate(eval_sampler(G, (1.0, 1.0), tc.latent_dim, device, 0, no_autocast), cfg.metrics.fid_samples)
+    sync(device)
+    seconds = time.perf_counter() - start
+    log(f"evaluation of {cfg.metrics.fid_samples} samples (dims {cfg.metrics.dims}): {seconds:.2f} s")
+    rows.append({"evaluation_seconds": seconds, "fid_samples": cfg.metrics.fid_samples})
     return rows

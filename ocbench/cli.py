@@ -136,7 +136,7 @@ def cmd_with_gpu(args) -> None:
 def cmd_bench_train(args) -> None:
     from ocbench.bench_train import bench_train
 
-    bench_train(load_config(args), args.iterations, args.warmup)
+    bench_train(load_config(args), args.iterations, args.warmup, args.rounds)
 
 
 def config_args(args) -> str:
@@ -254,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(q)
     q.add_argument("--iterations", type=int, default=10, help="timed iterations per case")
     q.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    q.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     q.set_defaults(func=cmd_bench_train)
 
     return parser

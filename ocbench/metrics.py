@@ -20,16 +20,10 @@ import numpy as np
 import torch
 
 from ocbench import fid, prdc
+from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
 
 Sampler = Callable[[int, int], torch.Tensor]
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto`: the first GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Evaluator:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ocbench import losses, schedules
 from ocbench.config import Config
+from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
 from ocbench.nn import Discriminator, Generator
 
@@ -42,14 +43,6 @@ EVAL_SEED = 1_000_000  # epoch e's FID samples use seed EVAL_SEED + e, the same 
 
 # --------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise OcbenchError(f"train.device is {name!r} but no CUDA GPU is visible; use --set train.device=cpu")
-    return torch.device(name)
 
 
 def protocol_fingerprint(cfg: Config, run_id: str) -> str:
