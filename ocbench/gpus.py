@@ -5,7 +5,7 @@ job would land on GPU 0. Each job instead claims a slot, a lock file per (GPU, k
 k < runs_per_gpu, with an exclusive `flock`, sets CUDA_VISIBLE_DEVICES to that GPU and execs the
 command, which inherits the locked descriptor. The kernel drops the lock when the process ends,
 however it ends (SIGKILL included), so a killed job's slot frees itself. When every slot is taken
-the job waits for one.
+the job waits for one. Inside a SLURM job, SLURM has already chosen the GPU: no slot is claimed.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ def exec_with_gpu(command: list[str], devices: list[str] | None, runs_per_gpu: i
     """Claim a slot, then replace this process with `command` on that GPU (never returns)."""
     if not command:
         raise UsageError("with-gpu needs a command after --, e.g. ocbench with-gpu -- ocbench train ...")
+    if devices is None and "SLURM_JOB_ID" in os.environ:
+        # SLURM gave this job its GPU(s) and set CUDA_VISIBLE_DEVICES; with device confinement
+        # every job sees its own GPU as 0, so a node-wide lock on "GPU 0" would serialise them.
+        devices = []
     devices = visible_gpus() if devices is None else devices
     if devices:
         dev, fd = claim(devices, runs_per_gpu, lock_dir)

@@ -68,3 +68,17 @@ def test_no_devices_runs_the_command_unchanged(tmp_path):
                           capture_output=True, text=True, env={k: v for k, v in os.environ.items()
                                                                if k != "CUDA_VISIBLE_DEVICES"})
     assert proc.returncode == 0 and proc.stdout.strip() == "None"
+
+
+def test_inside_a_slurm_job_slurm_has_chosen_the_gpu(tmp_path):
+    env = {**os.environ, "SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "0"}
+    holder = start(tmp_path, "0", 600)  # another job holds this machine's slot for "GPU 0"
+    try:
+        assert holder.stdout.readline().split()[0] == "0"
+        proc = subprocess.run([EXE, "with-gpu", "--lock-dir", str(tmp_path), "--", sys.executable, "-c",
+                               "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.strip() == "0" and "waiting" not in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
