@@ -246,3 +246,33 @@ def test_to_uint8_matches_save_image(tmp_path):
     save_png(x, tmp_path / "x.png")
     read_back = next(iter(read_images([tmp_path / "x.png"], 1)))[0]
     assert torch.equal(read_back, fid.to_uint8(x))
+
+
+def test_smaller_dims_equal_pytorch_fid_cli_with_the_same_dims(fid_env, tmp_path):
+    """metrics.dims = 64 (the smoke config's) is pytorch-fid's --dims 64, pooled the same way."""
+    from ocbench.nn import Generator
+
+    stats64 = tmp_path / "stats64.npz"
+    sets = ["--set", "metrics.dims=64", "--set", f"metrics.stats={stats64}"]
+    run_cli("fid", "stats", "--config", fid_env["config"], *sets, env=fid_env["env"], check=True)
+    assert np.load(stats64)["mu"].shape == (64,)
+    cfg = config_mod.load([fid_env["config"]], ["metrics.dims=64", f"metrics.stats={stats64}"])
+
+    torch.manual_seed(1)
+    g = Generator(alpha=0.5, width=4, latent_dim=16)
+    ckpt = tmp_path / "g.pt"
+    torch.save({"generator": g.state_dict(), "alpha": 0.5, "width": 4, "latent_dim": 16,
+                "beta": [1.0, 1.0]}, ckpt)
+    sample = generator_sampler(ckpt, N_FAKE, "cpu", seed=0)
+    ours = Evaluator.from_config(cfg, "cpu").evaluate(sample, N_FAKE)
+    pngs = tmp_path / "png"
+    pngs.mkdir()
+    with torch.no_grad():
+        for i, img in enumerate(sample(0, N_FAKE)):
+            save_png(img, pngs / f"{i:06d}.png")
+    out = pytorch_fid(pngs, stats64, "--dims", "64", torch_home=fid_env["torch_home"])
+    theirs = float(re.search(r"FID:\s+(\S+)", out).group(1))
+    assert abs(ours["fid"] - theirs) <= 1e-4 * abs(theirs)
+    # Stats of one dimension do not score features of another.
+    with pytest.raises(OcbenchError, match="64-d statistics but metrics.dims is 2048"):
+        Evaluator.from_config(config_mod.load([fid_env["config"]], [f"metrics.stats={stats64}"]), "cpu")
