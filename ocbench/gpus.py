@@ -72,13 +72,16 @@ def exec_with_gpu(command: list[str], devices: list[str] | None, runs_per_gpu: i
     if devices is None and "SLURM_JOB_ID" in os.environ:
         # SLURM gave this job its GPU(s) and set CUDA_VISIBLE_DEVICES; with device confinement
         # every job sees its own GPU as 0, so a node-wide lock on "GPU 0" would serialise them.
-        devices = []
-    devices = visible_gpus() if devices is None else devices
-    if devices:
-        dev, fd = claim(devices, runs_per_gpu, lock_dir)
-        os.set_inheritable(fd, True)  # the lock lives as long as the command does
-        os.environ["CUDA_VISIBLE_DEVICES"] = dev
-        print(f"ocbench: running on GPU {dev}", file=sys.stderr)
+        chosen = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if chosen:
+            print(f"ocbench: running on GPU {chosen} (chosen by SLURM)", file=sys.stderr)
+    else:
+        devices = visible_gpus() if devices is None else devices
+        if devices:
+            dev, fd = claim(devices, runs_per_gpu, lock_dir)
+            os.set_inheritable(fd, True)  # the lock lives as long as the command does
+            os.environ["CUDA_VISIBLE_DEVICES"] = dev
+            print(f"ocbench: running on GPU {dev}", file=sys.stderr)
     try:
         os.execvp(command[0], command)
     except FileNotFoundError:

@@ -79,6 +79,7 @@ def test_inside_a_slurm_job_slurm_has_chosen_the_gpu(tmp_path):
                                "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
                               capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 0 and proc.stdout.strip() == "0" and "waiting" not in proc.stderr
+        assert "running on GPU 0 (chosen by SLURM)" in proc.stderr
     finally:
         holder.kill()
         holder.wait()
