@@ -151,6 +151,18 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     checkpoint_path, metrics_path, run_json = state_dir / "checkpoint.pt", run_dir / "metrics.csv", run_dir / "run.json"
     fingerprint = protocol_fingerprint(cfg, run_id)
 
+    # ---- a checkpoint: refuse another run's, and stop here if this run is finished
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.exists() else None
+    if ckpt is not None and ckpt["fingerprint"] != fingerprint:
+        raise OcbenchError(
+            f"{checkpoint_path} belongs to another config or run (fingerprint {ckpt['fingerprint']}, "
+            f"this run {fingerprint}); delete {state_dir} to start {run_id} afresh"
+        )
+    if ckpt is not None and ckpt["finished"] and run_json.exists():
+        summary = json.loads(run_json.read_text())
+        log(f"{run_id}: already finished ({summary['status']}); nothing to do")
+        return summary
+
     # ---- setup
     device = resolve_device(tc.device)
     if tc.deterministic:
@@ -185,20 +197,11 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     position = {"epoch": 0, "batch": 0, "iterations": 0, "g_updates": 0, "sums": [0.0, 0.0, 0, 0],
                 "elapsed": 0.0, "perm": None}
     rows: list[dict] = []
-    if checkpoint_path.exists():
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if ckpt["fingerprint"] != fingerprint:
-            raise OcbenchError(
-                f"{checkpoint_path} belongs to another config or run (fingerprint {ckpt['fingerprint']}, "
-                f"this run {fingerprint}); delete {state_dir} to start {run_id} afresh"
-            )
+    if ckpt is not None:
         G.load_state_dict(ckpt["G"]), D.load_state_dict(ckpt["D"])
         opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
         set_rng_state(ckpt["rng"], noise_rng, data_rng)
         position, rows = ckpt["position"], ckpt["rows"]
-        if run_json.exists() and ckpt.get("finished"):
-            log(f"{run_id}: already finished ({json.loads(run_json.read_text())['status']}); nothing to do")
-            return json.loads(run_json.read_text())
         log(f"{run_id}: resuming at epoch {position['epoch'] + 1}, batch {position['batch']}/{n_batches}")
     write_metrics(metrics_path, rows)
 
