@@ -33,9 +33,9 @@ from ocbench import schedules  # noqa: E402
 from ocbench.aggregate import Runs, collect, label, require_finished  # noqa: E402
 from ocbench.config import Config  # noqa: E402
 from ocbench.errors import OcbenchError  # noqa: E402
+from ocbench.train import GRID_PADDING as PADDING, grid_columns  # noqa: E402
 
 FIGURES = (2, 3, 4, 5, 6, 7)
-PADDING = 2  # torchvision.utils.save_image's padding in train.save_grid
 PNG_DPI = 200
 WARN = "#b00000"
 COLORS = {"baseline": "tab:blue", "oct": "tab:orange", "low": "tab:green", "ramp": "tab:red",
@@ -263,7 +263,7 @@ def grid_tiles(path: Path, cfg: Config, count: int) -> list[np.ndarray]:
     """The first `count` images of a samples/epoch_EEE.png grid (torchvision's layout: nrow columns,
     `PADDING` pixels around every image)."""
     grid = np.asarray(Image.open(path).convert("RGB"))
-    nrow, size = int(math.sqrt(cfg.train.grid_size)) or 1, cfg.data.image_size
+    nrow, size = grid_columns(cfg.train.grid_size), cfg.data.image_size
     n = cfg.train.grid_size
     cols, rows = min(nrow, n), math.ceil(n / nrow)
     expect = (rows * (size + PADDING) + PADDING, cols * (size + PADDING) + PADDING)

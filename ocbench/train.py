@@ -111,11 +111,19 @@ def append_metrics(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
+GRID_PADDING = 2  # pixels around every image of a sample grid (figures crop images back out)
+
+
+def grid_columns(n_images: int) -> int:
+    """Columns of a sample grid of `n_images`: 8 for the default 64."""
+    return int(math.sqrt(n_images)) or 1
+
+
 def save_grid(images: torch.Tensor, path: Path) -> None:
-    """64 samples as an 8-column PNG; [-1, 1] -> [0, 1], then torchvision's uint8 rounding."""
+    """The epoch's samples as a square-ish PNG grid; [-1, 1] -> [0, 1], then torchvision's uint8 rounding."""
     from torchvision.utils import save_image
 
-    save_image((images.float() + 1) / 2, path, nrow=int(math.sqrt(len(images))) or 1, padding=2)
+    save_image((images.float() + 1) / 2, path, nrow=grid_columns(len(images)), padding=GRID_PADDING)
 
 
 def rng_state(noise_rng: torch.Generator, data_rng: torch.Generator) -> dict:
