@@ -133,8 +133,20 @@ def cmd_with_gpu(args) -> None:
     gpus.exec_with_gpu(command, devices, args.runs_per_gpu or g.runs_per_gpu, lock_dir)
 
 
+def cmd_bench_prepare(args) -> None:
+    from ocbench.bench.prepare import bench_prepare
+
+    bench_prepare(args.n, args.workers, args.workdir)
+
+
+def cmd_bench_eval(args) -> None:
+    from ocbench.bench.evaluate import bench_eval
+
+    bench_eval(args.n, args.real, args.width, args.batch_size, args.device, args.workers)
+
+
 def cmd_bench_train(args) -> None:
-    from ocbench.bench_train import bench_train
+    from ocbench.bench.train import bench_train
 
     bench_train(load_config(args), args.iterations, args.warmup, args.rounds)
 
@@ -250,6 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
+    q = bench_sub.add_parser("prepare", help="data prepare images/s against the authors' one-PNG-per-image way")
+    q.add_argument("--n", type=int, default=5000, help="synthetic CelebA images to build and prepare")
+    q.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    q.add_argument("--workdir", default=None, help="working folder (default: a temporary one, removed after)")
+    q.set_defaults(func=cmd_bench_prepare)
+    q = bench_sub.add_parser("eval", help="one per-epoch evaluation, in memory against PNGs + the pytorch-fid CLI")
+    q.add_argument("--n", type=int, default=200, help="generated images per evaluation")
+    q.add_argument("--real", type=int, default=None, help="real images for the stats and P/R (default: n)")
+    q.add_argument("--width", type=int, default=8, help="generator width d (the paper: 32)")
+    q.add_argument("--batch-size", type=int, default=200)
+    q.add_argument("--device", default="auto")
+    q.add_argument("--workers", type=int, default=None, help="pytorch-fid --num-workers (default: its own)")
+    q.set_defaults(func=cmd_bench_eval)
     q = bench_sub.add_parser("train", help="training it/s, ours against the authors' data loop")
     add_config_args(q)
     q.add_argument("--iterations", type=int, default=10, help="timed iterations per case")

@@ -1,7 +1,7 @@
 """Per-epoch evaluation, in memory vs the authors' route (PNG files + the pytorch-fid CLI).
 
-    python bench/bench_eval.py --n 200 --width 8 --device cpu         # this CPU, a few minutes
-    python bench/bench_eval.py --n 10000 --width 32 --device cuda     # the paper's setting, on a GPU
+    ocbench bench eval --n 200 --width 8 --device cpu         # this CPU, a few minutes
+    ocbench bench eval --n 10000 --width 32 --device cuda     # the paper's setting, on a GPU
 
 In memory (ocbench.metrics.Evaluator, what training runs every epoch): generate n images in batches,
 quantise to uint8, Inception pool3, float64 mu/sigma, pytorch-fid's Frechet distance, precision and
@@ -19,7 +19,6 @@ are computed from a synthetic uint8 array of n images: only their shape matters 
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import re
@@ -35,26 +34,17 @@ import torch
 
 from ocbench import fid, prdc
 from ocbench.device import resolve_device
+from ocbench.bench import sync
 from ocbench.metrics import Evaluator
 from ocbench.nn import Generator
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=200, help="generated images per evaluation")
-    ap.add_argument("--real", type=int, default=None, help="real images for stats and P/R (default n)")
-    ap.add_argument("--width", type=int, default=8, help="generator width d (the paper: 32)")
-    ap.add_argument("--batch-size", type=int, default=200)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=None, help="pytorch-fid --num-workers (default its own)")
-    args = ap.parse_args()
-    device = resolve_device(args.device)
-    n, n_real, bs = args.n, args.real or args.n, args.batch_size
+def bench_eval(n: int = 200, real: int | None = None, width: int = 8, batch_size: int = 200,
+               device: str = "auto", workers: int | None = None) -> None:
+    """Time one evaluation of `n` generated images both ways and print the comparison. `real`: real
+    images for the stats and P/R (default n); `workers`: pytorch-fid's --num-workers (default its own)."""
+    device = resolve_device(device)
+    n_real, bs = real or n, batch_size
 
     work = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     official = fid.weights_path()
@@ -66,7 +56,7 @@ def main() -> None:
         weights = fid.Weights(path, fid.sha256_of(path))
 
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, n {n}, real {n_real}, width {args.width}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, n {n}, real {n_real}, width {width}, "
           f"batch {bs}, weights {'official' if weights.official else 'placeholder'}")
 
     # ---- once per run: Inception, reference stats (timed for information only)
@@ -88,7 +78,7 @@ def main() -> None:
     t_radii = time.perf_counter() - t
 
     torch.manual_seed(0)
-    g = Generator(0.5, args.width, 100).to(device).eval()
+    g = Generator(0.5, width, 100).to(device).eval()
     z = torch.randn(n, 100, generator=torch.Generator().manual_seed(1)).to(device)
 
     def sample(start: int, count: int) -> torch.Tensor:
@@ -127,7 +117,7 @@ def main() -> None:
     png_cpu = time.process_time() - c0
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [sys.executable, "-m", "pytorch_fid", str(pngs), str(stats), "--device", str(device),
-           "--batch-size", str(bs)] + (["--num-workers", str(args.workers)] if args.workers is not None else [])
+           "--batch-size", str(bs)] + (["--num-workers", str(workers)] if workers is not None else [])
     env = {**os.environ, **({"TORCH_HOME": torch_home} if torch_home else {})}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     t2 = time.perf_counter()
@@ -146,7 +136,3 @@ def main() -> None:
     print(f"ratio         : {authors_total / mem_total:.2f}x wall, {(png_cpu + cli_cpu) / mem_cpu:.2f}x CPU")
     print(f"FID in memory {fid_mem!r}, CLI {fid_cli!r}, relative difference "
           f"{abs(fid_mem - fid_cli) / abs(fid_cli):.2g}; precision {p:.3f}, recall {r:.3f}")
-
-
-if __name__ == "__main__":
-    main()

@@ -23,12 +23,8 @@ import torch
 from ocbench.config import Config
 from ocbench.nn import Discriminator, Generator
 from ocbench.device import resolve_device
+from ocbench.bench import sync
 from ocbench.train import load_images, make_optimizer, make_step, to_model_input
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def authors_loader(images: np.ndarray, folder: Path, batch_size: int):

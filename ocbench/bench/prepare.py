@@ -1,6 +1,6 @@
 """Images/s of `ocbench data prepare` against the authors' way, on a synthetic CelebA.
 
-    python bench/bench_prepare.py [--n 5000] [--workers N] [--workdir DIR]
+    ocbench bench prepare [--n 5000] [--workers N] [--workdir DIR]
 
 The authors' way (their data loader's preprocessing): one process opens each extracted JPEG, resizes
 the whole 178x218 frame to 128x128 and saves it as a PNG. `ocbench data prepare` reads the same images
@@ -13,7 +13,6 @@ Prints a Markdown table for BENCHMARKS.md.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import resource
@@ -64,17 +63,14 @@ def ocbench_way(work: Path, images: Path, partition: Path, crop, workers: int, t
     return timed(data.prepare, cfg, False, workers, False)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--workers", type=int, default=data.default_workers())
-    ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed after")
-    args = ap.parse_args()
-
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_prepare_"))
+def bench_prepare(n: int = 5000, workers: int | None = None, workdir: Path | None = None) -> None:
+    """Time each pipeline on `n` synthetic JPEGs in `workdir` (default: a temporary folder, removed
+    after) and print the table."""
+    workers = workers or data.default_workers()
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="bench_prepare_"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        zip_path, part = synth.write_synthetic(work / "img_align_celeba.zip", None, args.n, 0)
+        zip_path, part = synth.write_synthetic(work / "img_align_celeba.zip", None, n, 0)
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(work)
         folder = work / "img_align_celeba"
@@ -85,15 +81,14 @@ def main() -> None:
              timed(authors_way, folder, work / "png")),
             ("ocbench prepare: zip, crop null", 1, ocbench_way(work, zip_path, part, None, 1, "z1")),
             ("ocbench prepare: zip, crop center (default)", 1, ocbench_way(work, zip_path, part, "center", 1, "c1")),
-            ("ocbench prepare: zip, crop null", args.workers,
-             ocbench_way(work, zip_path, part, None, args.workers, "zn")),
-            ("ocbench prepare: zip, crop center (default)", args.workers,
-             ocbench_way(work, zip_path, part, "center", args.workers, "cn")),
-            ("ocbench prepare: folder, crop center", args.workers,
-             ocbench_way(work, folder, part, "center", args.workers, "fn")),
+            ("ocbench prepare: zip, crop null", workers,
+             ocbench_way(work, zip_path, part, None, workers, "zn")),
+            ("ocbench prepare: zip, crop center (default)", workers,
+             ocbench_way(work, zip_path, part, "center", workers, "cn")),
+            ("ocbench prepare: folder, crop center", workers,
+             ocbench_way(work, folder, part, "center", workers, "fn")),
         ]
 
-        n = args.n
         base_wall, base_cpu = n / cases[0][2][0], n / cases[0][2][1]
         print(f"\n{n:,} synthetic 178x218 JPEGs -> 128x128; {platform.machine()}, {data.default_workers()} cores; "
               f"load average before/after {load0:.2f}/{os.getloadavg()[0]:.2f}\n")
@@ -106,9 +101,5 @@ def main() -> None:
         print(f"\nGoal: {FULL:,} images in {GOAL_S} s = {need:,.0f} images/s = "
               f"{need / GOAL_CORES:,.0f} images/s per core on {GOAL_CORES} cores.")
     finally:
-        if args.workdir is None:
+        if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()
