@@ -151,6 +151,13 @@ def cmd_bench_train(args) -> None:
     bench_train(load_config(args), args.iterations, args.warmup, args.rounds)
 
 
+def cmd_bench_protocol(args) -> None:
+    from ocbench.bench.protocol import bench_protocol
+
+    bench_protocol(load_config(args), args.iterations, args.warmup, args.projected_images,
+                   not args.no_authors, args.json)
+
+
 def config_args(args) -> str:
     """The --config/--set options as given, for commands that an error message suggests."""
     return " ".join([*(f"--config {c}" for c in args.config), *(f"--set {o}" for o in args.overrides)])
@@ -281,6 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     q.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     q.set_defaults(func=cmd_bench_train)
+    q = bench_sub.add_parser("protocol", help="project the configured protocol's device-hours from timed "
+                                              "iterations and evaluations, ours and the authors' route")
+    add_config_args(q)
+    q.add_argument("--iterations", type=int, default=20, help="timed iterations per case")
+    q.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
+    q.add_argument("--projected-images", type=int, default=None, metavar="N",
+                   help="images per epoch to project for, e.g. 202599 for CelebA (default: the prepared array's)")
+    q.add_argument("--no-authors", action="store_true", help="skip the authors' route (PNG loader, pytorch-fid CLI)")
+    q.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    q.set_defaults(func=cmd_bench_protocol)
 
     return parser
 

@@ -86,6 +86,10 @@ class CriticConfig:
             return warm
         return self.n
 
+    def g_turn(self, batch_index: int, g_updates: int) -> bool:
+        """Whether G steps after the D step on batch `batch_index` of the epoch (counted from 0)."""
+        return batch_index % self.n_critic(g_updates) == 0
+
 
 @dataclass(frozen=True)
 class GanConfig:

@@ -80,6 +80,15 @@ def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: boo
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+def configure_backends(tc, device: torch.device) -> None:
+    """Deterministic algorithms when asked (bit-exact resume), else cuDNN's autotuner on a GPU."""
+    if tc.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # algorithm choice only; precision stays the default
+
+
 def make_optimizer(params, opt) -> torch.optim.Optimizer:
     if opt.name == "adam":
         return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas))
@@ -173,11 +182,7 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
 
     # ---- setup
     device = resolve_device(tc.device)
-    if tc.deterministic:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # algorithm choice only; precision stays the default
+    configure_backends(tc, device)
     images = load_images(cfg.data.prepared, device, tc.data_on_device)
     n_images, batch_size = len(images), tc.batch_size
     n_batches = n_images // batch_size  # the last incomplete batch is dropped
@@ -246,7 +251,7 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
             real = to_model_input(images[perm[batch_index * batch_size:(batch_index + 1) * batch_size]],
                                   device, tc.channels_last)
 
-            loss_d, loss_g = step(real, beta, batch_index % gan.critic.n_critic(position["g_updates"]) == 0)
+            loss_d, loss_g = step(real, beta, gan.critic.g_turn(batch_index, position["g_updates"]))
             sums[1] += loss_d
             sums[3] += 1
             position["iterations"] += 1

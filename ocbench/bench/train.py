@@ -24,7 +24,7 @@ from ocbench.config import Config
 from ocbench.nn import Discriminator, Generator
 from ocbench.device import resolve_device
 from ocbench.bench import sync
-from ocbench.train import load_images, make_optimizer, make_step, to_model_input
+from ocbench.train import configure_backends, load_images, make_optimizer, make_step, to_model_input
 
 
 def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
@@ -43,14 +43,42 @@ def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
                                        num_workers=0)
 
 
-def time_loop(batches, step, device, iterations: int) -> float:
-    """Iterations per second of `step` over `batches` (an endless iterator of real batches)."""
+def build(cfg: Config, gan_name: str, alpha: float, device: torch.device):
+    """(G, the real training step, autocast) of one GAN at `alpha`, seeded as a run with seed 0."""
+    tc, gan = cfg.train, cfg.gans[gan_name]
+    torch.manual_seed(0)
+    G = Generator(alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
+    D = Discriminator(alpha, tc.width, init=tc.init).to(device)
+    opt_g, opt_d = make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer)
+    noise = torch.Generator(device).manual_seed(0)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)  # noqa: E731
+    return G, make_step(G, D, opt_g, opt_d, gan, noise, tc, device, autocast), autocast
+
+
+def our_batches(images: torch.Tensor, batch_size: int, device: torch.device, channels_last: bool):
+    """Training's data path, endlessly: a shuffled gather from the prepared array, converted on the device."""
+    n = len(images)
+    while True:
+        perm = torch.randperm(n, device=images.device)
+        for b in range(n // batch_size):
+            yield to_model_input(images[perm[b * batch_size:(b + 1) * batch_size]], device, channels_last)
+
+
+def authors_batches(loader, device: torch.device):
+    """The authors' data path, endlessly: the DataLoader's batches, `.to(device)` each."""
+    while True:
+        for x, _ in loader:
+            yield x.to(device)
+
+
+def seconds_per_iteration(step, batches, device, iterations: int, beta=(1.0, 1.0), g_turn: bool = True) -> float:
+    """Mean seconds of `step` over `iterations` batches of `batches` (an endless iterator)."""
     sync(device)
     start = time.perf_counter()
     for _ in range(iterations):
-        step(next(batches), (1.0, 1.0), True)
+        step(next(batches), beta, g_turn)
     sync(device)
-    return iterations / (time.perf_counter() - start)
+    return (time.perf_counter() - start) / iterations
 
 
 def compare(loops: dict, step, device, warmup: int, iterations: int, rounds: int = 3) -> dict:
@@ -62,7 +90,7 @@ def compare(loops: dict, step, device, warmup: int, iterations: int, rounds: int
     rates = {name: [] for name in loops}
     for _ in range(rounds):
         for name, batches in loops.items():
-            rates[name].append(time_loop(batches, step, device, iterations))
+            rates[name].append(1 / seconds_per_iteration(step, batches, device, iterations))
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
@@ -70,6 +98,7 @@ def bench_train(cfg: Config, iterations: int, warmup: int, rounds: int = 3, alph
                 log=print) -> list[dict]:
     tc = cfg.train
     device = resolve_device(tc.device)
+    configure_backends(tc, device)
     images = load_images(cfg.data.prepared, device, tc.data_on_device)
     n = len(images)
     host_images = images.cpu().numpy()
@@ -77,29 +106,11 @@ def bench_train(cfg: Config, iterations: int, warmup: int, rounds: int = 3, alph
     with tempfile.TemporaryDirectory() as tmp:
         loader = authors_loader(host_images[: max(n, tc.batch_size)], Path(tmp), tc.batch_size)
 
-        def ours():
-            while True:
-                perm = torch.randperm(n, device=images.device)
-                for b in range(n // tc.batch_size):
-                    idx = perm[b * tc.batch_size:(b + 1) * tc.batch_size]
-                    yield to_model_input(images[idx], device, tc.channels_last)
-
-        def theirs():
-            while True:
-                for x, _ in loader:
-                    yield x.to(device)
-
         for gan_name in cfg.run.gans:
-            gan = cfg.gans[gan_name]
             for alpha in alphas:
-                torch.manual_seed(0)
-                G = Generator(alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
-                D = Discriminator(alpha, tc.width, init=tc.init).to(device)
-                opt_g, opt_d = make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer)
-                noise = torch.Generator(device).manual_seed(0)
-                autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)  # noqa: E731
-                step = make_step(G, D, opt_g, opt_d, gan, noise, tc, device, autocast)
-                rates = compare({"ours": ours(), "authors": theirs()}, step, device, warmup, iterations, rounds)
+                _, step, _ = build(cfg, gan_name, alpha, device)
+                rates = compare({"ours": our_batches(images, tc.batch_size, device, tc.channels_last),
+                                "authors": authors_batches(loader, device)}, step, device, warmup, iterations, rounds)
                 row = {"gan": gan_name, "alpha": alpha, "ours_it_s": rates["ours"], "authors_it_s": rates["authors"]}
                 row["ratio"] = row["ours_it_s"] / row["authors_it_s"]
                 log(f"{gan_name:<6} alpha {alpha:<4} ours {row['ours_it_s']:8.2f} it/s   "

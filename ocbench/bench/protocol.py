@@ -1,0 +1,377 @@
+"""`ocbench bench protocol`: what the configured protocol costs on this device, before spending it.
+
+For every (GAN, variant) the config trains, this times the real thing on this device (the real
+`make_step` on the real data path, and one per-epoch evaluation by the real Evaluator of
+`metrics.fid_samples` samples) and projects the whole protocol from it:
+
+    per run  = iterations with a G step x their time + iterations without one x theirs
+               + epochs x one evaluation
+    protocol = per run x seeds, summed over the cases, / runs sharing the device
+
+The iteration counts follow training's own rule (`CriticConfig.g_turn`) over every batch of every
+epoch, so n_critic schedules (the official WGAN's 20/5) are counted exactly, not averaged. The
+batches per epoch come from `--projected-images` (e.g. CelebA's 202,599) while the timing runs on
+whatever the prepared array holds: an iteration's time does not depend on the dataset's size, so a
+synthetic CelebA of a few thousand images times the paper's protocol. The output says both.
+
+The authors' route is measured in the same run on the same device: their DataLoader over a folder of
+PNGs without workers (the loop `ocbench bench train` compares against), and per epoch
+`metrics.fid_samples` PNG writes + `python -m pytorch_fid` in a new process. With
+`gpus.runs_per_gpu` = k > 1, k processes time the same case at once on the device, as k training
+jobs sharing it would run, and the projection uses their aggregate rate (the authors' route runs one
+job per device).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import multiprocessing
+import os
+import platform
+import queue
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ocbench import config as config_mod
+from ocbench import schedules
+from ocbench.bench import sync
+from ocbench.bench.train import authors_batches, authors_loader, build, our_batches, seconds_per_iteration
+from ocbench.config import Config, CriticConfig
+from ocbench.device import resolve_device
+from ocbench.errors import OcbenchError
+from ocbench.train import configure_backends, eval_sampler, load_images
+
+
+@dataclass
+class Timing:
+    """Seconds per iteration (with and without a G step) and per evaluation, for one job."""
+
+    with_g: float
+    without_g: float | None  # None: the schedule never makes a D-only iteration, so not timed
+    evaluation: float
+
+
+@dataclass
+class Case:
+    gan: str
+    variant: str
+    runs: int  # seeds
+    iterations_with_g: int  # per run, over all epochs
+    iterations_without_g: int
+    ours: Timing
+    authors: Timing | None
+    sharing: int  # jobs that shared the device while `ours` was timed
+    projection: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# counting
+
+
+def iteration_counts(critic: CriticConfig, batches_per_epoch: int, epochs: int) -> tuple[int, int]:
+    """(iterations with a G step, iterations without) of one whole run, by training's own rule."""
+    if critic.n == 1 and critic.warmup in (None, 1):
+        return batches_per_epoch * epochs, 0
+    with_g = g_updates = 0
+    for _ in range(epochs):
+        for batch_index in range(batches_per_epoch):
+            if critic.g_turn(batch_index, g_updates):
+                with_g += 1
+                g_updates += 1
+    return with_g, batches_per_epoch * epochs - with_g
+
+
+def project(case: Case, epochs: int) -> dict:
+    """Seconds per run and device-hours of the case's runs, ours and the authors'."""
+    def per_run(t: Timing) -> float:
+        seconds = case.iterations_with_g * t.with_g + epochs * t.evaluation
+        if case.iterations_without_g:
+            seconds += case.iterations_without_g * t.without_g
+        return seconds
+
+    out = {"ours_run_s": per_run(case.ours)}
+    out["ours_device_h"] = out["ours_run_s"] * case.runs / case.sharing / 3600
+    out["ours_it_s"] = case.sharing / case.ours.with_g  # aggregate over the jobs sharing the device
+    if case.authors is not None:
+        out["authors_run_s"] = per_run(case.authors)
+        out["authors_device_h"] = out["authors_run_s"] * case.runs / 3600
+        out["authors_it_s"] = 1 / case.authors.with_g
+        out["ratio"] = out["authors_device_h"] / out["ours_device_h"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# timing
+
+
+def time_training(step, batches, beta, d_only: bool, device, iterations: int, warmup: int,
+                  barrier=None) -> tuple[float, float | None]:
+    """(s per iteration with a G step, s per D-only iteration or None), after `warmup` iterations.
+    `barrier`: the jobs sharing the device start each timed stretch together."""
+    for _ in range(warmup):
+        step(next(batches), beta, True)
+    if barrier is not None:
+        barrier.wait()
+    with_g = seconds_per_iteration(step, batches, device, iterations, beta, True)
+    without_g = None
+    if d_only:
+        if barrier is not None:
+            barrier.wait()
+        without_g = seconds_per_iteration(step, batches, device, iterations, beta, False)
+    return with_g, without_g
+
+
+def time_our_evaluation(cfg: Config, evaluator, G, beta, device, autocast) -> float:
+    """One per-epoch evaluation as training makes it, after a one-batch warm-up of G and Inception."""
+    from ocbench.fid import to_uint8
+
+    tc = cfg.train
+    G.eval()
+    sample = eval_sampler(G, beta, tc.latent_dim, device, 0, autocast)
+    evaluator.features([to_uint8(sample(0, min(evaluator.batch_size, 2)))], min(evaluator.batch_size, 2))
+    sync(device)
+    start = time.perf_counter()
+    evaluator.evaluate(eval_sampler(G, beta, tc.latent_dim, device, 0, autocast), cfg.metrics.fid_samples)
+    sync(device)
+    seconds = time.perf_counter() - start
+    G.train()
+    return seconds
+
+
+def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, iterations: int, warmup: int,
+              images=None, evaluator=None, barrier=None) -> Timing:
+    """One job's timing of a case on our route. `images` and `evaluator` are loaded when not given
+    (a job in a process of its own, as when several share the device)."""
+    from ocbench.metrics import Evaluator
+
+    tc, variant = cfg.train, cfg.variants[variant_name]
+    device = resolve_device(tc.device)
+    configure_backends(tc, device)
+    images = load_images(cfg.data.prepared, device, tc.data_on_device) if images is None else images
+    evaluator = Evaluator.from_config(cfg, device) if evaluator is None else evaluator
+    G, step, autocast = build(cfg, gan_name, variant.alpha, device)
+    beta = schedules.beta(variant.beta, 0, tc.epochs)
+    batches = our_batches(images, tc.batch_size, device, tc.channels_last)
+    with_g, without_g = time_training(step, batches, beta, d_only, device, iterations, warmup, barrier)
+    if barrier is not None:
+        barrier.wait()
+    return Timing(with_g, without_g, time_our_evaluation(cfg, evaluator, G, beta, device, autocast))
+
+
+def _shared_job(raw: dict, gan_name, variant_name, d_only, iterations, warmup, barrier, results) -> None:
+    cfg = config_mod.from_dict(raw)
+    results.put(asdict(time_ours(cfg, gan_name, variant_name, d_only, iterations, warmup, barrier=barrier)))
+
+
+def time_ours_shared(cfg: Config, gan_name: str, variant_name: str, d_only: bool, iterations: int,
+                     warmup: int, jobs: int) -> Timing:
+    """`jobs` processes time the case at once on the device; each job's own times, averaged."""
+    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    barrier, results = ctx.Barrier(jobs), ctx.Queue()
+    procs = [ctx.Process(target=_shared_job, args=(cfg.raw, gan_name, variant_name, d_only, iterations,
+                                                   warmup, barrier, results)) for _ in range(jobs)]
+    for p in procs:
+        p.start()
+    timings = []
+    while len(timings) < jobs:
+        try:
+            timings.append(Timing(**results.get(timeout=5)))
+        except queue.Empty:
+            if any(p.exitcode not in (None, 0) for p in procs):  # a job died: stop the others
+                for p in procs:
+                    p.kill()
+                raise OcbenchError(f"a benchmark job for {gan_name}/{variant_name} failed; "
+                                   "rerun with --set gpus.runs_per_gpu=1 to see its error") from None
+    for p in procs:
+        p.join()
+    mean = lambda xs: None if None in xs else float(np.mean(xs))  # noqa: E731
+    return Timing(mean([t.with_g for t in timings]), mean([t.without_g for t in timings]),
+                  mean([t.evaluation for t in timings]))
+
+
+def time_authors(cfg: Config, gan_name: str, variant_name: str, d_only: bool, iterations: int, warmup: int,
+                 loader, work: Path, fid_env: dict) -> Timing:
+    """The authors' route: the PNG DataLoader without workers; per epoch, `metrics.fid_samples`
+    PNGs written one by one, then `python -m pytorch_fid` in a new process."""
+    from torchvision.utils import save_image
+
+    tc, m, variant = cfg.train, cfg.metrics, cfg.variants[variant_name]
+    device = resolve_device(tc.device)
+    G, step, autocast = build(cfg, gan_name, variant.alpha, device)
+    beta = schedules.beta(variant.beta, 0, tc.epochs)
+    with_g, without_g = time_training(step, authors_batches(loader, device), beta, d_only, device,
+                                      iterations, warmup)
+
+    out = work / f"samples_{gan_name}_{variant_name}"
+    out.mkdir(parents=True)
+    G.eval()
+    sample = eval_sampler(G, beta, tc.latent_dim, device, 0, autocast)
+    sync(device)
+    start = time.perf_counter()
+    for s in range(0, m.fid_samples, m.batch_size):
+        for i, image in enumerate(sample(s, min(m.batch_size, m.fid_samples - s))):
+            save_image((image + 1) / 2, out / f"{s + i:06d}.png")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytorch_fid", str(out), m.stats, "--device", str(device),
+         "--dims", str(m.dims), "--batch-size", str(m.batch_size)],
+        env={**os.environ, **fid_env}, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise OcbenchError(f"python -m pytorch_fid failed: {proc.stderr.strip().splitlines()[-1]}")
+    return Timing(with_g, without_g, seconds)
+
+
+def pytorch_fid_env(cfg: Config, work: Path) -> dict:
+    """TORCH_HOME under which pytorch-fid's CLI finds the weights our evaluator uses."""
+    from ocbench.fid import locate_weights
+
+    weights = locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)
+    home = work / "torch"
+    (home / "hub" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    link = home / "hub" / "checkpoints" / weights.path.name
+    if not link.exists():
+        link.symlink_to(weights.path.resolve())
+    return {"TORCH_HOME": str(home)}
+
+
+# --------------------------------------------------------------------------------------------------
+# the command
+
+
+def environment(device: torch.device) -> dict:
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            name = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        name += f", {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    return {
+        "date": datetime.date.today().isoformat(), "device": str(device), "device_name": name,
+        "torch": torch.__version__,
+        "precision": {
+            "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        },
+    }
+
+
+def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected_images: int | None = None,
+                   authors: bool = True, json_path: str | None = None, log=print) -> dict:
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    timed_images = len(np.load(cfg.data.prepared, mmap_mode="r")) if Path(cfg.data.prepared).is_file() else 0
+    if timed_images < tc.batch_size:
+        raise OcbenchError(f"{cfg.data.prepared} holds {timed_images} images, fewer than one batch of "
+                           f"{tc.batch_size}; run `ocbench data prepare` (or data synth + prepare) first")
+    projected = projected_images or timed_images
+    batches_per_epoch = projected // tc.batch_size
+    jobs = cfg.gpus.runs_per_gpu
+    env = environment(device)
+    log(f"ocbench bench protocol: config {cfg.name} on {env['device_name']} ({device}), torch {env['torch']}, "
+        f"{env['date']}")
+    log(f"timed on {timed_images:,} prepared images; projected for {projected:,} images = {batches_per_epoch:,} "
+        f"batches of {tc.batch_size} per epoch, {tc.epochs} epochs, {len(cfg.run.seeds)} seed(s); "
+        f"{jobs} run(s) sharing the device; {iterations} timed iterations after {warmup} warm-up")
+
+    from ocbench.metrics import Evaluator
+
+    cases = []
+    configure_backends(tc, device)
+    images = load_images(cfg.data.prepared, device, tc.data_on_device) if jobs == 1 else None
+    evaluator = Evaluator.from_config(cfg, device) if jobs == 1 else None
+    with tempfile.TemporaryDirectory(prefix="bench_protocol_") as tmp:
+        if authors:
+            work = Path(tmp)
+            fid_env = pytorch_fid_env(cfg, work)
+            host_images = load_images(cfg.data.prepared, torch.device("cpu"), False).numpy()
+            loader = authors_loader(host_images, work / "train", tc.batch_size)
+        for gan_name in cfg.run.gans:
+            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, tc.epochs)
+            d_only = without_g > 0
+            for variant_name in cfg.run.variants:
+                if jobs > 1:
+                    ours = time_ours_shared(cfg, gan_name, variant_name, d_only, iterations, warmup, jobs)
+                else:
+                    ours = time_ours(cfg, gan_name, variant_name, d_only, iterations, warmup, images, evaluator)
+                theirs = (time_authors(cfg, gan_name, variant_name, d_only, iterations, warmup, loader, work, fid_env)
+                          if authors else None)
+                case = Case(gan_name, variant_name, len(cfg.run.seeds), with_g, without_g, ours, theirs, jobs)
+                case.projection = project(case, tc.epochs)
+                cases.append(case)
+                p = case.projection
+                log(f"{gan_name}/{variant_name}: {p['ours_it_s']:.1f} it/s, evaluation {ours.evaluation:.2f} s"
+                    + (f"; authors' route {p['authors_it_s']:.1f} it/s, evaluation {theirs.evaluation:.2f} s"
+                       if theirs else ""))
+
+    result = {
+        **env, "config": cfg.name, "timed_images": timed_images, "projected_images": projected,
+        "batch_size": tc.batch_size, "batches_per_epoch": batches_per_epoch, "epochs": tc.epochs,
+        "seeds": len(cfg.run.seeds), "runs": len(cases) * len(cfg.run.seeds), "runs_per_gpu": jobs,
+        "fid_samples": cfg.metrics.fid_samples, "fid_dims": cfg.metrics.dims,
+        "speed_options": {k: getattr(tc, k) for k in ("bf16", "channels_last", "compile", "cuda_graphs")},
+        "iterations": iterations, "warmup": warmup,
+        "cases": [asdict(c) for c in cases],
+        "total": totals(cases),
+    }
+    log("")
+    log(markdown(result))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        log(f"wrote {json_path}")
+    return result
+
+
+def totals(cases: list[Case]) -> dict:
+    out = {"ours_device_h": sum(c.projection["ours_device_h"] for c in cases),
+           "mean_ours_it_s": float(np.mean([c.projection["ours_it_s"] for c in cases]))}
+    if all(c.authors is not None for c in cases):
+        out["authors_device_h"] = sum(c.projection["authors_device_h"] for c in cases)
+        out["mean_authors_it_s"] = float(np.mean([c.projection["authors_it_s"] for c in cases]))
+        out["ratio"] = out["authors_device_h"] / out["ours_device_h"]
+    return out
+
+
+def markdown(r: dict) -> str:
+    authors = "authors_device_h" in r["total"]
+    head = ["GAN", "variant", "runs", "it/s", "eval s", "h per run", "device h"]
+    if authors:
+        head += ["authors it/s", "authors eval s", "authors device h", "ratio"]
+    lines = [
+        f"Config `{r['config']}` on {r['device_name']} ({r['device']}), torch {r['torch']}, {r['date']}; "
+        f"TF32 matmul {r['precision']['cuda_matmul_allow_tf32']}, TF32 cuDNN {r['precision']['cudnn_allow_tf32']}; "
+        f"speed options {', '.join(k for k, v in r['speed_options'].items() if v) or 'none'}.",
+        f"Timed on {r['timed_images']:,} images, projected for {r['projected_images']:,} "
+        f"({r['batches_per_epoch']:,} batches of {r['batch_size']} per epoch) x {r['epochs']} epochs, "
+        f"{r['fid_samples']:,} FID samples ({r['fid_dims']}-d) per epoch; {r['runs_per_gpu']} run(s) per device "
+        "(it/s is their aggregate).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * 2 + "---:|" * (len(head) - 2),
+    ]
+    for c in r["cases"]:
+        p = c["projection"]
+        row = [c["gan"], c["variant"], str(c["runs"]), f"{p['ours_it_s']:.1f}", f"{c['ours']['evaluation']:.2f}",
+               f"{p['ours_run_s'] / 3600:.2f}", f"{p['ours_device_h']:.2f}"]
+        if authors:
+            row += [f"{p['authors_it_s']:.1f}", f"{c['authors']['evaluation']:.2f}", f"{p['authors_device_h']:.2f}",
+                    f"{p['ratio']:.1f}x"]
+        lines.append("| " + " | ".join(row) + " |")
+    t = r["total"]
+    row = ["**total**", "", str(r["runs"]), f"{t['mean_ours_it_s']:.1f} (mean)", "", "", f"**{t['ours_device_h']:.2f}**"]
+    if authors:
+        row += [f"{t['mean_authors_it_s']:.1f} (mean)", "", f"**{t['authors_device_h']:.2f}**", f"**{t['ratio']:.1f}x**"]
+    lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
