@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 Pair = tuple["torch.Tensor | None", "torch.Tensor | None"]
+# (beta_H, beta_L) as two floats or a 2-element tensor (training's, updated in place every epoch);
+# None: no weighting, the same as (1, 1).
+Beta = "tuple[float, float] | torch.Tensor | None"
 
 
 def split_channels(channels: int, alpha: float) -> tuple[int, int]:
@@ -84,16 +87,21 @@ class OctaveBlock(nn.Module):
         self.bn_l = nn.BatchNorm2d(out_l) if out_l else None
         self.act = activation
 
-    def forward(self, x: Pair, beta: tuple[float, float]) -> Pair:
+    def forward(self, x: Pair, beta: Beta = None) -> Pair:
         y_h, y_l = self.conv((self.resample(x[0]), self.resample(x[1])))
         y_h = apply(self.act, apply(self.bn_h, y_h))
         y_l = apply(self.act, apply(self.bn_l, y_l))
+        if beta is None:
+            return y_h, y_l
         return weight(y_h, beta[0]), weight(y_l, beta[1])
 
 
-def weight(x: torch.Tensor | None, beta: float) -> torch.Tensor | None:
-    # x * 1.0 is exact, so skipping it changes nothing but the work done.
-    return x if x is None or beta == 1.0 else x * beta
+def weight(x: torch.Tensor | None, beta: float | torch.Tensor) -> torch.Tensor | None:
+    # x * 1.0 is exact, so skipping it changes nothing but the work done. A tensor beta is always
+    # multiplied: reading its value would make the host wait for the device.
+    if x is None or (isinstance(beta, (int, float)) and beta == 1.0):
+        return x
+    return x * beta
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:
@@ -132,7 +140,7 @@ class Generator(nn.Module):
         self.out = OctaveConv(d, 3, alpha, 0.0)
         init_weights(self, init)
 
-    def forward(self, z: torch.Tensor, beta: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, beta: Beta = None) -> torch.Tensor:
         x = F.relu(self.bn0(self.fc(z))).view(z.shape[0], 16 * self.width, 4, 4)
         pair: Pair = (x, None)
         for block in self.blocks:
@@ -161,7 +169,7 @@ class Discriminator(nn.Module):
         self.out = OctaveConv(16 * d, 1, alpha, 0.0)
         init_weights(self, init)
 
-    def forward(self, x: torch.Tensor, beta: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, beta: Beta = None) -> torch.Tensor:
         pair: Pair = (x, None)
         for block in self.blocks:
             pair = block(pair, beta)

@@ -89,11 +89,16 @@ def configure_backends(tc, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True  # algorithm choice only; precision stays the default
 
 
-def make_optimizer(params, opt) -> torch.optim.Optimizer:
+def make_optimizer(params, opt, device: torch.device | None = None, capturable: bool = False) -> torch.optim.Optimizer:
+    """The config's optimiser. On a GPU, Adam is the fused kernel (one launch for every parameter
+    instead of several per tensor: the same update, summed in another order); `capturable` keeps its
+    state on the device, as a CUDA graph needs."""
     if opt.name == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas))
+        fused = device is not None and device.type == "cuda"
+        return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), fused=fused or None,
+                                capturable=capturable)
     if opt.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=opt.lr)
+        return torch.optim.RMSprop(params, lr=opt.lr, capturable=capturable)
     raise OcbenchError(f"unknown optimizer {opt.name!r}; allowed: adam, rmsprop")
 
 
@@ -133,6 +138,15 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     from torchvision.utils import save_image
 
     save_image((images.float() + 1) / 2, path, nrow=grid_columns(len(images)), padding=GRID_PADDING)
+
+
+def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
+    """The networks' beta: None when the schedule is (1, 1) throughout (OCT, LOW, the baseline: no
+    weighting at all), else a 2-element device tensor that the loop updates in place every epoch,
+    so that a compiled or captured step sees each epoch's values without recompiling."""
+    if schedules.is_identity(schedule):
+        return None
+    return torch.ones(2, device=device)
 
 
 def rng_state(noise_rng: torch.Generator, data_rng: torch.Generator) -> dict:
@@ -194,17 +208,19 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     D = Discriminator(variant.alpha, tc.width, init=tc.init).to(device)
     if tc.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    opt_g, opt_d = make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer)
+    opt_g = make_optimizer(G.parameters(), gan.optimizer, device, capturable=tc.cuda_graphs)
+    opt_d = make_optimizer(D.parameters(), gan.optimizer, device, capturable=tc.cuda_graphs)
     noise_rng = torch.Generator(device).manual_seed(seed)
     data_rng = torch.Generator().manual_seed(seed)  # shuffles on the CPU: the same order on any device
     grid_z = torch.randn(tc.grid_size, tc.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    beta_t = beta_tensor(variant.beta, device)  # None: the schedule is (1, 1) throughout, no weighting
     # Compiled copies share parameters with G and D; checkpoints always hold the plain modules.
-    G_step, D_step = G, D
-    if tc.compile or tc.cuda_graphs:
-        mode = "reduce-overhead" if tc.cuda_graphs else None  # reduce-overhead = CUDA graphs
-        G_step, D_step = torch.compile(G, mode=mode), torch.compile(D, mode=mode)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)  # noqa: E731
-    step = make_step(G_step, D_step, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D)
+    G_fwd, D_fwd = (torch.compile(G), torch.compile(D)) if tc.compile else (G, D)
+    # autocast's weight cache must be off inside a CUDA graph (the cache would be captured stale)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16,  # noqa: E731
+                                      cache_enabled=not tc.cuda_graphs)
+    make = make_cuda_graph_step if tc.cuda_graphs else make_step  # the fast path is its own step function
+    step = make(G_fwd, D_fwd, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D)
 
     # ---- resume
     position = {"epoch": 0, "batch": 0, "iterations": 0, "g_updates": 0, "sums": [0.0, 0.0, 0, 0],
@@ -237,7 +253,9 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     tty = sys.stderr.isatty()
     while position["epoch"] < tc.epochs and status == "ok":
         epoch = position["epoch"]
-        beta = schedules.beta(variant.beta, epoch, tc.epochs)
+        beta = schedules.beta(variant.beta, epoch, tc.epochs)  # floats, for the record
+        if beta_t is not None:
+            beta_t.copy_(torch.tensor(beta))  # in place: compiled and captured steps read the new values
         if position["perm"] is None:  # a fresh epoch: a new shuffle
             position["perm"] = torch.randperm(n_images, generator=data_rng)
         perm = position["perm"].to(images.device)
@@ -251,7 +269,7 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
             real = to_model_input(images[perm[batch_index * batch_size:(batch_index + 1) * batch_size]],
                                   device, tc.channels_last)
 
-            loss_d, loss_g = step(real, beta, gan.critic.g_turn(batch_index, position["g_updates"]))
+            loss_d, loss_g = step(real, beta_t, gan.critic.g_turn(batch_index, position["g_updates"]))
             sums[1] += loss_d
             sums[3] += 1
             position["iterations"] += 1
@@ -290,8 +308,8 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
         G.eval()
         if status == "ok":
             with torch.no_grad(), autocast():
-                save_grid(G(grid_z, beta), run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
-            scores = evaluator.evaluate(eval_sampler(G, beta, tc.latent_dim, device, epoch, autocast),
+                save_grid(G(grid_z, beta_t), run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+            scores = evaluator.evaluate(eval_sampler(G, beta_t, tc.latent_dim, device, epoch, autocast),
                                         cfg.metrics.fid_samples)
             # plain Python types: the rows travel in the checkpoint, which loads with weights_only
             row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
@@ -332,40 +350,114 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     return summary
 
 
-def make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params=None):
-    """One iteration of the protocol, as a function of a real batch.
+def step_parts(G, D, opt_g, opt_d, gan, autocast, D_params=None):
+    """The protocol's two halves as functions of their inputs; the noise is drawn by the caller.
 
-    D step: a real batch and a fake batch from a fresh z, as two separate forward passes (BatchNorm
-    sees real and fake apart), then the WGAN clamp if any. G step (when `g_turn`) with another
-    fresh z. Returns the detached losses (loss_g is None when G did not step). `D_params` is the
-    plain module behind a compiled D, for the clamp and for switching its gradients off.
+    d_step(real, z, beta): D on a real batch and on G(z) as two separate forward passes (BatchNorm
+    sees real and fake apart), backward, optimiser step, then the WGAN clamp if any.
+    g_step(z, beta): G through a frozen D, backward, optimiser step.
+    Both return their loss as a detached tensor: nothing here waits for the device. `D_params` is
+    the plain module behind a compiled D, for the clamp and for switching its gradients off.
     """
     D_params = D if D_params is None else D_params
-    batch_size = tc.batch_size
+    d_weights = list(D_params.parameters())
 
-    def step(real: torch.Tensor, beta: tuple[float, float], g_turn: bool):
-        z = torch.randn(batch_size, tc.latent_dim, device=device, generator=noise_rng)
+    def d_step(real: torch.Tensor, z: torch.Tensor, beta) -> torch.Tensor:
         with autocast():
             with torch.no_grad():
                 fake = G(z, beta)  # no graph through G: the same as G(z).detach()
-            loss_d = losses.d_loss(gan.loss, D(real, beta).float(), D(fake, beta).float())
+            loss = losses.d_loss(gan.loss, D(real, beta).float(), D(fake, beta).float())
         opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        loss.backward()
         opt_d.step()
         if gan.clamp is not None:
-            losses.clamp_(D_params, gan.clamp)
-        if not g_turn:
-            return loss_d.detach(), None
+            losses.clamp_(d_weights, gan.clamp)
+        return loss.detach()
 
-        z = torch.randn(batch_size, tc.latent_dim, device=device, generator=noise_rng)
+    def g_step(z: torch.Tensor, beta) -> torch.Tensor:
         D_params.requires_grad_(False)  # D's weight gradients are not needed for G's step
         with autocast():
-            loss_g = losses.g_loss(gan.loss, D(G(z, beta), beta).float())
+            loss = losses.g_loss(gan.loss, D(G(z, beta), beta).float())
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        loss.backward()
         opt_g.step()
         D_params.requires_grad_(True)
-        return loss_d.detach(), loss_g.detach()
+        return loss.detach()
+
+    return d_step, g_step
+
+
+def make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params=None):
+    """One iteration of the protocol, eager: `step(real, beta, g_turn)` -> (loss_d, loss_g or None).
+
+    A D step with a fresh z, then (when `g_turn`) a G step with another fresh z, both drawn from the
+    run's noise generator. The losses stay on the device: the loop reads them only now and then.
+    """
+    d_step, g_step = step_parts(G, D, opt_g, opt_d, gan, autocast, D_params)
+    shape = (tc.batch_size, tc.latent_dim)
+
+    def step(real: torch.Tensor, beta, g_turn: bool):
+        loss_d = d_step(real, torch.randn(shape, device=device, generator=noise_rng), beta)
+        if not g_turn:
+            return loss_d, None
+        return loss_d, g_step(torch.randn(shape, device=device, generator=noise_rng), beta)
+
+    return step
+
+
+def make_cuda_graph_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params=None,
+                         warmup: int = 3):
+    """The same iteration as `make_step`, with the D step and the G step each captured once as a
+    CUDA graph and then replayed: one launch per half instead of hundreds of small kernels.
+
+    Inputs reach the graphs through static buffers: the real batch is copied in and each z is drawn
+    into its buffer from the run's noise generator, the same draws in the same order as the eager
+    step makes. beta must be the same tensor (or None) on every call: train updates it in place.
+    The first `warmup` iterations run eagerly on a side stream, as capture requires (cuDNN's
+    autotuning, the optimisers' state); they are ordinary training iterations.
+    """
+    if device.type != "cuda":
+        raise OcbenchError(f"train.cuda_graphs needs a CUDA device, not {device}; set train.cuda_graphs=false")
+    d_step, g_step = step_parts(G, D, opt_g, opt_d, gan, autocast, D_params)
+    eager = make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params)
+    shape = (tc.batch_size, tc.latent_dim)
+    z_d, z_g = torch.empty(shape, device=device), torch.empty(shape, device=device)
+    static: dict = {}  # "real", "beta"; "d", "g": (graph, its loss output)
+    side = torch.cuda.Stream(device)
+    calls = 0
+
+    def capture(fn, *inputs):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loss = fn(*inputs)
+        return graph, loss
+
+    def step(real: torch.Tensor, beta, g_turn: bool):
+        nonlocal calls
+        calls += 1
+        if calls <= warmup:
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                out = eager(real, beta, g_turn)
+            torch.cuda.current_stream(device).wait_stream(side)
+            return out
+        if "real" not in static:
+            static["real"], static["beta"] = torch.empty_like(real), beta
+        if beta is not static["beta"]:
+            raise ValueError("a CUDA-graph step needs the same beta tensor on every call (update it in place)")
+        static["real"].copy_(real)
+        z_d.normal_(generator=noise_rng)
+        if "d" not in static:
+            static["d"] = capture(d_step, static["real"], z_d, beta)
+        static["d"][0].replay()
+        loss_d = static["d"][1].clone()  # the graph's output buffer is overwritten by the next replay
+        if not g_turn:
+            return loss_d, None
+        z_g.normal_(generator=noise_rng)
+        if "g" not in static:
+            static["g"] = capture(g_step, z_g, beta)
+        static["g"][0].replay()
+        return loss_d, static["g"][1].clone()
 
     return step
 
