@@ -208,19 +208,11 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     D = Discriminator(variant.alpha, tc.width, init=tc.init).to(device)
     if tc.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    opt_g = make_optimizer(G.parameters(), gan.optimizer, device, capturable=tc.cuda_graphs)
-    opt_d = make_optimizer(D.parameters(), gan.optimizer, device, capturable=tc.cuda_graphs)
     noise_rng = torch.Generator(device).manual_seed(seed)
     data_rng = torch.Generator().manual_seed(seed)  # shuffles on the CPU: the same order on any device
     grid_z = torch.randn(tc.grid_size, tc.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
     beta_t = beta_tensor(variant.beta, device)  # None: the schedule is (1, 1) throughout, no weighting
-    # Compiled copies share parameters with G and D; checkpoints always hold the plain modules.
-    G_fwd, D_fwd = (torch.compile(G), torch.compile(D)) if tc.compile else (G, D)
-    # autocast's weight cache must be off inside a CUDA graph (the cache would be captured stale)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16,  # noqa: E731
-                                      cache_enabled=not tc.cuda_graphs)
-    make = make_cuda_graph_step if tc.cuda_graphs else make_step  # the fast path is its own step function
-    step = make(G_fwd, D_fwd, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D)
+    opt_g, opt_d, step, autocast = training_step(G, D, gan, tc, device, noise_rng)
 
     # ---- resume
     position = {"epoch": 0, "batch": 0, "iterations": 0, "g_updates": 0, "sums": [0.0, 0.0, 0, 0],
@@ -348,6 +340,20 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, run_json)
     return summary
+
+
+def training_step(G, D, gan, tc, device: torch.device, noise_rng: torch.Generator):
+    """(opt_g, opt_d, step, autocast) of a run, as the config's speed options ask; the benchmarks
+    build theirs here too, so that they time what training runs."""
+    opt_g = make_optimizer(G.parameters(), gan.optimizer, device, capturable=tc.cuda_graphs)
+    opt_d = make_optimizer(D.parameters(), gan.optimizer, device, capturable=tc.cuda_graphs)
+    # Compiled copies share parameters with G and D; checkpoints always hold the plain modules.
+    G_fwd, D_fwd = (torch.compile(G), torch.compile(D)) if tc.compile else (G, D)
+    # autocast's weight cache must be off inside a CUDA graph (the cache would be captured stale)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16,  # noqa: E731
+                                      cache_enabled=not tc.cuda_graphs)
+    make = make_cuda_graph_step if tc.cuda_graphs else make_step  # the fast path is its own step function
+    return opt_g, opt_d, make(G_fwd, D_fwd, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D), autocast
 
 
 def step_parts(G, D, opt_g, opt_d, gan, autocast, D_params=None):

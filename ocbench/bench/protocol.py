@@ -47,7 +47,7 @@ from ocbench.bench.train import authors_batches, authors_loader, build, our_batc
 from ocbench.config import Config, CriticConfig
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
-from ocbench.train import configure_backends, eval_sampler, load_images
+from ocbench.train import beta_tensor, configure_backends, eval_sampler, load_images
 
 
 @dataclass
@@ -112,6 +112,14 @@ def project(case: Case, epochs: int) -> dict:
 # timing
 
 
+def first_epoch_beta(schedule: dict, epochs: int, device: torch.device):
+    """beta as training hands it to the networks in the first epoch (None or a device tensor)."""
+    beta = beta_tensor(schedule, device)
+    if beta is not None:
+        beta.copy_(torch.tensor(schedules.beta(schedule, 0, epochs)))
+    return beta
+
+
 def time_training(step, batches, beta, d_only: bool, device, iterations: int, warmup: int,
                   barrier=None) -> tuple[float, float | None]:
     """(s per iteration with a G step, s per D-only iteration or None), after `warmup` iterations.
@@ -158,7 +166,7 @@ def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, itera
     images = load_images(cfg.data.prepared, device, tc.data_on_device) if images is None else images
     evaluator = Evaluator.from_config(cfg, device) if evaluator is None else evaluator
     G, step, autocast = build(cfg, gan_name, variant.alpha, device)
-    beta = schedules.beta(variant.beta, 0, tc.epochs)
+    beta = first_epoch_beta(variant.beta, tc.epochs, device)
     batches = our_batches(images, tc.batch_size, device, tc.channels_last)
     with_g, without_g = time_training(step, batches, beta, d_only, device, iterations, warmup, barrier)
     if barrier is not None:
@@ -206,7 +214,7 @@ def time_authors(cfg: Config, gan_name: str, variant_name: str, d_only: bool, it
     tc, m, variant = cfg.train, cfg.metrics, cfg.variants[variant_name]
     device = resolve_device(tc.device)
     G, step, autocast = build(cfg, gan_name, variant.alpha, device)
-    beta = schedules.beta(variant.beta, 0, tc.epochs)
+    beta = first_epoch_beta(variant.beta, tc.epochs, device)
     with_g, without_g = time_training(step, authors_batches(loader, device), beta, d_only, device,
                                       iterations, warmup)
 

@@ -24,7 +24,7 @@ from ocbench.config import Config
 from ocbench.nn import Discriminator, Generator
 from ocbench.device import resolve_device
 from ocbench.bench import sync
-from ocbench.train import configure_backends, load_images, make_optimizer, make_step, to_model_input
+from ocbench.train import configure_backends, load_images, to_model_input, training_step
 
 
 def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
@@ -44,15 +44,17 @@ def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
 
 
 def build(cfg: Config, gan_name: str, alpha: float, device: torch.device):
-    """(G, the real training step, autocast) of one GAN at `alpha`, seeded as a run with seed 0."""
-    tc, gan = cfg.train, cfg.gans[gan_name]
+    """(G, the training step as the config builds it, autocast) of one GAN at `alpha`, seeded as a
+    run with seed 0."""
+    tc = cfg.train
     torch.manual_seed(0)
     G = Generator(alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
     D = Discriminator(alpha, tc.width, init=tc.init).to(device)
-    opt_g, opt_d = make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer)
+    if tc.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     noise = torch.Generator(device).manual_seed(0)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16)  # noqa: E731
-    return G, make_step(G, D, opt_g, opt_d, gan, noise, tc, device, autocast), autocast
+    _, _, step, autocast = training_step(G, D, cfg.gans[gan_name], tc, device, noise)
+    return G, step, autocast
 
 
 def our_batches(images: torch.Tensor, batch_size: int, device: torch.device, channels_last: bool):
