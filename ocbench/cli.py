@@ -155,7 +155,7 @@ def cmd_bench_protocol(args) -> None:
     from ocbench.bench.protocol import bench_protocol
 
     bench_protocol(load_config(args), args.iterations, args.warmup, args.projected_images,
-                   not args.no_authors, args.json)
+                   not args.no_authors, args.json, args.profile)
 
 
 def config_args(args) -> str:
@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per epoch to project for, e.g. 202599 for CelebA (default: the prepared array's)")
     q.add_argument("--no-authors", action="store_true", help="skip the authors' route (PNG loader, pytorch-fid CLI)")
     q.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    q.add_argument("--profile", action="store_true", help="print the top ops/kernels of a few iterations per case")
     q.set_defaults(func=cmd_bench_protocol)
 
     return parser

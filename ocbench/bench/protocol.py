@@ -154,10 +154,24 @@ def time_our_evaluation(cfg: Config, evaluator, G, beta, device, autocast) -> fl
     return seconds
 
 
+def profile_iterations(step, batches, beta, device, iterations: int = 5, rows: int = 15) -> str:
+    """torch.profiler's table of the ops and kernels that take the time of a few iterations."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(iterations):
+            step(next(batches), beta, True)
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, iterations: int, warmup: int,
-              images=None, evaluator=None, barrier=None) -> Timing:
+              images=None, evaluator=None, barrier=None, profile: bool = False, log=print) -> Timing:
     """One job's timing of a case on our route. `images` and `evaluator` are loaded when not given
-    (a job in a process of its own, as when several share the device)."""
+    (a job in a process of its own, as when several share the device). `profile`: print the top
+    ops of a few more iterations."""
     from ocbench.metrics import Evaluator
 
     tc, variant = cfg.train, cfg.variants[variant_name]
@@ -169,6 +183,9 @@ def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, itera
     beta = first_epoch_beta(variant.beta, tc.epochs, device)
     batches = our_batches(images, tc.batch_size, device, tc.channels_last)
     with_g, without_g = time_training(step, batches, beta, d_only, device, iterations, warmup, barrier)
+    if profile:
+        log(f"profile of {gan_name}/{variant_name}, 5 iterations:\n"
+            + profile_iterations(step, batches, beta, device))
     if barrier is not None:
         barrier.wait()
     return Timing(with_g, without_g, time_our_evaluation(cfg, evaluator, G, beta, device, autocast))
@@ -276,7 +293,7 @@ def environment(device: torch.device) -> dict:
 
 
 def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected_images: int | None = None,
-                   authors: bool = True, json_path: str | None = None, log=print) -> dict:
+                   authors: bool = True, json_path: str | None = None, profile: bool = False, log=print) -> dict:
     tc = cfg.train
     device = resolve_device(tc.device)
     timed_images = len(np.load(cfg.data.prepared, mmap_mode="r")) if Path(cfg.data.prepared).is_file() else 0
@@ -312,7 +329,8 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
                 if jobs > 1:
                     ours = time_ours_shared(cfg, gan_name, variant_name, d_only, iterations, warmup, jobs)
                 else:
-                    ours = time_ours(cfg, gan_name, variant_name, d_only, iterations, warmup, images, evaluator)
+                    ours = time_ours(cfg, gan_name, variant_name, d_only, iterations, warmup, images, evaluator,
+                                     profile=profile, log=log)
                 theirs = (time_authors(cfg, gan_name, variant_name, d_only, iterations, warmup, loader, work, fid_env)
                           if authors else None)
                 case = Case(gan_name, variant_name, len(cfg.run.seeds), with_g, without_g, ours, theirs, jobs)
