@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test reproduce smoke cluster-deps test-cluster clean-smoke
+.PHONY: test reproduce smoke cluster-deps test-cluster clean-smoke gpu-wheels
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,3 +35,11 @@ test-cluster: cluster-deps
 
 clean-smoke:
 	rm -rf results/smoke figures/smoke data/smoke
+
+# Wheels for a GPU machine without internet whose image has torch but not these (Python 3.12,
+# x86-64): pip install --no-index --target /tmp/site .whl/*.whl there. See BENCHMARKS.md.
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	    -d .whl pytorch-fid==0.3.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
+	    referencing==0.37.0 rpds-py==2026.9.1
