@@ -186,7 +186,8 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
 
     torch.manual_seed(seed)
     G = Generator(variant.alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
-    D = Discriminator(variant.alpha, tc.width, init=tc.init).to(device)
+    D = Discriminator(variant.alpha, tc.width, init=tc.init, norm=gan.d_norm,
+                      spectral_norm=gan.spectral_norm).to(device)
     if tc.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_g, opt_d = make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer)
@@ -331,9 +332,11 @@ def make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params
     """One iteration of the protocol, as a function of a real batch.
 
     D step: a real batch and a fake batch from a fresh z, as two separate forward passes (BatchNorm
-    sees real and fake apart), then the WGAN clamp if any. G step (when `g_turn`) with another
-    fresh z. Returns the detached losses (loss_g is None when G did not step). `D_params` is the
-    plain module behind a compiled D, for the clamp and for switching its gradients off.
+    sees real and fake apart), plus the gradient penalty if any (its interpolation weights drawn
+    from `noise_rng` after z), then the WGAN clamp if any. G step (when `g_turn`) with another
+    fresh z. Returns the detached losses (loss_g is None when G did not step; loss_d includes the
+    penalty). `D_params` is the plain module behind a compiled D, for the clamp, the penalty and
+    for switching its gradients off.
     """
     D_params = D if D_params is None else D_params
     batch_size = tc.batch_size
@@ -344,6 +347,9 @@ def make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params
             with torch.no_grad():
                 fake = G(z, beta)  # no graph through G: the same as G(z).detach()
             loss_d = losses.d_loss(gan.loss, D(real, beta).float(), D(fake, beta).float())
+            if gan.gradient_penalty:  # the plain D: torch.compile does not support double backward
+                penalty = losses.gradient_penalty(D_params, real, fake, beta, noise_rng)
+                loss_d = loss_d + gan.gradient_penalty * penalty
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
