@@ -223,7 +223,7 @@ def test_figure8_a_panel_per_stabiliser_gan_baseline_vs_oct(tree, tmp_path):
         assert len(ax.collections) == 2  # a min-max band per variant
     notes = " ".join(t.get_text() for t in fig.texts)
     assert "Beyond the paper" in notes and "spectral norm" in notes and "gradient penalty λ = 10" in notes
-    assert "Figure 8" in fig._suptitle.get_text() and "beyond the paper" in fig._suptitle.get_text()
+    assert "Figure 8" in fig.get_suptitle() and "beyond the paper" in fig.get_suptitle()
 
     written = render(cfg, log=lambda *_: None)
     assert written == output_paths(cfg) and written[-1] == cfg.figures_dir / "fig8.png"
