@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-partial", action="store_true", help=partial_help)
     p.set_defaults(func=cmd_aggregate)
 
-    p = sub.add_parser("figures", help="the paper's Figures 2-7 into figures/<config>/")
+    p = sub.add_parser("figures", help="the paper's Figures 2-7 (and 8, beyond it) into figures/<config>/")
     add_config_args(p)
     p.add_argument("--allow-partial", action="store_true", help=partial_help + " (e.g. while training runs)")
     p.set_defaults(func=cmd_figures)

@@ -24,7 +24,8 @@ WORKFLOW_DIR = REPO_ROOT / "workflow"
 BASE_CONFIG = WORKFLOW_DIR / "config" / "paper.yaml"
 SCHEMA = WORKFLOW_DIR / "schemas" / "config.schema.yaml"
 
-RUN_ID = re.compile(r"^(?P<gan>[A-Za-z0-9-]+)_(?P<variant>[A-Za-z0-9-]+)_s(?P<seed>[0-9]+)$")
+# A GAN's name may hold underscores (wgan_gp), a variant's may not: the variant is the last part.
+RUN_ID = re.compile(r"^(?P<gan>[A-Za-z0-9][A-Za-z0-9_-]*)_(?P<variant>[A-Za-z0-9-]+)_s(?P<seed>[0-9]+)$")
 
 
 class ConfigError(UsageError):
@@ -97,6 +98,14 @@ class GanConfig:
     optimizer: OptimizerConfig
     critic: CriticConfig
     clamp: float | None = None
+    d_norm: str = "batch"  # the discriminator's normalisation: batch (the paper's) | none | layer
+    spectral_norm: bool = False  # on every discriminator conv (SN-GAN)
+    gradient_penalty: float = 0.0  # lambda of WGAN-GP's penalty; 0: none
+
+    @property
+    def stabilised(self) -> bool:
+        """Uses one of the standard stabilisers the paper does not test (Figure 8 shows these GANs)."""
+        return self.spectral_norm or self.gradient_penalty > 0
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,11 @@ class Config:
             )
         return gan, variant, seed
 
+    def figure_numbers(self) -> list[int]:
+        """The figures `ocbench figures` renders: the paper's 2-7, and 8 (beyond the paper: octave
+        convolutions with spectral norm or a gradient penalty) when run.gans has such a GAN."""
+        return [2, 3, 4, 5, 6, 7] + ([8] if any(self.gans[g].stabilised for g in self.run.gans) else [])
+
     def dump(self) -> str:
         return yaml.safe_dump(self.raw, sort_keys=False)
 
@@ -290,6 +304,12 @@ def validate(raw: dict) -> None:
                 f"config error at run.variants: unknown variant {variant!r}; "
                 f"allowed: {', '.join(raw['variants'])}"
             )
+    for name, gan in raw["gans"].items():
+        if gan["loss"] == "hinge" and gan.get("clamp") is not None:
+            raise ConfigError(
+                f"config error at gans.{name}: loss hinge with clamp {gan['clamp']} conflicts (the clamp "
+                "is WGAN's weight clipping); remove clamp, or use loss wgan"
+            )
     for name, variant in raw["variants"].items():
         beta = variant["beta"]
         if beta["kind"] == "piecewise":
@@ -315,6 +335,9 @@ def from_dict(raw: dict) -> Config:
             optimizer=OptimizerConfig(**{**g["optimizer"], "betas": tuple(g["optimizer"].get("betas", (0.5, 0.999)))}),
             critic=CriticConfig(**g["critic"]),
             clamp=g.get("clamp"),
+            d_norm=g.get("d_norm", "batch"),
+            spectral_norm=g.get("spectral_norm", False),
+            gradient_penalty=float(g.get("gradient_penalty", 0.0)),
         )
         for name, g in raw["gans"].items()
     }

@@ -1,4 +1,5 @@
-"""The paper's Figures 2-7 from the runs on disk, with matplotlib (Agg), as figures/<config>/figN.<format>.
+"""The paper's Figures 2-7 (and 8, beyond the paper) from the runs on disk, with matplotlib (Agg), as
+figures/<config>/figN.<format>.
 
 2  FID per epoch, a panel per GAN: baseline vs OCT.
 3  DCGAN vs DCGAN_OCT FID with samples at `figures.curve_sample_epochs` under the curves.
@@ -6,6 +7,8 @@
 5  DCGAN_OCT samples at alpha 0.5 (top) and alpha 0.99 (DCGAN_LOW, bottom), last epoch.
 6  FID per epoch, a panel per GAN: every variant.
 7  beta_H and beta_L per epoch for the ramp (a) and combination (b) schedules, from the config.
+8  Beyond the paper, when the config trains a GAN with spectral norm or a gradient penalty: FID per
+   epoch, a panel per such GAN (and DCGAN, without either), baseline vs OCT.
 
 Nothing is dropped silently: a diverged run ends its line with an x and a note, a run that is missing
 or unfinished is named on the figure, a variant or GAN the config does not train is named as absent,
@@ -35,7 +38,7 @@ from ocbench.config import Config  # noqa: E402
 from ocbench.errors import OcbenchError  # noqa: E402
 from ocbench.train import GRID_PADDING as PADDING, grid_columns  # noqa: E402
 
-FIGURES = (2, 3, 4, 5, 6, 7)
+STABILISER_GANS = ("dcgan", "sngan", "wgan_gp")  # Figure 8's panels in paper.yaml: no stabiliser, SN, GP
 PNG_DPI = 200
 WARN = "#b00000"
 COLORS = {"baseline": "tab:blue", "oct": "tab:orange", "low": "tab:green", "ramp": "tab:red",
@@ -214,11 +217,13 @@ def set_fid_range(ax, rows: pd.DataFrame, cfg: Config, notes: Notes) -> None:
         notes.add("Where few seeds make the 95% interval wider than the seeds' spread, it runs off the FID axis.")
 
 
-def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title: str):
-    """Figures 2 and 6: a panel per GAN with a shared FID axis."""
-    gans = list(cfg.run.gans)
+def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title: str, gans: list[str] | None = None,
+               named: tuple[str, ...] = ("dcgan", "lsgan", "wgan"), notes: Notes | None = None):
+    """Figures 2, 6 and 8: a panel per GAN (default: every GAN the config trains) with a shared FID axis;
+    the GANs in `named` that the config does not train are named under the figure."""
+    gans = list(cfg.run.gans) if gans is None else gans
     shown = [v for v in variants if v in cfg.run.variants]
-    notes = Notes()
+    notes = Notes() if notes is None else notes
     width = max(6.4, 4.2 * len(gans))
     fig, axes = plt.subplots(1, len(gans), figsize=(width, 3.6), sharey=True, squeeze=False)
     band_note(cfg, notes)
@@ -229,7 +234,7 @@ def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title:
     set_fid_range(axes[0][0], runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(shown)], cfg, notes)
     fig.suptitle(f"Figure {number}: {title}")
     unfinished_notes(notes, runs, gans, shown)
-    absent_notes(notes, cfg, ["dcgan", "lsgan", "wgan"], variants)
+    absent_notes(notes, cfg, list(named), variants)
     weights_notes(notes, runs.metrics[runs.metrics.variant.isin(shown)])
     return finish(fig, notes, tight=True)
 
@@ -253,6 +258,36 @@ def figure2(cfg: Config, runs: Runs):
 def figure6(cfg: Config, runs: Runs):
     variants = list(dict.fromkeys(["baseline", "oct", "low", "ramp", "combi", *cfg.run.variants]))
     return fid_figure(cfg, runs, 6, variants, "FID per epoch: baseline, OCT, LOW, RAMP and COMBI")
+
+
+def figure8(cfg: Config, runs: Runs):
+    """Beyond the paper: does OCT still help, or at least not hurt, on top of spectral norm or a gradient
+    penalty? A panel for DCGAN and for every GAN with either stabiliser that the config trains."""
+    gans = [g for g in cfg.run.gans if g == "dcgan" or cfg.gans[g].stabilised]
+    notes = Notes()
+    notes.add("Beyond the paper, which calls octave convolutions orthogonal and complementary to existing "
+              "stabilisation methods but tests none: here they are combined with spectral normalisation "
+              "(SN-GAN, Miyato et al. 2018) and the gradient penalty (WGAN-GP, Gulrajani et al. 2017).")
+    for gan in gans:
+        notes.add(f"{gan.upper()}: {describe_gan(cfg.gans[gan])}.")
+    return fid_figure(cfg, runs, 8, ["baseline", "oct"], "(beyond the paper) FID per epoch with standard "
+                      "stabilisers, vanilla vs octave (OCT)", gans=gans, named=STABILISER_GANS, notes=notes)
+
+
+def describe_gan(gan) -> str:
+    """'hinge loss, spectral norm, no normalisation in D, adam lr 0.0002 (0.5, 0.999), 1 D step per G step'."""
+    parts = [f"{gan.loss} loss"]
+    if gan.spectral_norm:
+        parts.append("spectral norm")
+    if gan.gradient_penalty:
+        parts.append(f"gradient penalty λ = {gan.gradient_penalty:g}")
+    if gan.clamp is not None:
+        parts.append(f"weight clamp {gan.clamp:g}")
+    parts.append({"batch": "BatchNorm", "none": "no normalisation", "layer": "layer norm"}[gan.d_norm] + " in D")
+    opt = gan.optimizer
+    betas = f" ({opt.betas[0]:g}, {opt.betas[1]:g})" if opt.name == "adam" else ""
+    parts.append(f"{opt.name} lr {opt.lr:g}{betas}, {gan.critic.n} D step{'s' * (gan.critic.n > 1)} per G step")
+    return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,12 +555,13 @@ def figure7(cfg: Config, runs: Runs):
 # rendering
 
 
-BUILDERS = {2: figure2, 3: figure3, 4: figure4, 5: figure5, 6: figure6, 7: figure7}
+BUILDERS = {2: figure2, 3: figure3, 4: figure4, 5: figure5, 6: figure6, 7: figure7, 8: figure8}
 
 
 def output_paths(cfg: Config) -> list[Path]:
-    """figures/<config>/fig{2..7}.{format}: what `render` writes (and the workflow declares)."""
-    return [cfg.figures_dir / f"fig{n}.{fmt}" for n in FIGURES for fmt in cfg.figures.formats]
+    """figures/<config>/figN.{format} for N in `cfg.figure_numbers()`: what `render` writes (and the
+    workflow declares)."""
+    return [cfg.figures_dir / f"fig{n}.{fmt}" for n in cfg.figure_numbers() for fmt in cfg.figures.formats]
 
 
 def save(fig, path: Path) -> None:
@@ -545,7 +581,7 @@ def render(cfg: Config, allow_partial: bool = False, config_args: str = "", log=
     require_finished(runs, allow_partial, config_args)
     cfg.figures_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for n in FIGURES:
+    for n in cfg.figure_numbers():
         fig = BUILDERS[n](cfg, runs)
         try:
             for fmt in cfg.figures.formats:

@@ -8,6 +8,10 @@ exist, so alpha = 0 is exactly a plain CNN (the baseline) and alpha = 1 works to
     y_h = conv_hh(x_h) + up(conv_lh(x_l))        y_l = conv_ll(x_l) + conv_hl(pool(x_h))
 
 `up` is nearest 2x upsampling and `pool` 2x2 average pooling; every conv is 3x3, padding 1, no bias.
+
+The discriminator's normalisation is a setting (`d_norm`, two per layer as the BatchNorms): the paper's
+BatchNorm, none, or a per-sample layer norm; `spectral_norm` puts PyTorch's spectral normalisation on
+every discriminator conv, each octave branch apart. The generator always uses BatchNorm.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrizations
 
 Pair = tuple["torch.Tensor | None", "torch.Tensor | None"]
 # (beta_H, beta_L) as two floats or a 2-element tensor (training's, updated in place every epoch);
@@ -72,19 +77,36 @@ class OctaveConv(nn.Module):
         return y_h, y_l
 
 
+NORMS = ("batch", "none", "layer")
+
+
+def norm2d(kind: str, channels: int) -> nn.Module | None:
+    """The normalisation of one octave group: `batch` (the paper's), `none`, or `layer`: each sample
+    normalised over its C x H x W with a per-channel affine, i.e. GroupNorm with one group (what
+    Gulrajani et al. 2017 recommend for a critic with a gradient penalty, which BatchNorm breaks)."""
+    if kind not in NORMS:
+        raise ValueError(f"unknown normalisation {kind!r}; allowed: {', '.join(NORMS)}")
+    if not channels:
+        return None  # no group, no norm
+    if kind == "none":
+        return nn.Identity()
+    return nn.BatchNorm2d(channels) if kind == "batch" else nn.GroupNorm(1, channels)
+
+
 class OctaveBlock(nn.Module):
-    """Resample both groups, octave conv, BatchNorm and activation per group, beta-weighting.
+    """Resample both groups, octave conv, normalisation and activation per group, beta-weighting.
 
     `resample` is `up` (generator) or `pool` (discriminator: "stride 2" pools both inputs first).
     """
 
-    def __init__(self, cin, cout, alpha_in, alpha_out, resample, activation):
+    def __init__(self, cin, cout, alpha_in, alpha_out, resample, activation, norm: str = "batch"):
         super().__init__()
         self.resample = resample
         self.conv = OctaveConv(cin, cout, alpha_in, alpha_out)
         out_h, out_l = self.conv.channels_out
-        self.bn_h = nn.BatchNorm2d(out_h) if out_h else None
-        self.bn_l = nn.BatchNorm2d(out_l) if out_l else None
+        # named bn_* whatever the kind, so that the default networks keep their checkpoint keys
+        self.bn_h = norm2d(norm, out_h)
+        self.bn_l = norm2d(norm, out_l)
         self.act = activation
 
     def forward(self, x: Pair, beta: Beta = None) -> Pair:
@@ -114,7 +136,7 @@ def init_weights(module: nn.Module, scheme: str) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.02)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -152,22 +174,28 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """N x 3 x 128 x 128 -> N logits.
 
-    Five blocks 3 -> d -> 2d -> 4d -> 8d -> 16d, all stride 2 (pool both groups, octave conv, BN,
+    Five blocks 3 -> d -> 2d -> 4d -> 8d -> 16d, all stride 2 (pool both groups, octave conv, `norm`,
     LeakyReLU(0.2), beta); output block 16d -> 1, stride 2: pool both groups, then
-    y = pool(conv_hh(x_h)) + conv_lh(x_l), which is 1 x 1: one logit.
+    y = pool(conv_hh(x_h)) + conv_lh(x_l), which is 1 x 1: one logit. `spectral_norm`: every conv
+    weight (each branch, as an out x in*3*3 matrix) divided by its largest singular value, estimated
+    by one power iteration per forward pass in training mode (Miyato et al. 2018).
     """
 
-    def __init__(self, alpha: float, width: int = 32, init: str = "pytorch"):
+    def __init__(self, alpha: float, width: int = 32, init: str = "pytorch", norm: str = "batch",
+                 spectral_norm: bool = False):
         super().__init__()
         d = width
         self.alpha, self.width = alpha, width
         chans = [3, d, 2 * d, 4 * d, 8 * d, 16 * d]
         self.blocks = nn.ModuleList(
-            OctaveBlock(cin, cout, 0.0 if i == 0 else alpha, alpha, pool, nn.LeakyReLU(0.2))
+            OctaveBlock(cin, cout, 0.0 if i == 0 else alpha, alpha, pool, nn.LeakyReLU(0.2), norm)
             for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:]))
         )
         self.out = OctaveConv(16 * d, 1, alpha, 0.0)
         init_weights(self, init)
+        if spectral_norm:  # after the init: it reparametrises the weights the init drew
+            for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
+                parametrizations.spectral_norm(conv)
 
     def forward(self, x: torch.Tensor, beta: Beta = None) -> torch.Tensor:
         pair: Pair = (x, None)

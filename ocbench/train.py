@@ -204,10 +204,7 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
         raise OcbenchError(f"{n_images} prepared images make no batch of {batch_size}; lower train.batch_size")
 
     torch.manual_seed(seed)
-    G = Generator(variant.alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
-    D = Discriminator(variant.alpha, tc.width, init=tc.init).to(device)
-    if tc.channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D = build_networks(variant.alpha, gan, tc, device)
     noise_rng = torch.Generator(device).manual_seed(seed)
     data_rng = torch.Generator().manual_seed(seed)  # shuffles on the CPU: the same order on any device
     grid_z = torch.randn(tc.grid_size, tc.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
@@ -342,6 +339,15 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     return summary
 
 
+def build_networks(alpha: float, gan, tc, device: torch.device) -> tuple[Generator, Discriminator]:
+    """G and D of a run at `alpha`: D's normalisation and spectral norm as the GAN's config says."""
+    G = Generator(alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
+    D = Discriminator(alpha, tc.width, init=tc.init, norm=gan.d_norm, spectral_norm=gan.spectral_norm).to(device)
+    if tc.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    return G, D
+
+
 def training_step(G, D, gan, tc, device: torch.device, noise_rng: torch.Generator):
     """(opt_g, opt_d, step, autocast) of a run, as the config's speed options ask; the benchmarks
     build theirs here too, so that they time what training runs."""
@@ -357,22 +363,26 @@ def training_step(G, D, gan, tc, device: torch.device, noise_rng: torch.Generato
 
 
 def step_parts(G, D, opt_g, opt_d, gan, autocast, D_params=None):
-    """The protocol's two halves as functions of their inputs; the noise is drawn by the caller.
+    """The protocol's two halves as functions of their inputs; the caller draws the noise.
 
-    d_step(real, z, beta): D on a real batch and on G(z) as two separate forward passes (BatchNorm
-    sees real and fake apart), backward, optimiser step, then the WGAN clamp if any.
+    d_step(real, z, beta, eps): D on a real batch and on G(z) as two separate forward passes
+    (BatchNorm sees real and fake apart), plus lambda x the gradient penalty at interpolates with
+    weights `eps` when the GAN has one, backward, optimiser step, then the WGAN clamp if any.
     g_step(z, beta): G through a frozen D, backward, optimiser step.
-    Both return their loss as a detached tensor: nothing here waits for the device. `D_params` is
-    the plain module behind a compiled D, for the clamp and for switching its gradients off.
+    Both return their loss as a detached tensor (D's includes the penalty): nothing here waits for
+    the device. `D_params` is the plain module behind a compiled D, for the clamp, the penalty and
+    for switching its gradients off.
     """
     D_params = D if D_params is None else D_params
     d_weights = list(D_params.parameters())
 
-    def d_step(real: torch.Tensor, z: torch.Tensor, beta) -> torch.Tensor:
+    def d_step(real: torch.Tensor, z: torch.Tensor, beta, eps: torch.Tensor | None) -> torch.Tensor:
         with autocast():
             with torch.no_grad():
                 fake = G(z, beta)  # no graph through G: the same as G(z).detach()
             loss = losses.d_loss(gan.loss, D(real, beta).float(), D(fake, beta).float())
+            if gan.gradient_penalty:  # the plain D: torch.compile does not support double backward
+                loss = loss + gan.gradient_penalty * losses.gradient_penalty(D_params, real, fake, beta, eps)
         opt_d.zero_grad(set_to_none=True)
         loss.backward()
         opt_d.step()
@@ -403,7 +413,9 @@ def make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params
     shape = (tc.batch_size, tc.latent_dim)
 
     def step(real: torch.Tensor, beta, g_turn: bool):
-        loss_d = d_step(real, torch.randn(shape, device=device, generator=noise_rng), beta)
+        z = torch.randn(shape, device=device, generator=noise_rng)
+        eps = losses.interpolation_weights(tc.batch_size, device, noise_rng) if gan.gradient_penalty else None
+        loss_d = d_step(real, z, beta, eps)
         if not g_turn:
             return loss_d, None
         return loss_d, g_step(torch.randn(shape, device=device, generator=noise_rng), beta)
@@ -428,6 +440,7 @@ def make_cuda_graph_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocas
     eager = make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params)
     shape = (tc.batch_size, tc.latent_dim)
     z_d, z_g = torch.empty(shape, device=device), torch.empty(shape, device=device)
+    eps = torch.empty(tc.batch_size, 1, 1, 1, device=device) if gan.gradient_penalty else None
     static: dict = {}  # "real", "beta"; "d", "g": (graph, its loss output)
     side = torch.cuda.Stream(device)
     calls = 0
@@ -453,8 +466,10 @@ def make_cuda_graph_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocas
             raise ValueError("a CUDA-graph step needs the same beta tensor on every call (update it in place)")
         static["real"].copy_(real)
         z_d.normal_(generator=noise_rng)
+        if eps is not None:
+            eps.uniform_(generator=noise_rng)  # what interpolation_weights draws, into the static buffer
         if "d" not in static:
-            static["d"] = capture(d_step, static["real"], z_d, beta)
+            static["d"] = capture(d_step, static["real"], z_d, beta, eps)
         static["d"][0].replay()
         loss_d = static["d"][1].clone()  # the graph's output buffer is overwritten by the next replay
         if not g_turn:

@@ -45,7 +45,11 @@ def test_set_overrides_parse_yaml_values():
         ("variants.low.alpha=1.01", "variants.low.alpha: 1.01 is greater than the maximum of 1"),
         ("variants.oct.alpha=-0.5", "variants.oct.alpha: -0.5 is less than the minimum of 0"),
         ("variants.ramp.beta.kind=cosine", "variants.ramp.beta.kind: 'cosine' is not one of"),
-        ("gans.dcgan.loss=hinge", "gans.dcgan.loss: 'hinge' is not one of ['dcgan', 'lsgan', 'wgan']"),
+        ("gans.dcgan.loss=began", "gans.dcgan.loss: 'began' is not one of ['dcgan', 'lsgan', 'wgan', 'hinge']"),
+        ("gans.wgan_gp.gradient_penalty=-10", "gans.wgan_gp.gradient_penalty: -10 is less than the minimum of 0"),
+        ("gans.sngan.d_norm=instance", "gans.sngan.d_norm: 'instance' is not one of ['batch', 'none', 'layer']"),
+        ("gans.sngan.clamp=0.01", "gans.sngan: loss hinge with clamp 0.01 conflicts"),
+        ("variants.oct_2={alpha: 0.5, beta: {kind: constant}}", "variants: 'oct_2' does not match"),
         ("train.epochs=0", "train.epochs: 0 is less than the minimum of 1"),
         ("train.batch_size=-64", "train.batch_size: -64 is less than the minimum of 1"),
         ("train.epoch=3", "train: Additional properties are not allowed ('epoch' was unexpected)"),
@@ -78,3 +82,36 @@ def test_run_ids_are_checked_against_the_config():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(config.ConfigError, match="does not exist"):
         config.load([tmp_path / "nope.yaml"])
+
+
+def test_stabiliser_presets_follow_their_papers():
+    cfg = config.load()
+    sngan, wgan_gp = cfg.gans["sngan"], cfg.gans["wgan_gp"]
+    # Miyato et al. 2018: spectral norm, no BatchNorm in D, hinge, Adam 2e-4 (0.5, 0.999), n_dis 1
+    assert (sngan.loss, sngan.spectral_norm, sngan.d_norm, sngan.gradient_penalty, sngan.clamp) == (
+        "hinge", True, "none", 0.0, None)
+    assert (sngan.optimizer.name, sngan.optimizer.lr, sngan.optimizer.betas) == ("adam", 2e-4, (0.5, 0.999))
+    assert sngan.critic.n_critic(1000) == 1
+    # Gulrajani et al. 2017, Algorithm 1: lambda 10, n_critic 5, Adam 1e-4 (0, 0.9), no clamp, no BatchNorm
+    assert (wgan_gp.loss, wgan_gp.gradient_penalty, wgan_gp.d_norm, wgan_gp.spectral_norm, wgan_gp.clamp) == (
+        "wgan", 10.0, "none", False, None)
+    assert (wgan_gp.optimizer.name, wgan_gp.optimizer.lr, wgan_gp.optimizer.betas) == ("adam", 1e-4, (0.0, 0.9))
+    assert wgan_gp.critic.n_critic(1000) == 5
+    # the paper's GANs keep the paper's discriminator, and the default DAG does not train the presets
+    for gan in ("dcgan", "lsgan", "wgan"):
+        g = cfg.gans[gan]
+        assert (g.d_norm, g.spectral_norm, g.gradient_penalty) == ("batch", False, 0.0)
+        assert not {"d_norm", "spectral_norm", "gradient_penalty"} & set(cfg.raw["gans"][gan])  # same fingerprint
+    assert cfg.run.gans == ["dcgan", "lsgan", "wgan"] and cfg.figure_numbers() == [2, 3, 4, 5, 6, 7]
+
+
+def test_stabilizers_overlay_and_figure_8():
+    cfg = config.load([config.WORKFLOW_DIR / "config" / "stabilizers.yaml"])
+    assert cfg.run.gans == ["dcgan", "sngan", "wgan_gp"] and cfg.run.variants == ["baseline", "oct"]
+    assert cfg.run.seeds == [0, 1, 2] and len(cfg.run_ids()) == 18 and cfg.figure_numbers()[-1] == 8
+    assert cfg.parse_run("wgan_gp_oct_s2") == ("wgan_gp", "oct", 2)  # a GAN name may hold underscores
+    # any GAN with spectral norm or a gradient penalty brings Figure 8, on any loss
+    cfg = config.load(overrides=["run.gans=[lsgan]", "gans.lsgan.spectral_norm=true"])
+    assert cfg.gans["lsgan"].spectral_norm and cfg.figure_numbers()[-1] == 8
+    cfg = config.load(overrides=["run.gans=[wgan]", "gans.wgan.gradient_penalty=1"])
+    assert cfg.gans["wgan"].gradient_penalty == 1.0 and cfg.figure_numbers()[-1] == 8

@@ -37,7 +37,7 @@ def fid_curve(gan: str, variant: str, seed: int) -> list[float]:
     if run in KNOWN:
         return KNOWN[run]
     rng = np.random.default_rng(zlib.crc32(run.encode()))
-    base = {"dcgan": 120, "lsgan": 140, "wgan": 180}[gan] + 15 * VARIANTS.index(variant)
+    base = {"dcgan": 120, "lsgan": 140, "wgan": 180, "sngan": 110, "wgan_gp": 130}[gan] + 15 * VARIANTS.index(variant)
     curve = [base + 250 * math.exp(-0.7 * e) + rng.normal(0, 4) for e in range(EPOCHS)]
     if variant == "baseline":
         curve[4] += 60
@@ -195,3 +195,37 @@ def test_absent_variants_render(tree, tmp_path):
     cfg = config_mod.load([tmp_path / "c.yaml"])
     written = render(cfg, allow_partial=False, log=lambda *_: None)  # every wgan seed-0 run exists
     assert written == output_paths(cfg) and all(p.is_file() for p in written)
+
+
+def test_figure8_a_panel_per_stabiliser_gan_baseline_vs_oct(tree, tmp_path):
+    """Beyond the paper: DCGAN, SNGAN and WGAN_GP, vanilla vs octave, mean and band over two seeds."""
+    from ocbench.aggregate import collect
+    from ocbench.figures import figure8, output_paths, render
+
+    root, _, paper_cfg = tree
+    assert 8 not in paper_cfg.figure_numbers()  # the paper's GANs alone: Figures 2-7 only
+    overlay = {"name": "figs", "paths": {"results": str(root / "results"), "figures": str(tmp_path)},
+               "run": {"gans": ["dcgan", "sngan", "wgan_gp"], "variants": ["baseline", "oct"], "seeds": SEEDS},
+               "train": {"epochs": EPOCHS}, "figures": {"formats": ["png"]}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(overlay))
+    cfg = config_mod.load([tmp_path / "c.yaml"])
+    for i, run in enumerate(cfg.run_ids()):
+        if not cfg.run_dir(run).exists():  # the dcgan runs are the tree's
+            write_run(cfg.run_dir(run), *cfg.parse_run(run), index=100 + i)
+
+    fig = figure8(cfg, collect(cfg))
+    assert [ax.get_title() for ax in fig.axes] == ["DCGAN", "SNGAN", "WGAN_GP"]
+    for ax, gan in zip(fig.axes, ["dcgan", "sngan", "wgan_gp"]):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert list(lines) == [gan.upper(), f"{gan.upper()}_OCT"]
+        mean = np.mean([fid_curve(gan, "oct", seed) for seed in SEEDS], axis=0)
+        np.testing.assert_allclose(lines[f"{gan.upper()}_OCT"].get_ydata(), mean)
+        assert len(ax.collections) == 2  # a min-max band per variant
+    notes = " ".join(t.get_text() for t in fig.texts)
+    assert "Beyond the paper" in notes and "spectral norm" in notes and "gradient penalty λ = 10" in notes
+    assert "Figure 8" in fig.get_suptitle() and "beyond the paper" in fig.get_suptitle()
+
+    written = render(cfg, log=lambda *_: None)
+    assert written == output_paths(cfg) and written[-1] == cfg.figures_dir / "fig8.png"
+    with Image.open(written[-1]) as im:
+        im.verify()

@@ -3,6 +3,8 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import spectral_norm
 
 from ocbench.nn import Discriminator, Generator, OctaveConv, split_channels
 
@@ -20,13 +22,14 @@ def plain_generator(d, latent=100):
     return nn.Sequential(*layers)
 
 
-def plain_discriminator(d):
+def plain_discriminator(d, batch_norm=True, sn=False):
+    conv = (lambda *a: spectral_norm(nn.Conv2d(*a, bias=False))) if sn else (lambda *a: nn.Conv2d(*a, bias=False))
     layers = []
     chans = [3, d, 2 * d, 4 * d, 8 * d, 16 * d]
     for cin, cout in zip(chans[:-1], chans[1:]):
-        layers += [nn.AvgPool2d(2), nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout),
+        layers += [nn.AvgPool2d(2), conv(cin, cout, 3, 1, 1), *([nn.BatchNorm2d(cout)] if batch_norm else []),
                    nn.LeakyReLU(0.2)]
-    layers += [nn.AvgPool2d(2), nn.Conv2d(16 * d, 1, 3, 1, 1, bias=False), nn.AvgPool2d(2), nn.Flatten(0)]
+    layers += [nn.AvgPool2d(2), conv(16 * d, 1, 3, 1, 1), nn.AvgPool2d(2), nn.Flatten(0)]
     return nn.Sequential(*layers)
 
 
@@ -138,3 +141,90 @@ def test_dcgan_init_draws_conv_weights_from_n_0_002():
     w = torch.cat([m.weight.flatten() for m in Generator(0.5, 32, init="dcgan").modules()
                    if isinstance(m, nn.Conv2d)])
     assert abs(w.mean().item()) < 1e-3 and abs(w.std().item() - 0.02) < 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# the discriminator's normalisation and spectral norm (SN-GAN, WGAN-GP)
+
+
+def branch_convs(d: Discriminator) -> list[nn.Conv2d]:
+    """Every branch of every octave conv of D, the output layer's included (a branch that does not
+    exist is None)."""
+    convs = [b.conv for b in d.blocks] + [d.out]
+    return [c for o in convs for c in (o.conv_hh, o.conv_hl, o.conv_lh, o.conv_ll) if c is not None]
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_spectral_norm_scales_every_branch_weight_to_largest_singular_value_one(alpha):
+    torch.manual_seed(0)
+    d = Discriminator(alpha, WIDTH, norm="none", spectral_norm=True)
+    convs = branch_convs(d)
+    assert len(convs) == (6 if alpha == 0 else 20)  # 5 blocks + output; with two groups 2 + 4*4 + 2
+    assert all(parametrize.is_parametrized(c, "weight") for c in convs)
+    assert len([m for m in d.modules() if isinstance(m, nn.Conv2d)]) == len(convs)
+    # In training mode every read of a weight (once per forward) runs one power iteration. Random
+    # initial weights have close top singular values, so the estimate needs a few hundred iterations
+    # here (in training, u carries over from step to step while the weights change slowly).
+    with torch.no_grad():
+        for conv in convs:
+            for _ in range(300):
+                conv.weight
+    d.eval()  # the normalised weight from the u, v those iterations left
+    for conv in convs:
+        matrix = lambda w: w.reshape(w.shape[0], -1)  # noqa: E731  out x in*3*3
+        assert torch.linalg.matrix_norm(matrix(conv.weight), 2).item() == pytest.approx(1.0, abs=1e-3)
+        raw = conv.parametrizations.weight.original
+        assert abs(torch.linalg.matrix_norm(matrix(raw), 2).item() - 1.0) > 0.05  # SN did the work
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_alpha_zero_spectral_norm_discriminator_is_the_plain_cnn_with_spectral_norm(batch_norm):
+    torch.manual_seed(0)
+    ours = Discriminator(0.0, WIDTH, norm="batch" if batch_norm else "none", spectral_norm=True)
+    plain = plain_discriminator(WIDTH, batch_norm=batch_norm, sn=True)
+    copy_weights(ours, plain)  # the raw weights and the power iteration's u and v
+    x = torch.randn(4, 3, 128, 128)
+    out_ours, out_plain = ours(x), plain(x)  # train mode: one power iteration each
+    torch.testing.assert_close(out_ours, out_plain, rtol=0, atol=0)
+    out_ours.sum().backward()
+    out_plain.sum().backward()
+    for (name, p), q in zip(ours.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7, msg=name)
+    ours.eval(), plain.eval()  # eval mode: the u, v both nets just updated
+    torch.testing.assert_close(ours(x), plain(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("norm", ["none", "layer"])
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 0.99, 1.0])
+def test_d_norm_none_and_layer_build_run_and_are_per_sample(norm, alpha):
+    torch.manual_seed(0)
+    d = Discriminator(alpha, WIDTH, norm=norm)
+    norms = [m for m in d.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+    groups = sum(c > 0 for b in d.blocks for c in b.conv.channels_out)  # one norm per non-empty group
+    if norm == "none":
+        assert norms == []
+    else:
+        assert len(norms) == groups and all(isinstance(m, nn.GroupNorm) and m.num_groups == 1 for m in norms)
+    x = torch.randn(3, 3, 128, 128)
+    logits = d(x, beta=(0.3, 0.7))
+    assert logits.shape == (3,) and torch.isfinite(logits).all()
+    # Unlike BatchNorm in training mode, an image's logit does not depend on the rest of the batch
+    # (what a per-sample gradient penalty needs).
+    torch.testing.assert_close(d(x[:1], beta=(0.3, 0.7)), logits[:1], rtol=1e-5, atol=1e-6)
+    logits.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in d.parameters())
+
+
+def test_batch_norm_discriminator_depends_on_the_batch():
+    """The counterpart of the per-sample check above: it can tell BatchNorm apart."""
+    torch.manual_seed(0)
+    d, x = Discriminator(0.5, WIDTH), torch.randn(3, 3, 128, 128)
+    assert not torch.allclose(d(x[:2]), d(x)[:2], rtol=1e-3, atol=1e-4)
+
+
+def test_default_discriminator_keeps_its_checkpoint_keys():
+    """Checkpoints of the paper's GANs written before d_norm and spectral_norm existed still load."""
+    keys = set(Discriminator(0.5, WIDTH).state_dict())
+    assert {"blocks.1.bn_h.weight", "blocks.1.bn_l.running_var", "blocks.1.conv.conv_lh.weight",
+            "out.conv_lh.weight"} <= keys
+    assert not any("parametrizations" in k for k in keys)

@@ -94,16 +94,21 @@ def test_ramp_schedule_reaches_the_metrics(setup, cli):
     assert [(float(r["beta_h"]), float(r["beta_l"])) for r in rows] == [(0.5, 0.5), (1.0, 0.0)]
 
 
-def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli):
+# wgan_combi_s1: the weight clamp and a beta schedule, killed after an epoch and its evaluation.
+# sngan and wgan_gp (one epoch, to keep the cost down): spectral norm's power-iteration vectors and the
+# gradient penalty's interpolation weights, drawn from the run's noise generator, survive the kill.
+@pytest.mark.parametrize("run, epochs, kill_epoch", [
+    ("wgan_combi_s1", 3, 1), ("sngan_oct_s0", 1, 0), ("wgan_gp_oct_s0", 1, 0)])
+def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, kill_epoch):
     root, config = setup
-    base = ["--config", config, "--set", "train.epochs=3", "--set", "metrics.fid_samples=8"]
+    base = ["--config", config, "--set", f"train.epochs={epochs}", "--set", "metrics.fid_samples=8"]
     # The uninterrupted reference, in its own results folder.
-    cli("train", *base, "--set", f"paths.results={root / 'reference'}", "--run", "wgan_combi_s1", check=True)
+    cli("train", *base, "--set", f"paths.results={root / 'reference'}", "--run", run, check=True)
 
-    # The same run, killed with SIGKILL in the middle of epoch 2, then rerun with the same command.
+    # The same run, killed with SIGKILL in the middle of an epoch, then rerun with the same command.
     exe = Path(sys.executable).with_name("ocbench")
-    state = root / "results" / "tiny" / "state" / "wgan_combi_s1" / "checkpoint.pt"
-    proc = subprocess.Popen([str(exe), "train", *map(str, base), "--run", "wgan_combi_s1"],
+    state = root / "results" / "tiny" / "state" / run / "checkpoint.pt"
+    proc = subprocess.Popen([str(exe), "train", *map(str, base), "--run", run],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at = None
     deadline = time.monotonic() + 300
@@ -113,27 +118,29 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli):
         except Exception:  # not written yet
             time.sleep(0.02)
             continue
-        if position["epoch"] == 1 and 2 <= position["batch"] <= 9:
+        if position["epoch"] == kill_epoch and 2 <= position["batch"] <= 9:
             os.kill(proc.pid, signal.SIGKILL)
             killed_at = position
             break
     proc.wait()
     assert killed_at is not None, "the run finished before it could be killed mid-epoch"
     on_disk = torch.load(state, weights_only=True)["position"]
-    assert on_disk["epoch"] == 1 and 0 < on_disk["batch"] < 12  # really a mid-epoch checkpoint
+    assert on_disk["epoch"] == kill_epoch and 0 < on_disk["batch"] < 12  # really a mid-epoch checkpoint
 
-    resumed = cli("train", *base, "--run", "wgan_combi_s1", check=True)
-    assert "resuming at epoch 2" in resumed.stdout
+    resumed = cli("train", *base, "--run", run, check=True)
+    assert f"resuming at epoch {kill_epoch + 1}" in resumed.stdout
 
     ours = torch.load(state, weights_only=True)
-    ref = torch.load(root / "reference" / "tiny" / "state" / "wgan_combi_s1" / "checkpoint.pt", weights_only=True)
+    ref = torch.load(root / "reference" / "tiny" / "state" / run / "checkpoint.pt", weights_only=True)
     for net in ("G", "D"):
+        assert ours[net].keys() == ref[net].keys()
         for key in ref[net]:
             assert torch.equal(ours[net][key], ref[net][key]), f"{net}.{key} differs after resume"
-    rows = read_rows(root / "results" / "tiny" / "runs" / "wgan_combi_s1" / "metrics.csv")
-    ref_rows = read_rows(root / "reference" / "tiny" / "runs" / "wgan_combi_s1" / "metrics.csv")
+    assert any(k.endswith("._u") for k in ref["D"]) == run.startswith("sngan")  # SN's u is in the checkpoint
+    rows = read_rows(root / "results" / "tiny" / "runs" / run / "metrics.csv")
+    ref_rows = read_rows(root / "reference" / "tiny" / "runs" / run / "metrics.csv")
     drop = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]  # noqa: E731
-    assert len(rows) == 3 and drop(rows) == drop(ref_rows)
+    assert len(rows) == epochs and drop(rows) == drop(ref_rows)
 
 
 def test_a_checkpoint_from_another_run_is_refused(setup, cli):
@@ -174,3 +181,34 @@ def test_official_wgan_critic_schedule_and_clamp(setup, cli):
     assert max(v.abs().max().item() for k, v in ckpt["D"].items() if v.is_floating_point()
                and "running" not in k) <= torch.tensor(0.05).item()  # 0.05 in float32
     assert ckpt["opt_d"]["param_groups"][0]["lr"] == 5e-5 and "alpha" in ckpt["opt_d"]["param_groups"][0]
+
+
+def test_the_d_step_adds_lambda_times_the_gradient_penalty():
+    """make_step's D loss for wgan_gp is D's WGAN loss plus 10 x the penalty at interpolates whose
+    weights come from the run's noise generator, right after the fake batch's z."""
+    import copy
+    from contextlib import nullcontext
+
+    from ocbench import config, losses
+    from ocbench.nn import Discriminator, Generator
+    from ocbench.train import make_optimizer, make_step
+
+    cfg = config.load(overrides=["train.width=4", "train.batch_size=4"])
+    gan, tc = cfg.gans["wgan_gp"], cfg.train
+    torch.manual_seed(0)
+    G, D = Generator(0.5, 4), Discriminator(0.5, 4, norm=gan.d_norm)
+    real, beta = torch.rand(4, 3, 128, 128) * 2 - 1, (1.0, 1.0)
+    noise = torch.Generator().manual_seed(0)
+
+    G_ref, D_ref, noise_ref = copy.deepcopy(G), copy.deepcopy(D), torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        fake = G_ref(torch.randn(4, tc.latent_dim, generator=noise_ref), beta)
+    eps = losses.interpolation_weights(4, "cpu", noise_ref)
+    expected = losses.d_loss("wgan", D_ref(real, beta), D_ref(fake, beta)) + 10.0 * losses.gradient_penalty(
+        D_ref, real, fake, beta, eps)
+
+    step = make_step(G, D, make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer),
+                     gan, noise, tc, torch.device("cpu"), nullcontext)
+    loss_d, loss_g = step(real, beta, g_turn=False)
+    assert loss_g is None and loss_d.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.equal(noise.get_state(), noise_ref.get_state())  # the same draws, in the same order

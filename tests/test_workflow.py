@@ -58,6 +58,13 @@ def test_more_seeds_one_gan_or_the_official_wgan_without_editing_files(tmp_path)
     assert job_counts(proc.stdout)["train"] == 5 and "results/official-wgan/runs/wgan_ramp_s0" in proc.stdout
 
 
+def test_stabilizers_overlay_adds_figure_8(tmp_path):
+    proc = snakemake("-n", "--cores", "1", "--configfile", REPO / "workflow/config/stabilizers.yaml", workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert job_counts(proc.stdout)["train"] == 18 and "results/stabilizers/runs/wgan_gp_oct_s2" in proc.stdout
+    assert "figures/stabilizers/fig8.pdf" in proc.stdout and "figures/stabilizers/fig8.png" in proc.stdout
+
+
 @pytest.mark.parametrize("override, key", [
     ("variants={oct: {alpha: 1.5, beta: {kind: constant}}}", "alpha"),
     ("run={gans: [began], variants: [oct], seeds: [0]}", "began"),

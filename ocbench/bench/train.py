@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from ocbench.config import Config
-from ocbench.nn import Discriminator, Generator
 from ocbench.device import resolve_device
 from ocbench.bench import sync
-from ocbench.train import configure_backends, load_images, to_model_input, training_step
+from ocbench.train import build_networks, configure_backends, load_images, to_model_input, training_step
 
 
 def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
@@ -46,14 +45,11 @@ def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
 def build(cfg: Config, gan_name: str, alpha: float, device: torch.device):
     """(G, the training step as the config builds it, autocast) of one GAN at `alpha`, seeded as a
     run with seed 0."""
-    tc = cfg.train
+    tc, gan = cfg.train, cfg.gans[gan_name]
     torch.manual_seed(0)
-    G = Generator(alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
-    D = Discriminator(alpha, tc.width, init=tc.init).to(device)
-    if tc.channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    G, D = build_networks(alpha, gan, tc, device)
     noise = torch.Generator(device).manual_seed(0)
-    _, _, step, autocast = training_step(G, D, cfg.gans[gan_name], tc, device, noise)
+    _, _, step, autocast = training_step(G, D, gan, tc, device, noise)
     return G, step, autocast
 
 
@@ -119,17 +115,4 @@ def bench_train(cfg: Config, iterations: int, warmup: int, rounds: int = 3, alph
                     f"authors' way {row['authors_it_s']:8.2f} it/s   ratio {row['ratio']:.2f}")
                 rows.append(row)
 
-    # One epoch's evaluation: metrics.fid_samples samples, Inception, statistics, FID, P/R.
-    from ocbench.metrics import Evaluator
-    from ocbench.train import eval_sampler
-
-    evaluator = Evaluator.from_config(cfg, device)
-    G = Generator(0.5, tc.width, tc.latent_dim).to(device).eval()
-    no_autocast = lambda: torch.autocast(device.type, enabled=False)  # noqa: E731
-    start = time.perf_counter()
-    evaluator.evaluate(eval_sampler(G, (1.0, 1.0), tc.latent_dim, device, 0, no_autocast), cfg.metrics.fid_samples)
-    sync(device)
-    seconds = time.perf_counter() - start
-    log(f"evaluation of {cfg.metrics.fid_samples} samples (dims {cfg.metrics.dims}): {seconds:.2f} s")
-    rows.append({"evaluation_seconds": seconds, "fid_samples": cfg.metrics.fid_samples})
     return rows

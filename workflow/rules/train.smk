@@ -4,7 +4,7 @@
 
 
 wildcard_constraints:
-    run=r"[A-Za-z0-9-]+_[A-Za-z0-9-]+_s[0-9]+",
+    run=r"[A-Za-z0-9][A-Za-z0-9_-]*_[A-Za-z0-9-]+_s[0-9]+",
 
 
 rule train:
