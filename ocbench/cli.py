@@ -83,7 +83,8 @@ def cmd_fid_score(args) -> None:
     else:
         scores = ev.evaluate_generator(args.generator, args.n or cfg.metrics.fid_samples, args.seed)
     print(f"FID {scores['fid']:.6f}  precision {scores['precision']:.4f}  recall {scores['recall']:.4f}")
-    print(f"weights sha256 {scores['weights_sha256']} ({'official' if scores['weights_official'] else 'NOT official'})")
+    print(f"weights sha256 {scores['weights_sha256']} ({'official' if scores['weights_official'] else 'NOT official'}), "
+          f"Frechet distance by {scores['frechet']}")
 
 
 def cmd_data_fetch(args) -> None:
