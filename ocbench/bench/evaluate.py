@@ -105,7 +105,8 @@ def cpu_check(ev: Evaluator, sample, m: int, device: torch.device) -> None:
                             for s in range(0, m, ev.batch_size)])
 
     def score(net) -> tuple[float, torch.Tensor, float]:
-        other = Evaluator(net, ev.weights, ev.reference, ev.batch_size, ev.pr_k, "eigh")
+        stats_only = fid.Reference(ev.reference.mu, ev.reference.sigma)  # no P/R: no real radii to compute
+        other = Evaluator(net, ev.weights, stats_only, ev.batch_size, ev.pr_k, "eigh")
         feats, seconds = timed(other.device, other.features, images.split(ev.batch_size), m)
         mu, sigma = fid.statistics(feats, ev.batch_size)
         return other.frechet_distance(mu, sigma, m), feats.cpu(), seconds
