@@ -60,7 +60,9 @@ def read_run(path: Path) -> pd.DataFrame:
     """One run's metrics.csv in the train module's format (empty frame when absent or header only)."""
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame(columns=METRIC_COLUMNS)
-    df = pd.read_csv(path, dtype={"weights_sha256": str, "status": str})
+    df = pd.read_csv(path, dtype={"weights_sha256": str, "frechet": str, "status": str})
+    if "frechet" not in df.columns:  # written before metrics.frechet existed: pytorch-fid's scipy sqrtm
+        df["frechet"] = "scipy"
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
         raise OcbenchError(f"{path} lacks the columns {', '.join(missing)}; it was not written by `ocbench train`")

@@ -83,7 +83,8 @@ def cmd_fid_score(args) -> None:
     else:
         scores = ev.evaluate_generator(args.generator, args.n or cfg.metrics.fid_samples, args.seed)
     print(f"FID {scores['fid']:.6f}  precision {scores['precision']:.4f}  recall {scores['recall']:.4f}")
-    print(f"weights sha256 {scores['weights_sha256']} ({'official' if scores['weights_official'] else 'NOT official'})")
+    print(f"weights sha256 {scores['weights_sha256']} ({'official' if scores['weights_official'] else 'NOT official'}), "
+          f"Frechet distance by {scores['frechet']}")
 
 
 def cmd_data_fetch(args) -> None:
@@ -142,7 +143,7 @@ def cmd_bench_prepare(args) -> None:
 def cmd_bench_eval(args) -> None:
     from ocbench.bench.evaluate import bench_eval
 
-    bench_eval(args.n, args.real, args.width, args.batch_size, args.device, args.workers)
+    bench_eval(args.n, args.real, args.width, args.batch_size, args.device, args.workers, not args.no_cli, args.cpu_check)
 
 
 def cmd_bench_train(args) -> None:
@@ -274,13 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
     q.add_argument("--workdir", default=None, help="working folder (default: a temporary one, removed after)")
     q.set_defaults(func=cmd_bench_prepare)
-    q = bench_sub.add_parser("eval", help="one per-epoch evaluation, in memory against PNGs + the pytorch-fid CLI")
+    q = bench_sub.add_parser("eval", help="the Frechet step and one per-epoch evaluation, scipy vs eigh, and against PNGs + the pytorch-fid CLI")
     q.add_argument("--n", type=int, default=200, help="generated images per evaluation")
     q.add_argument("--real", type=int, default=None, help="real images for the stats and P/R (default: n)")
     q.add_argument("--width", type=int, default=8, help="generator width d (the paper: 32)")
     q.add_argument("--batch-size", type=int, default=200)
     q.add_argument("--device", default="auto")
     q.add_argument("--workers", type=int, default=None, help="pytorch-fid --num-workers (default: its own)")
+    q.add_argument("--no-cli", action="store_true", help="skip the authors' route (PNGs + the pytorch-fid CLI)")
+    q.add_argument("--cpu-check", type=int, default=0, metavar="M",
+                   help="also the FID of the first M images with Inception on the CPU, and on the device with TF32 off")
     q.set_defaults(func=cmd_bench_eval)
     q = bench_sub.add_parser("train", help="training it/s, ours against the authors' data loop")
     add_config_args(q)

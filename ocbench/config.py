@@ -151,6 +151,7 @@ class MetricsConfig:
     pr_real_samples: int = 10000
     weights_dir: str | None = None
     placeholder_weights: bool = False
+    frechet: str = "eigh"
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,15 @@
 
     evaluator = Evaluator.from_config(cfg, device)       # Inception and reference stats, loaded once
     evaluator.evaluate(sample, n)                        # every epoch
-    -> {"fid", "precision", "recall", "weights_sha256", "weights_official"}
+    -> {"fid", "precision", "recall", "weights_sha256", "weights_official", "frechet"}
 
 `sample(start, count)` returns `count` generated images in [-1, 1] (count x 3 x H x W, any device);
 the caller owns seeding and beta. Images are quantised to uint8 as a PNG would hold them
 (`fid.to_uint8`), so the FID equals `python -m pytorch_fid` on the same images saved as PNG.
+Everything after the images stays on the evaluator's device: float32 features (kept for the k-NN of
+precision/recall), float64 mu/sigma, and the Frechet distance by `metrics.frechet` ("eigh": one
+`eigvalsh` against the reference's square root, computed here once; "scipy": pytorch-fid's own
+`calculate_frechet_distance`, on the CPU).
 The same evaluator scores a folder of images or a generator checkpoint (`ocbench fid score`).
 """
 
@@ -27,7 +31,8 @@ Sampler = Callable[[int, int], torch.Tensor]
 
 
 class Evaluator:
-    """pytorch-fid's Inception, the reference statistics and the real features' k-NN radii."""
+    """pytorch-fid's Inception, the reference statistics (and the square root of their sigma) and
+    the real features' k-NN radii."""
 
     def __init__(
         self,
@@ -36,13 +41,22 @@ class Evaluator:
         reference: fid.Reference,
         batch_size: int = 200,
         pr_k: int = 3,
+        frechet: str = "eigh",
     ):
+        if frechet not in fid.FRECHET_METHODS:
+            raise OcbenchError(f"metrics.frechet must be one of {', '.join(fid.FRECHET_METHODS)}, got {frechet!r}")
         self.net = net
         self.weights = weights
         self.reference = reference
         self.batch_size = batch_size
         self.pr_k = pr_k
         self.device = next(net.parameters()).device
+        self.frechet = frechet
+        if frechet == "eigh":
+            # The reference is the same every epoch: its square root is computed once, here.
+            self.ref_mu = torch.from_numpy(reference.mu).to(self.device, torch.float64)
+            self.ref_sigma = torch.from_numpy(reference.sigma).to(self.device, torch.float64)
+            self.ref_root = fid.psd_root(self.ref_sigma)  # (R, rank)
         self.real_features = None
         self.real_radii = None
         if reference.features is not None and len(reference.features) > pr_k:
@@ -76,7 +90,7 @@ class Evaluator:
                 f"{stats or cfg.metrics.stats} holds {len(reference.mu)}-d statistics but metrics.dims is "
                 f"{net.feature_dim}; delete it and rerun `ocbench fid stats`"
             )
-        return cls(net, weights, reference, cfg.metrics.batch_size, cfg.metrics.pr_k)
+        return cls(net, weights, reference, cfg.metrics.batch_size, cfg.metrics.pr_k, cfg.metrics.frechet)
 
     # ----------------------------------------------------------------------------------------------
 
@@ -92,11 +106,18 @@ class Evaluator:
             raise ValueError(f"expected {n} images, got {start}")
         return out
 
+    def frechet_distance(self, mu: torch.Tensor, sigma: torch.Tensor, n: int) -> float:
+        """The Frechet distance of (mu, sigma), statistics of `n` samples, to the reference, by
+        `metrics.frechet`."""
+        if self.frechet == "scipy":
+            return fid.frechet_distance_scipy(mu, sigma, self.reference.mu, self.reference.sigma)
+        return fid.frechet_distance_eigh(mu, sigma, self.ref_mu, self.ref_sigma, n, self.ref_root)
+
     def score_features(self, feats: torch.Tensor) -> dict:
         """FID against the reference mu/sigma; precision/recall against the real features (NaN
         when the stats file has none, e.g. one written by `python -m pytorch_fid --save-stats`)."""
-        mu, sigma = fid.statistics(feats)
-        result = {"fid": fid.frechet_distance(mu, sigma, self.reference.mu, self.reference.sigma)}
+        mu, sigma = fid.statistics(feats, self.batch_size)
+        result = {"fid": self.frechet_distance(mu, sigma, len(feats))}
         if self.real_features is not None and len(feats) > self.pr_k:
             p, r = prdc.precision_recall(self.real_features, feats, self.pr_k, self.real_radii)
         else:
@@ -106,6 +127,7 @@ class Evaluator:
             recall=r,
             weights_sha256=self.weights.sha256,
             weights_official=self.weights.official,
+            frechet=self.frechet,
         )
         return result
 

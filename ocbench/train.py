@@ -35,7 +35,7 @@ from ocbench.nn import Discriminator, Generator
 METRIC_COLUMNS = [
     "epoch", "iterations", "g_updates", "g_loss", "d_loss", "fid", "precision", "recall",
     "beta_h", "beta_l", "epoch_seconds", "images_per_s", "eval_seconds",
-    "weights_sha256", "weights_official", "status",
+    "weights_sha256", "weights_official", "frechet", "status",
 ]
 TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only non-reproducible ones
 EVAL_SEED = 1_000_000  # epoch e's FID samples use seed EVAL_SEED + e, the same for every run
@@ -303,14 +303,15 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
             # plain Python types: the rows travel in the checkpoint, which loads with weights_only
             row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
                        recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
-                       weights_official=bool(scores["weights_official"]))
+                       weights_official=bool(scores["weights_official"]), frechet=str(scores["frechet"]))
             if epoch + 1 in tc.snapshot_epochs or epoch + 1 == tc.epochs:
                 torch.save({"generator": G.state_dict(), "alpha": variant.alpha, "width": tc.width,
                             "latent_dim": tc.latent_dim, "beta": list(beta), "epoch": epoch + 1, "run": run_id},
                            run_dir / f"generator_epoch_{epoch + 1:03d}.pt")
         else:
             row.update(fid=float("nan"), precision=float("nan"), recall=float("nan"),
-                       weights_sha256=evaluator.weights_sha256, weights_official=evaluator.weights_official)
+                       weights_sha256=evaluator.weights_sha256, weights_official=evaluator.weights_official,
+                       frechet=evaluator.frechet)
         row["eval_seconds"] = round(time.monotonic() - eval_started, 3)
         rows.append(row)
         append_metrics(metrics_path, row)

@@ -70,7 +70,7 @@ def write_run(run_dir, gan, variant, seed, index):
                 "d_loss": float("nan") if bad else 0.7, "fid": float("nan") if bad else fids[e - 1],
                 "precision": float("nan") if bad else 0.1 * e, "recall": float("nan") if bad else 0.05 * e,
                 "beta_h": 1.0, "beta_l": 1.0, "epoch_seconds": 1.0, "images_per_s": 640.0,
-                "eval_seconds": 0.5, "weights_sha256": SHA, "weights_official": False,
+                "eval_seconds": 0.5, "weights_sha256": SHA, "weights_official": False, "frechet": "eigh",
                 "status": "diverged" if bad else "ok",
             })
             if not bad and e > 1:

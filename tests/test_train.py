@@ -72,6 +72,7 @@ def test_a_run_writes_metrics_samples_snapshots_and_run_json(setup, cli):
     for r in rows:
         assert np.isfinite(float(r["fid"])) and 0 <= float(r["precision"]) <= 1
         assert r["weights_official"] == "False" and len(r["weights_sha256"]) == 64
+        assert r["frechet"] == "eigh"  # the default route made the FID, and the row says so
         assert (float(r["beta_h"]), float(r["beta_l"])) == (1.0, 1.0) and r["status"] == "ok"
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
         "epoch_001.png", "epoch_002.png", "epoch_003.png"]

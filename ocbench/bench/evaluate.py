@@ -1,24 +1,36 @@
-"""Per-epoch evaluation, in memory vs the authors' route (PNG files + the pytorch-fid CLI).
+"""Per-epoch evaluation: the Frechet step scipy vs eigh, the whole evaluation before (scipy) and
+after (eigh), and in memory vs the authors' route (PNG files + the pytorch-fid CLI).
 
-    ocbench bench eval --n 200 --width 8 --device cpu         # this CPU, a few minutes
-    ocbench bench eval --n 10000 --width 32 --device cuda     # the paper's setting, on a GPU
+    ocbench bench eval --n 200 --width 8 --batch-size 50 --device cpu     # this CPU, a few minutes
+    ocbench bench eval --n 10000 --width 32 --device cuda --cpu-check 1000   # the paper's setting, on a GPU
 
-In memory (ocbench.metrics.Evaluator, what training runs every epoch): generate n images in batches,
-quantise to uint8, Inception pool3, float64 mu/sigma, pytorch-fid's Frechet distance, precision and
-recall against the real features. The Inception network and the reference stats are loaded once
-per run, not per epoch, so they are reported apart and not counted.
-
-The authors' route: generate the same images, write them one by one with torchvision's save_image,
-then `python -m pytorch_fid DIR STATS.npz` (a new process: it loads Inception and the stats again
-every epoch). It computes no precision/recall.
+1. The Frechet step alone, 2048-d, on full-rank statistics (two sets of 4,096 synthetic features,
+   as the protocol's 10,000 samples give): pytorch-fid's `calculate_frechet_distance` (scipy's
+   `sqrtm`, on the CPU) against `fid.frechet_distance_eigh` on the device, the reference's square
+   root (once per run) timed apart.
+2. One per-epoch evaluation as `ocbench.metrics.Evaluator` runs it, with `metrics.frechet: scipy`
+   (before) and `eigh` (after), on the same images in the same run: generate n images in batches,
+   quantise to uint8, Inception pool3, float64 mu/sigma, the Frechet distance, precision and recall
+   against the real features. Each stage ends with a device sync before its timer stops. Inception,
+   the reference stats and the real features' k-NN radii are loaded once per training run, so they
+   are reported apart and not counted.
+3. The authors' route (skip with --no-cli): the same images written one by one with torchvision's
+   save_image, then `python -m pytorch_fid DIR STATS.npz` in a new process (it loads Inception and
+   the stats again every epoch, and computes no precision/recall).
+4. --cpu-check M: the first M generated images (the same uint8 pixels) through Inception on the CPU
+   and on the device, with the device's default convolution precision and with TF32 off; the FIDs
+   of the three feature sets against the same reference. On Ampere and newer GPUs PyTorch runs
+   convolutions in TF32 by default (`torch.backends.cudnn.allow_tf32`), and so does the pytorch-fid
+   CLI on the same card; the header prints both TF32 switches.
 
 Weights: the official file when torch.hub's cache has it, else seeded placeholder weights in a
 temporary TORCH_HOME (same network, same cost; the FID values then mean nothing). Reference stats
-are computed from a synthetic uint8 array of n images: only their shape matters for the timing.
+are computed from a synthetic uint8 array of `real` images: only their shape matters for the timing.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import re
@@ -33,16 +45,97 @@ import numpy as np
 import torch
 
 from ocbench import fid, prdc
-from ocbench.device import resolve_device
 from ocbench.bench import sync
+from ocbench.device import resolve_device
 from ocbench.metrics import Evaluator
 from ocbench.nn import Generator
 
 
+def timed(device: torch.device, fn, *args):
+    """(fn(*args), seconds), the device synced before and after."""
+    sync(device)
+    start = time.perf_counter()
+    out = fn(*args)
+    sync(device)
+    return out, time.perf_counter() - start
+
+
+def one_evaluation(ev: Evaluator, sample, n: int) -> tuple[dict, dict]:
+    """What `ev.evaluate(sample, n)` does, stage by stage: (scores, seconds per stage)."""
+    bs, device = ev.batch_size, ev.device
+    seconds = {}
+    with torch.no_grad():
+        batches = (fid.to_uint8(sample(s, min(bs, n - s))) for s in range(0, n, bs))
+        feats, seconds["generate+Inception"] = timed(device, ev.features, batches, n)
+        (mu, sigma), seconds["mu/sigma"] = timed(device, fid.statistics, feats, bs)
+        value, seconds[f"FID ({ev.frechet})"] = timed(device, ev.frechet_distance, mu, sigma, n)
+        (p, r), seconds["P/R"] = timed(device, prdc.precision_recall, ev.real_features, feats, ev.pr_k, ev.real_radii)
+    return {"fid": value, "precision": p, "recall": r}, seconds
+
+
+def frechet_step(device: torch.device, dim: int = fid.FEATURE_DIM, samples: int = 4096) -> None:
+    """Time the Frechet distance alone, scipy vs eigh, on full-rank synthetic statistics."""
+    gen = torch.Generator(device).manual_seed(0)
+    scale = torch.logspace(0, -3, dim, dtype=torch.float64, device=device)  # a spectrum over 6 decades
+
+    def stats(shift: float):
+        x = torch.randn(samples, dim, dtype=torch.float64, device=device, generator=gen) * scale
+        x = x + torch.randn(samples, 64, dtype=torch.float64, device=device, generator=gen) @ \
+            torch.randn(64, dim, dtype=torch.float64, device=device, generator=gen) / 8
+        return fid.statistics(x.abs() + 0.5 + shift)
+
+    (mu1, s1), (mu2, s2) = stats(0.01), stats(0.0)
+    c0 = time.process_time()
+    theirs, t_scipy = timed(device, fid.frechet_distance_scipy, mu1, s1, mu2, s2)
+    c1 = time.process_time()
+    root, t_root = timed(device, fid.psd_root, s2)
+    c2 = time.process_time()
+    ours, t_eigh = timed(device, fid.frechet_distance_eigh, mu1, s1, mu2, s2, samples, root)
+    c3 = time.process_time()
+    print(f"Frechet step ({dim}-d, full-rank statistics of {samples} samples each): scipy sqrtm {t_scipy:.3f} s "
+          f"wall ({c1 - c0:.2f} s CPU, on the CPU); eigh {t_eigh:.4f} s wall ({c3 - c2:.2f} s CPU) per FID on {device}, "
+          f"+ sqrt(reference sigma) {t_root:.3f} s wall ({c2 - c1:.2f} s CPU) once per run; "
+          f"ratio {t_scipy / t_eigh:.1f}x wall; FID {theirs!r} vs {ours!r}, relative {abs(ours - theirs) / theirs:.1e}")
+
+
+def cpu_check(ev: Evaluator, sample, m: int, device: torch.device) -> None:
+    """The same M uint8 images through Inception on the CPU and on `device` (TF32 default, TF32 off)."""
+    with torch.no_grad():
+        images = torch.cat([fid.to_uint8(sample(s, min(ev.batch_size, m - s))).cpu()
+                            for s in range(0, m, ev.batch_size)])
+
+    def score(net) -> tuple[float, torch.Tensor, float]:
+        stats_only = fid.Reference(ev.reference.mu, ev.reference.sigma)  # no P/R: no real radii to compute
+        other = Evaluator(net, ev.weights, stats_only, ev.batch_size, ev.pr_k, "eigh")
+        feats, seconds = timed(other.device, other.features, images.split(ev.batch_size), m)
+        mu, sigma = fid.statistics(feats, ev.batch_size)
+        return other.frechet_distance(mu, sigma, m), feats.cpu(), seconds
+
+    default_tf32 = torch.backends.cudnn.allow_tf32
+    fid_dev, feats_dev, s_dev = score(ev.net)
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        fid_fp32, feats_fp32, s_fp32 = score(ev.net)
+    finally:
+        torch.backends.cudnn.allow_tf32 = default_tf32
+    fid_cpu, feats_cpu, s_cpu = score(copy.deepcopy(ev.net).cpu())
+
+    def line(name, value, feats, seconds):
+        diff = (feats - feats_cpu).abs().max().item()
+        return (f"  {name:34s} FID {value!r}  relative to CPU {abs(value - fid_cpu) / abs(fid_cpu):.1e}  "
+                f"max |feature - CPU feature| {diff:.1e}  Inception {seconds:.2f} s")
+
+    print(f"CPU check, the first {m} generated images (same uint8 pixels), FID against the same reference:")
+    print(line(f"{device} (cudnn.allow_tf32={default_tf32})", fid_dev, feats_dev, s_dev))
+    print(line(f"{device} (cudnn.allow_tf32=False)", fid_fp32, feats_fp32, s_fp32))
+    print(line(f"cpu ({torch.get_num_threads()} threads)", fid_cpu, feats_cpu, s_cpu))
+
+
 def bench_eval(n: int = 200, real: int | None = None, width: int = 8, batch_size: int = 200,
-               device: str = "auto", workers: int | None = None) -> None:
-    """Time one evaluation of `n` generated images both ways and print the comparison. `real`: real
-    images for the stats and P/R (default n); `workers`: pytorch-fid's --num-workers (default its own)."""
+               device: str = "auto", workers: int | None = None, cli: bool = True, cpu_check_n: int = 0) -> None:
+    """Time one evaluation of `n` generated images every way and print the comparison. `real`: real
+    images for the stats and P/R (default n); `workers`: pytorch-fid's --num-workers (default its
+    own); `cli`: also time the authors' route; `cpu_check_n`: compare M images' FID with the CPU's."""
     device = resolve_device(device)
     n_real, bs = real or n, batch_size
 
@@ -55,27 +148,28 @@ def bench_eval(n: int = 200, real: int | None = None, width: int = 8, batch_size
         path = fid.write_placeholder_weights(Path(torch_home) / "hub" / "checkpoints" / fid.WEIGHTS_NAME)
         weights = fid.Weights(path, fid.sha256_of(path))
 
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, n {n}, real {n_real}, width {width}, "
-          f"batch {bs}, weights {'official' if weights.official else 'placeholder'}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"n {n}, real {n_real}, width {width}, batch {bs}, weights {'official' if weights.official else 'placeholder'}")
+    print(f"TF32: torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} (convolutions, Inception), "
+          f"torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32} (matmuls), "
+          f"float32_matmul_precision={torch.get_float32_matmul_precision()}"
+          + ("" if device.type == "cuda" else " (CUDA switches: no effect on the CPU)"))
 
-    # ---- once per run: Inception, reference stats (timed for information only)
-    t = time.perf_counter()
-    net = fid.load_inception(weights, device)
-    sync(device)
-    t_load = time.perf_counter() - t
+    # ---- once per run: Inception, reference stats, real radii, sqrt of the reference sigma
+    net, t_load = timed(device, fid.load_inception, weights, device)
     rng = np.random.default_rng(0)
-    real = rng.integers(0, 256, size=(n_real, 128, 128, 3), dtype=np.uint8)
-    t = time.perf_counter()
-    ref = fid.compute_reference(real, net, bs, pr_samples=n_real, progress=False)
-    t_stats = time.perf_counter() - t
+    real_images = rng.integers(0, 256, size=(n_real, 128, 128, 3), dtype=np.uint8)
+    ref, t_stats = timed(device, lambda: fid.compute_reference(real_images, net, bs, pr_samples=n_real, progress=False))
     ref.weights_sha256 = weights.sha256
     stats = work / "stats.npz"
     fid.save_reference(ref, stats)
-    t = time.perf_counter()
-    ev = Evaluator(net, weights, ref, bs, pr_k=3)
-    sync(device)
-    t_radii = time.perf_counter() - t
+    before, t_before = timed(device, Evaluator, net, weights, ref, bs, 3, "scipy")  # the real radii
+    after, t_after = timed(device, Evaluator, net, weights, ref, bs, 3, "eigh")  # radii + sqrt(sigma)
+    print(f"once per run: Inception load {t_load:.1f} s, reference stats {n_real / t_stats:.1f} img/s, "
+          f"real radii {t_before:.2f} s, real radii + sqrt(reference sigma) {t_after:.2f} s")
+
+    frechet_step(device)
 
     torch.manual_seed(0)
     g = Generator(0.5, width, 100).to(device).eval()
@@ -84,25 +178,30 @@ def bench_eval(n: int = 200, real: int | None = None, width: int = 8, batch_size
     def sample(start: int, count: int) -> torch.Tensor:
         return g(z[start : start + count])
 
-    # ---- in memory: one pass as Evaluator.evaluate makes it, timed step by step
+    # ---- the per-epoch evaluation, before (scipy) and after (eigh), on the same images
     with torch.no_grad():
         sample(0, min(bs, n))  # warm-up (kernel selection), as every epoch after the first sees it
-        sync(device)
+    results = {}
+    for ev in (before, after):
         c0, t0 = time.process_time(), time.perf_counter()
-        feats = ev.features((fid.to_uint8(sample(s, min(bs, n - s))) for s in range(0, n, bs)), n)
-        sync(device)
-        t1 = time.perf_counter()
-        mu, sigma = fid.statistics(feats)
-        t2 = time.perf_counter()
-        fid_mem = fid.frechet_distance(mu, sigma, ref.mu, ref.sigma)
-        t3 = time.perf_counter()
-        p, r = prdc.precision_recall(ev.real_features, feats, 3, ev.real_radii)
-        sync(device)
-        t4 = time.perf_counter()
-    mem = {"generate+Inception": t1 - t0, "mu/sigma": t2 - t1, "FID (sqrtm)": t3 - t2, "P/R": t4 - t3}
-    mem_total, mem_cpu = t4 - t0, time.process_time() - c0
+        scores, seconds = one_evaluation(ev, sample, n)
+        results[ev.frechet] = (scores, seconds, time.perf_counter() - t0, time.process_time() - c0)
+    for route, (scores, seconds, wall, cpu) in results.items():
+        print(f"per epoch, frechet {route:5s}: {wall:8.2f} s wall, {cpu:8.2f} s CPU  = "
+              + " + ".join(f"{k} {v:.3f}" for k, v in seconds.items())
+              + f"  (FID {scores['fid']!r}, precision {scores['precision']:.3f}, recall {scores['recall']:.3f})")
+    (s_scipy, *_, wall_scipy, _), (s_eigh, *_, wall_eigh, _) = results["scipy"], results["eigh"]
+    print(f"before/after  : {wall_scipy / wall_eigh:.2f}x wall; FID relative difference "
+          f"{abs(s_eigh['fid'] - s_scipy['fid']) / abs(s_scipy['fid']):.1e}")
 
-    # ---- the authors' route: PNGs one by one, then pytorch-fid's CLI
+    if cli:
+        authors_route(sample, n, bs, device, stats, torch_home, workers, wall_eigh, results["eigh"][3], s_eigh["fid"], work)
+    if cpu_check_n:
+        cpu_check(after, sample, min(cpu_check_n, n), device)
+
+
+def authors_route(sample, n, bs, device, stats, torch_home, workers, mem_wall, mem_cpu, fid_mem, work) -> None:
+    """PNGs one by one, then pytorch-fid's CLI; compared with the in-memory eigh evaluation."""
     from torchvision.utils import save_image
 
     pngs = work / "png"
@@ -124,15 +223,9 @@ def bench_eval(n: int = 200, real: int | None = None, width: int = 8, batch_size
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cli_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     fid_cli = float(re.search(r"FID:\s+(\S+)", out).group(1))
-    png_s, cli_s = t1 - t0, t2 - t1
     authors_total = t2 - t0
-
-    print(f"once per run: Inception load {t_load:.1f} s, reference stats {n_real / t_stats:.1f} img/s, "
-          f"real radii {t_radii:.2f} s")
-    print(f"in memory     : {mem_total:8.2f} s wall, {mem_cpu:8.2f} s CPU  = "
-          + " + ".join(f"{k} {v:.2f}" for k, v in mem.items()))
     print(f"authors' route: {authors_total:8.2f} s wall, {png_cpu + cli_cpu:8.2f} s CPU  = "
-          f"PNGs {png_s:.2f} ({png_cpu:.2f} CPU) + pytorch-fid CLI {cli_s:.2f} ({cli_cpu:.2f} CPU)")
-    print(f"ratio         : {authors_total / mem_total:.2f}x wall, {(png_cpu + cli_cpu) / mem_cpu:.2f}x CPU")
-    print(f"FID in memory {fid_mem!r}, CLI {fid_cli!r}, relative difference "
-          f"{abs(fid_mem - fid_cli) / abs(fid_cli):.2g}; precision {p:.3f}, recall {r:.3f}")
+          f"PNGs {t1 - t0:.2f} ({png_cpu:.2f} CPU) + pytorch-fid CLI {t2 - t1:.2f} ({cli_cpu:.2f} CPU)")
+    print(f"authors' route / in memory (eigh): {authors_total / mem_wall:.2f}x wall, "
+          f"{(png_cpu + cli_cpu) / mem_cpu:.2f}x CPU; FID CLI {fid_cli!r} vs in memory {fid_mem!r}, "
+          f"relative {abs(fid_mem - fid_cli) / abs(fid_cli):.1e}")
