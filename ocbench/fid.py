@@ -269,7 +269,7 @@ def compute_reference(
     Features go to a float64 N x 2048 array as in pytorch-fid (1.6 KB per image: 3.3 GB for all
     of CelebA, while the images stay memory-mapped and are read one batch at a time).
     """
-    from tqdm import tqdm
+    from ocbench.progress import progress as progress_bar
 
     n = len(array) if count is None else min(count, len(array))
     if n < 2:
@@ -277,7 +277,7 @@ def compute_reference(
     keep = real_sample_indices(n, pr_samples)
     act = np.empty((n, net.feature_dim), dtype=np.float64)
     start = 0
-    bar = tqdm(total=n, unit="img", desc="inception", disable=not progress)
+    bar = progress_bar(total=n, unit="img", desc="inception", disable=not progress)
     for batch in array_batches(array, batch_size, n):
         act[start : start + len(batch)] = features(net, batch).cpu().numpy()
         start += len(batch)
