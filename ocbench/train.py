@@ -5,7 +5,7 @@ step on a real batch and on G(z) for a fresh z as two forward passes, then one G
 fresh z), and the per-epoch evaluation (FID and precision/recall on `metrics.fid_samples` samples,
 a sample grid from a fixed z, generator snapshots, a metrics row).
 
-Outputs under results/<config>/runs/<run id>/: metrics.csv (one row per epoch, appended and flushed),
+Outputs under results/<config>/runs/<run id>/: metrics.csv (one row per epoch, rewritten whole),
 samples/epoch_EEE.png, generator_epoch_EEE.pt, run.json (written last: the run is finished).
 The resumable state lives in results/<config>/state/<run id>/, outside what Snakemake declares,
 because Snakemake deletes the declared outputs of an unfinished job before rerunning it:
@@ -151,7 +151,7 @@ def load_checkpoint(state_dir: Path, run_id: str, log) -> dict | None:
             log(f"{run_id}: {bad} cannot be read ({why}); kept it as {bad.name}.unreadable and "
                 f"resuming from {path}")
         elif path == previous:
-            log(f"{run_id}: {newest} is missing (killed while replacing it); resuming from {path}")
+            log(f"{run_id}: {newest} is missing; resuming from the previous checkpoint, {path}")
         return ckpt
     if problems:
         names = " and ".join(f"{p} ({why})" for p, why in problems)

@@ -40,6 +40,10 @@ if not Path(CONFIG_FILE).exists() or Path(CONFIG_FILE).read_text() != CFG.dump()
 ALL_CORES = default_workers()  # the CPUs this process may use
 ON_GPU = CFG.train.device.startswith("cuda") or (CFG.train.device == "auto" and torch.cuda.is_available())
 NETWORK_THREADS = min(4, ALL_CORES) if ON_GPU else ALL_CORES
+# On the CPU, threads that wait sleep instead of spinning (libgomp spins at every barrier by
+# default): on cores shared with other work, two spinning threads made a smoke training epoch
+# 4-8x slower than one thread, two sleeping ones 1.8x (BENCHMARKS.md).
+NETWORK_ENV = "" if ON_GPU else "OMP_WAIT_POLICY=PASSIVE "
 
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"

@@ -39,5 +39,5 @@ rule fid_stats:
     conda:
         ENV
     shell:
-        f"{OCBENCH} with-gpu --config {{params.config}} -- "
+        f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config}} -- "
         f"{PYTHON} -m ocbench fid stats --config {{params.config}} > {{log}} 2>&1"

@@ -27,5 +27,5 @@ rule train:
     conda:
         ENV
     shell:
-        f"{OCBENCH} with-gpu --config {{params.config}} -- "
+        f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config}} -- "
         f"{PYTHON} -m ocbench train --config {{params.config}} --run {{wildcards.run}} > {{log}} 2>&1"
