@@ -33,8 +33,8 @@ def write_images(checkpoint: str | Path, n: int, out_dir: str | Path, seed: int 
     if out_dir.is_dir() and (existing := image_files(out_dir)):
         raise OcbenchError(f"{out_dir} already holds {len(existing)} image files, which pytorch-fid would "
                            "score too; give --out a new or empty folder")
+    sample = generator_sampler(checkpoint, n, device, seed)  # a bad checkpoint fails before any mkdir
     out_dir.mkdir(parents=True, exist_ok=True)
-    sample = generator_sampler(checkpoint, n, device, seed)
     digits = max(6, len(str(n - 1)))
     paths = []
     bar = progress(total=n, desc="sample", unit="img")

@@ -180,6 +180,8 @@ def test_official_wgan_critic_schedule_and_clamp(setup, cli):
 # what a user runs into: a second trainer, damaged checkpoints, a full disk, images out of a run
 
 RUN = "dcgan_oct_s0"
+# A checkpoint after every iteration, however fast the machine: where a stopped run resumes is known.
+EVERY_ITERATION = ["--set", "train.checkpoint_minutes=1.0e-9"]
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +249,7 @@ def test_a_second_trainer_of_a_run_refuses_until_the_first_dies(setup, cli):
 
 def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(setup, cli, reference):
     root, config = setup
-    base = ["--config", config, "--set", f"paths.results={root / 'damaged'}", "--run", RUN]
+    base = ["--config", config, "--set", f"paths.results={root / 'damaged'}", "--run", RUN, *EVERY_ITERATION]
     state, run_dir = root / "damaged" / "tiny" / "state" / RUN, root / "damaged" / "tiny" / "runs" / RUN
     newest, previous = state / "checkpoint.pt", state / "checkpoint.prev.pt"
 
@@ -284,7 +286,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_resumes(setup, cli, r
     full_disk_at): the run stops with one line naming the file, the checkpoint and the metrics
     written before are intact, and after each the same command goes on, to the uninterrupted result."""
     root, config = setup
-    base = ["--config", config, "--set", f"paths.results={root / 'full'}", "--run", RUN]
+    base = ["--config", config, "--set", f"paths.results={root / 'full'}", "--run", RUN, *EVERY_ITERATION]
     state, run_dir = root / "full" / "tiny" / "state" / RUN, root / "full" / "tiny" / "runs" / RUN
     checkpoint, metrics = state / "checkpoint.pt", run_dir / "metrics.csv"
     # In the order the run reaches them: epoch 2's sample grid, then (each rerun resuming at the
