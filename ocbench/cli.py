@@ -87,6 +87,20 @@ def cmd_fid_score(args) -> None:
           f"Frechet distance by {scores['frechet']}")
 
 
+def cmd_sample(args) -> None:
+    from ocbench.device import resolve_device
+    from ocbench.sample import GRID_IMAGES, write_grid, write_images
+
+    device = resolve_device(args.device or load_config(args).train.device)
+    if args.grid:
+        print(f"wrote {write_grid(args.generator, args.n or GRID_IMAGES, args.grid, args.seed, device)}")
+        return
+    if args.n is None:
+        raise UsageError("ocbench sample --out DIR needs -n N (the number of images)")
+    paths = write_images(args.generator, args.n, args.out, args.seed, device)
+    print(f"wrote {len(paths)} PNG files to {args.out}")
+
+
 def cmd_data_fetch(args) -> None:
     from ocbench.data import fetch
 
@@ -223,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="seed of the generator's latents")
     q.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
     q.set_defaults(func=cmd_fid_score)
+
+    p = sub.add_parser("sample", help="PNG files (or one grid) from a generator, with the FID's latents and pixels")
+    add_config_args(p)
+    p.add_argument("--generator", required=True, metavar="CKPT", help="a generator_epoch_EEE.pt")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", metavar="DIR", help="write N PNG files 000000.png ... there (for python -m pytorch_fid)")
+    out.add_argument("--grid", metavar="FILE", help="write the N images as one PNG grid instead")
+    p.add_argument("-n", type=int, default=None, help="number of images (needed with --out; a grid has 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latents, as `ocbench fid score --seed`")
+    p.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("data", help="CelebA: fetch, prepare, or write a synthetic one")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -307,7 +307,7 @@ def default_workers() -> int:
 
 def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress: bool, stop_on_bad: bool):
     """Fill the array at `tmp`; returns the unreadable images, stopping at the first if `stop_on_bad`."""
-    from tqdm import tqdm
+    from ocbench.progress import progress as progress_bar
 
     n = len(entries)
     chunk = max(1, min(256, math.ceil(n / (workers * 4))))  # enough tasks to balance, few enough to be cheap
@@ -315,7 +315,7 @@ def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress
     workers = max(1, min(workers, len(tasks)))
     args = (str(source), str(tmp), *recipe)
     bad = []
-    bar = tqdm(total=n, desc="prepare", unit="img", disable=not progress, mininterval=1, smoothing=0.1)
+    bar = progress_bar(total=n, desc="prepare", unit="img", disable=not progress, mininterval=1, smoothing=0.1)
     try:
         if workers == 1:  # no pool: simpler to debug, and no start-up cost for tiny datasets
             _init_worker(*args)
@@ -423,6 +423,24 @@ def select(cfg, source: Path, partition: Path, available: dict[str, str]) -> lis
             f"split {d.split!r} has {len(wanted):,} images in {partition}, CelebA's has {expected:,}; "
             f"use CelebA's partition file (md5 {CELEBA_PARTITION.md5}) or set data.subset: true")
     return sorted(wanted)
+
+
+def load_prepared(path: str | Path, mmap: bool = True) -> np.ndarray:
+    """The prepared uint8 N x H x W x 3 array, memory-mapped (or read whole). A missing, truncated
+    (a copy cut short) or damaged file is a one-line error naming it and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise OcbenchError(f"prepared images {path} not found; run `ocbench data prepare` first")
+    rebuild = "rerun `ocbench data prepare` (with the same --config) to rebuild it"
+    try:
+        array = np.load(path, mmap_mode="r")  # reads the header and checks the file's length
+        if not mmap and array.dtype == np.uint8:
+            array = np.load(path)  # read() rather than a map: a disk error is an OSError, not SIGBUS
+    except (OSError, ValueError, EOFError) as exc:
+        raise OcbenchError(f"{path} is truncated or damaged ({_one_line(exc, 80)}); {rebuild}") from None
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise OcbenchError(f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; {rebuild}")
+    return array
 
 
 def up_to_date(prepared: Path, settings: dict) -> dict | None:

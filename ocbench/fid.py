@@ -367,7 +367,7 @@ def compute_reference(
     for precision/recall are copied to the host. pytorch-fid holds all N x 2048 features in a
     float64 array instead (3.3 GB for CelebA); mu and sigma are the same to ~1e-15.
     """
-    from tqdm import tqdm
+    from ocbench.progress import progress as progress_bar
 
     n = len(array) if count is None else min(count, len(array))
     if n < 2:
@@ -376,7 +376,7 @@ def compute_reference(
     running = RunningStatistics(net.feature_dim, next(net.parameters()).device)
     kept = []
     start = 0
-    bar = tqdm(total=n, unit="img", desc="inception", disable=not progress)
+    bar = progress_bar(total=n, unit="img", desc="inception", disable=not progress)
     for batch in array_batches(array, batch_size, n):
         feats = features(net, batch)
         running.update(feats)

@@ -10,7 +10,6 @@ the job waits for one. Inside a SLURM job, SLURM has already chosen the GPU: no 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from ocbench.errors import OcbenchError, UsageError
+from ocbench.lock import try_lock
 
 DEFAULT_LOCK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "ocbench-gpu-slots"
 
@@ -47,15 +47,9 @@ def claim(devices: list[str], runs_per_gpu: int, lock_dir: Path, poll: float = 1
     started, waiting_said = time.monotonic(), False
     while True:
         for dev, k in slots:
-            fd = os.open(lock_dir / f"gpu{dev}-slot{k}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a curious user
-            return dev, fd
+            fd = try_lock(lock_dir / f"gpu{dev}-slot{k}.lock")
+            if fd is not None:
+                return dev, fd
         if timeout is not None and time.monotonic() - started > timeout:
             raise OcbenchError(f"no free GPU slot in {lock_dir} after {timeout:.0f} s")
         if not waiting_said:

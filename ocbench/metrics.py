@@ -222,16 +222,11 @@ def generator_sampler(checkpoint: str | Path, n: int, device, seed: int = 0) -> 
 
 def make_reference(cfg, device: torch.device | str | None = None, progress: bool = True) -> Path:
     """`ocbench fid stats`: reference statistics of the prepared images at `metrics.stats`."""
+    from ocbench.data import load_prepared
+
+    array = load_prepared(cfg.data.prepared)  # memory-mapped: read one batch at a time
     device = resolve_device(cfg.train.device) if device is None else torch.device(device)
     weights = fid.locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)
-    path = Path(cfg.data.prepared)
-    if not path.is_file():
-        raise OcbenchError(f"prepared images {path} not found; run `ocbench data prepare` first")
-    array = np.load(path, mmap_mode="r")
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[3] != 3:
-        raise OcbenchError(
-            f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; rerun `ocbench data prepare`"
-        )
     net = fid.load_inception(weights, device, cfg.metrics.dims)
     ref = fid.compute_reference(
         array, net, cfg.metrics.batch_size, cfg.metrics.stats_images, cfg.metrics.pr_real_samples, progress

@@ -5,32 +5,39 @@ step on a real batch and on G(z) for a fresh z as two forward passes, then one G
 fresh z), and the per-epoch evaluation (FID and precision/recall on `metrics.fid_samples` samples,
 a sample grid from a fixed z, generator snapshots, a metrics row).
 
-Outputs under results/<config>/runs/<run id>/: metrics.csv (one row per epoch, appended and flushed),
+Outputs under results/<config>/runs/<run id>/: metrics.csv (one row per epoch, rewritten whole),
 samples/epoch_EEE.png, generator_epoch_EEE.pt, run.json (written last: the run is finished).
-The resumable state lives in results/<config>/state/<run id>/checkpoint.pt, outside what Snakemake
-declares, because Snakemake deletes the declared outputs of an unfinished job before rerunning it.
+The resumable state lives in results/<config>/state/<run id>/, outside what Snakemake declares,
+because Snakemake deletes the declared outputs of an unfinished job before rerunning it:
+checkpoint.pt, the previous one beside it (checkpoint.prev.pt, the fallback when the newest cannot
+be read), and train.lock, which one `ocbench train` of the run holds while it runs.
+
+Every file is written whole to `<name>.tmp` and renamed (`atomic_write`): a kill or a full disk
+leaves the previous version, and a failed write stops the run with one line; rerunning resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from ocbench import losses, schedules
 from ocbench.config import Config
+from ocbench.data import load_prepared
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
+from ocbench.lock import holder, try_lock
 from ocbench.nn import Discriminator, Generator
+from ocbench.progress import progress
 
 METRIC_COLUMNS = [
     "epoch", "iterations", "g_updates", "g_loss", "d_loss", "fid", "precision", "recall",
@@ -39,6 +46,8 @@ METRIC_COLUMNS = [
 ]
 TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only non-reproducible ones
 EVAL_SEED = 1_000_000  # epoch e's FID samples use seed EVAL_SEED + e, the same for every run
+CHECKPOINT, PREVIOUS_CHECKPOINT, LOCK = "checkpoint.pt", "checkpoint.prev.pt", "train.lock"
+CHECKPOINT_KEYS = {"fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "position", "rows"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,12 +69,7 @@ def protocol_fingerprint(cfg: Config, run_id: str) -> str:
 
 def load_images(path: str, device: torch.device, placement) -> torch.Tensor:
     """The prepared uint8 N x H x W x 3 array, whole on the GPU when it fits, else in (pinned) RAM."""
-    if not Path(path).is_file():
-        raise OcbenchError(f"prepared data {path} does not exist; run `ocbench data prepare` first")
-    array = np.load(path, mmap_mode="r")
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-        raise OcbenchError(f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; prepare it again")
-    images = torch.from_numpy(np.load(path))  # read whole: batches are random gathers
+    images = torch.from_numpy(load_prepared(path, mmap=False))  # read whole: batches are random gathers
     if device.type != "cuda":
         return images
     if placement == "auto":
@@ -102,27 +106,87 @@ def make_optimizer(params, opt, device: torch.device | None = None, capturable: 
     raise OcbenchError(f"unknown optimizer {opt.name!r}; allowed: adam, rmsprop")
 
 
-def atomic_save(obj, path: Path) -> None:
+def atomic_write(path: Path, write, previous: Path | None = None) -> None:
+    """`write(f)` into `<path>.tmp` (a binary file), on disk (fsync), then renamed over `path`: `path`
+    is the old file or the whole new one, never a part. A failed write (a full disk) removes the
+    temporary file and raises, leaving `path` as it was. With `previous`, the file being replaced is
+    kept under that name (only once the new one is complete)."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:  # a Python file: a failed write raises OSError with its errno
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
-    """Rewrite the whole file atomically (used on resume, from the rows kept in the checkpoint)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, METRIC_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    """The whole file, rewritten atomically after every epoch (and on resume, from the rows kept in
+    the checkpoint), so that a failed write leaves the rows written before. Not rewritten when it
+    already holds exactly these rows."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    data = text.getvalue().encode()
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    atomic_write(path, lambda f: f.write(data))
 
 
-def append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a", newline="") as f:
-        csv.DictWriter(f, METRIC_COLUMNS).writerow(row)
-        f.flush()
-        os.fsync(f.fileno())
+def load_checkpoint(state_dir: Path, run_id: str, log) -> dict | None:
+    """The newest readable checkpoint of the run, or None when there is none.
+
+    When checkpoint.pt cannot be read (cut short, corrupt, a disk error) it is set aside as
+    checkpoint.pt.unreadable, one line says so, and the previous one is used; when no checkpoint
+    can be read, one line names the files and the fix.
+    """
+    newest, previous = state_dir / CHECKPOINT, state_dir / PREVIOUS_CHECKPOINT
+    problems = []
+    for path in (newest, previous):
+        if not path.exists():
+            continue
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= ckpt.keys():
+                raise ValueError("not a training checkpoint of ocbench")
+        except Exception as exc:  # whatever the damage, the file cannot be resumed from
+            problems.append((path, " ".join(str(exc).split())[:120] or type(exc).__name__))
+            continue
+        if problems:
+            bad, why = problems[0]
+            os.replace(bad, bad.with_name(bad.name + ".unreadable"))  # never rotated into the fallback
+            log(f"{run_id}: {bad} cannot be read ({why}); kept it as {bad.name}.unreadable and "
+                f"resuming from {path}")
+        elif path == previous:
+            log(f"{run_id}: {newest} is missing; resuming from the previous checkpoint, {path}")
+        return ckpt
+    if problems:
+        names = " and ".join(f"{p} ({why})" for p, why in problems)
+        raise OcbenchError(f"no readable checkpoint of {run_id}: {names}; put back a good copy of "
+                           f"{CHECKPOINT}, or delete {state_dir} to train {run_id} afresh")
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: Path, cfg: Config, run_id: str):
+    """One trainer per run: an exclusive flock on state/<run>/train.lock for the whole of `train`.
+    The kernel releases it when the process ends, however it ends (SIGKILL included)."""
+    path = state_dir / LOCK
+    fd = try_lock(path)
+    if fd is None:
+        raise OcbenchError(f"run {run_id} of config {cfg.name} is being trained by process {holder(path)}, "
+                           f"which holds {path}; wait for it to end (or stop it), then rerun to resume")
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 GRID_PADDING = 2  # pixels around every image of a sample grid (figures crop images back out)
@@ -134,10 +198,12 @@ def grid_columns(n_images: int) -> int:
 
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
-    """The epoch's samples as a square-ish PNG grid; [-1, 1] -> [0, 1], then torchvision's uint8 rounding."""
+    """The epoch's samples as a square-ish PNG grid; [-1, 1] -> [0, 1], then torchvision's uint8
+    rounding (`fid.to_uint8`'s). Written atomically."""
     from torchvision.utils import save_image
 
-    save_image((images.float() + 1) / 2, path, nrow=grid_columns(len(images)), padding=GRID_PADDING)
+    atomic_write(Path(path), lambda f: save_image((images.float() + 1) / 2, f, format="png",
+                                                  nrow=grid_columns(len(images)), padding=GRID_PADDING))
 
 
 def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
@@ -172,18 +238,25 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     """Train `run_id` to the end (or to divergence), resuming from its checkpoint if there is one.
 
     Returns the contents of run.json. `evaluator` (an ocbench.metrics.Evaluator) is built from the
-    config when not given.
+    config when not given. A second `train` of the same run while this one runs refuses at once.
     """
+    cfg.parse_run(run_id)
+    state_dir = cfg.results_dir / "state" / run_id
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(state_dir, cfg, run_id):
+        return _train(cfg, run_id, state_dir, evaluator, log)
+
+
+def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
     gan_name, variant_name, seed = cfg.parse_run(run_id)
     gan, variant, tc = cfg.gans[gan_name], cfg.variants[variant_name], cfg.train
-    run_dir, state_dir = cfg.run_dir(run_id), cfg.results_dir / "state" / run_id
+    run_dir = cfg.run_dir(run_id)
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint_path, metrics_path, run_json = state_dir / "checkpoint.pt", run_dir / "metrics.csv", run_dir / "run.json"
+    checkpoint_path, metrics_path, run_json = state_dir / CHECKPOINT, run_dir / "metrics.csv", run_dir / "run.json"
     fingerprint = protocol_fingerprint(cfg, run_id)
 
     # ---- a checkpoint: refuse another run's, and stop here if this run is finished
-    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True) if checkpoint_path.exists() else None
+    ckpt = load_checkpoint(state_dir, run_id, log)
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
         raise OcbenchError(
             f"{checkpoint_path} belongs to another config or run (fingerprint {ckpt['fingerprint']}, "
@@ -221,15 +294,34 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
         set_rng_state(ckpt["rng"], noise_rng, data_rng)
         position, rows = ckpt["position"], ckpt["rows"]
         log(f"{run_id}: resuming at epoch {position['epoch'] + 1}, batch {position['batch']}/{n_batches}")
-    write_metrics(metrics_path, rows)
+    saved_at = {"epoch": position["epoch"], "batch": position["batch"]} if ckpt is not None else None
+
+    @contextlib.contextmanager
+    def writing(path: Path):
+        """A failed write (a full disk) ends the run with one line: what failed and where a rerun
+        resumes. Every write is atomic, so the checkpoint and metrics.csv stay as they were."""
+        try:
+            yield
+        except OSError as exc:
+            resume = (f"resumes at epoch {saved_at['epoch'] + 1}, batch {saved_at['batch']}/{n_batches}"
+                      if saved_at else "starts afresh")
+            raise OcbenchError(f"cannot write {path}: {exc.strerror or exc}; the last checkpoint and "
+                               f"metrics.csv are intact: free space and rerun, which {resume}") from None
 
     def save_checkpoint(finished: bool = False) -> None:
-        atomic_save({
+        nonlocal saved_at
+        state = {
             "fingerprint": fingerprint, "run": run_id, "finished": finished,
             "G": G.state_dict(), "D": D.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "rng": rng_state(noise_rng, data_rng), "position": position, "rows": rows,
-        }, checkpoint_path)
+        }
+        with writing(checkpoint_path):
+            atomic_write(checkpoint_path, lambda f: torch.save(state, f), state_dir / PREVIOUS_CHECKPOINT)
+        saved_at = {"epoch": position["epoch"], "batch": position["batch"]}
+
+    with writing(metrics_path):
+        write_metrics(metrics_path, rows)
 
     if evaluator is None:
         from ocbench.metrics import Evaluator
@@ -239,7 +331,6 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     log(f"{run_id}: {gan_name} alpha={variant.alpha} on {device}, {n_images} images, "
         f"{n_batches} batches of {batch_size}, epochs {position['epoch'] + 1}..{tc.epochs}")
     status, last_save = "ok", time.monotonic()
-    tty = sys.stderr.isatty()
     while position["epoch"] < tc.epochs and status == "ok":
         epoch = position["epoch"]
         beta = schedules.beta(variant.beta, epoch, tc.epochs)  # floats, for the record
@@ -251,9 +342,8 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
         sums = position["sums"]  # g_loss sum, d_loss sum, G steps, D steps (this epoch)
         G.train(), D.train()
         started = time.monotonic() - position["elapsed"]
-        bar = tqdm(range(position["batch"], n_batches), initial=position["batch"], total=n_batches,
-                   desc=f"{run_id} epoch {epoch + 1}/{tc.epochs}", unit="it", leave=False,
-                   mininterval=0.5 if tty else 30, file=sys.stderr)
+        bar = progress(range(position["batch"], n_batches), initial=position["batch"], total=n_batches,
+                       desc=f"{run_id} epoch {epoch + 1}/{tc.epochs}", unit="it", leave=False, mininterval=0.5)
         for batch_index in bar:
             real = to_model_input(images[perm[batch_index * batch_size:(batch_index + 1) * batch_size]],
                                   device, tc.channels_last)
@@ -296,8 +386,9 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
         eval_started = time.monotonic()
         G.eval()
         if status == "ok":
-            with torch.no_grad(), autocast():
-                save_grid(G(grid_z, beta_t), run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+            grid_path = run_dir / "samples" / f"epoch_{epoch + 1:03d}.png"
+            with torch.no_grad(), autocast(), writing(grid_path):
+                save_grid(G(grid_z, beta_t), grid_path)
             scores = evaluator.evaluate(eval_sampler(G, beta_t, tc.latent_dim, device, epoch, autocast),
                                         cfg.metrics.fid_samples)
             # plain Python types: the rows travel in the checkpoint, which loads with weights_only
@@ -305,16 +396,19 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
                        recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
                        weights_official=bool(scores["weights_official"]), frechet=str(scores["frechet"]))
             if epoch + 1 in tc.snapshot_epochs or epoch + 1 == tc.epochs:
-                torch.save({"generator": G.state_dict(), "alpha": variant.alpha, "width": tc.width,
-                            "latent_dim": tc.latent_dim, "beta": list(beta), "epoch": epoch + 1, "run": run_id},
-                           run_dir / f"generator_epoch_{epoch + 1:03d}.pt")
+                snapshot = {"generator": G.state_dict(), "alpha": variant.alpha, "width": tc.width,
+                            "latent_dim": tc.latent_dim, "beta": list(beta), "epoch": epoch + 1, "run": run_id}
+                snapshot_path = run_dir / f"generator_epoch_{epoch + 1:03d}.pt"
+                with writing(snapshot_path):
+                    atomic_write(snapshot_path, lambda f: torch.save(snapshot, f))
         else:
             row.update(fid=float("nan"), precision=float("nan"), recall=float("nan"),
                        weights_sha256=evaluator.weights_sha256, weights_official=evaluator.weights_official,
                        frechet=evaluator.frechet)
         row["eval_seconds"] = round(time.monotonic() - eval_started, 3)
         rows.append(row)
-        append_metrics(metrics_path, row)
+        with writing(metrics_path):
+            write_metrics(metrics_path, rows)
         log(f"{run_id} epoch {epoch + 1}/{tc.epochs}: g_loss {g_mean:.4f} d_loss {d_mean:.4f} "
             f"fid {row['fid']:.2f} precision {row['precision']:.3f} recall {row['recall']:.3f} "
             f"beta ({beta[0]:.2f}, {beta[1]:.2f}) {row['images_per_s']:.0f} img/s "
@@ -334,9 +428,8 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
         "eval_seconds": round(sum(r["eval_seconds"] for r in rows), 1),
     }
     save_checkpoint(finished=True)
-    tmp = run_json.with_name("run.json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, run_json)
+    with writing(run_json):
+        atomic_write(run_json, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
     return summary
 
 

@@ -290,3 +290,21 @@ def test_fetch_accepts_verified_files(tmp_path, archive, monkeypatch, capsys):
     cfg = config_mod.load([write_config(tmp_path, images=str(zip_path))])
     with pytest.raises(OcbenchError, match="has md5 .* kept it as list_eval_partition.txt.invalid"):
         data.fetch(cfg)
+
+
+def test_a_truncated_prepared_array_is_named_and_prepare_rebuilds_it(tmp_path, cli, archive):
+    """A copy cut short: `ocbench train` and `ocbench fid stats` say which file and what rebuilds it
+    (instead of numpy's 'mmap length is greater than file size'); `ocbench data prepare` does."""
+    cfg = synthetic_config(tmp_path, archive)
+    assert cli("data", "prepare", "--config", cfg, "--workers", "1").returncode == 0
+    out = tmp_path / "out" / "celeba128.npy"
+    whole = out.read_bytes()
+    out.write_bytes(whole[: len(whole) // 2])
+
+    sets = ["--set", f"paths.results={tmp_path / 'results'}", "--set", f"metrics.stats={tmp_path / 's.npz'}"]
+    for command in (["train", "--run", "dcgan_oct_s0"], ["fid", "stats"]):
+        proc = cli(*command, "--config", cfg, *sets)
+        assert_one_line_error(proc, str(out), "truncated", "ocbench data prepare")
+    proc = cli("data", "prepare", "--config", cfg, "--workers", "1")
+    assert proc.returncode == 0 and "up to date" not in proc.stdout
+    assert out.read_bytes() == whole

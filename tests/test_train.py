@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from ocbench.train import METRIC_COLUMNS, TIMING_COLUMNS
+from ocbench.train import GRID_PADDING, METRIC_COLUMNS, TIMING_COLUMNS, grid_columns
 
 
 def tiny_images(n: int, seed: int = 0) -> np.ndarray:
@@ -213,3 +213,184 @@ def test_the_d_step_adds_lambda_times_the_gradient_penalty():
     loss_d, loss_g = step(real, beta, g_turn=False)
     assert loss_g is None and loss_d.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.equal(noise.get_state(), noise_ref.get_state())  # the same draws, in the same order
+
+
+# --------------------------------------------------------------------------------------------------
+# what a user runs into: a second trainer, damaged checkpoints, a full disk, images out of a run
+
+RUN = "dcgan_oct_s0"
+# A checkpoint after every iteration, however fast the machine: where a stopped run resumes is known.
+EVERY_ITERATION = ["--set", "train.checkpoint_minutes=1.0e-9"]
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    """RUN trained once, uninterrupted, in a results folder of its own: what every interrupted,
+    damaged or resumed copy of it below must end up equal to (train.deterministic is on)."""
+    from conftest import run_cli
+
+    root, config = setup
+    run_cli("train", "--config", config, "--set", f"paths.results={root / 'ref'}", "--run", RUN, check=True)
+    state = torch.load(root / "ref" / "tiny" / "state" / RUN / "checkpoint.pt", weights_only=True)
+    return {"rows": read_rows(root / "ref" / "tiny" / "runs" / RUN / "metrics.csv"), "G": state["G"],
+            "generator": root / "ref" / "tiny" / "runs" / RUN / "generator_epoch_003.pt"}
+
+
+def drop_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rows]
+
+
+def assert_one_line_error(proc, *fragments):
+    """Exit code 1 and one error line, the last on stderr (progress lines may come before it)."""
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("ocbench: error: ") and "Traceback" not in proc.stderr, proc.stderr
+    assert sum(line.startswith("ocbench:") for line in lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert str(fragment) in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def full_disk_at(path: Path) -> Path:
+    """Make the next write of `path` fail as on a full disk: training writes every file to
+    `<name>.tmp` first, and `<name>.tmp` -> /dev/full makes the kernel answer ENOSPC to it."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.symlink_to("/dev/full")
+    return tmp
+
+
+def test_a_second_trainer_of_a_run_refuses_until_the_first_dies(setup, cli):
+    root, config = setup
+    base = ["--config", config, "--set", f"paths.results={root / 'lock'}", "--run", RUN]
+    lock = root / "lock" / "tiny" / "state" / RUN / "train.lock"
+    first = subprocess.Popen([str(Path(sys.executable).with_name("ocbench")), "train", *map(str, base)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and first.poll() is None:
+            if lock.exists() and lock.read_text().strip() == str(first.pid):
+                break
+            time.sleep(0.01)
+        # Stopped, it holds its lock as a busy trainer would, for as long as this test needs.
+        os.kill(first.pid, signal.SIGSTOP)
+        assert lock.read_text().strip() == str(first.pid), "the first trainer never took its lock"
+
+        second = cli("train", *base)
+        assert_one_line_error(second, f"run {RUN} of config tiny", f"process {first.pid}", lock)
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # the kernel releases the lock of a killed process
+        first.wait()
+    cli("train", *base, check=True)  # after SIGKILL the same command trains
+    assert json.loads((root / "lock" / "tiny" / "runs" / RUN / "run.json").read_text())["status"] == "ok"
+    assert "already finished" in cli("train", *base, check=True).stdout  # released at exit too
+
+
+def test_an_unreadable_checkpoint_falls_back_to_the_previous_one(setup, cli, reference):
+    root, config = setup
+    base = ["--config", config, "--set", f"paths.results={root / 'damaged'}", "--run", RUN, *EVERY_ITERATION]
+    state, run_dir = root / "damaged" / "tiny" / "state" / RUN, root / "damaged" / "tiny" / "runs" / RUN
+    newest, previous = state / "checkpoint.pt", state / "checkpoint.prev.pt"
+
+    # Stop the run in epoch 2 (a full disk for its sample grid), then cut its newest checkpoint short.
+    full_disk_at(run_dir / "samples" / "epoch_002.png")
+    assert cli("train", *base).returncode == 1
+    fallback = torch.load(previous, weights_only=True)["position"]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+
+    proc = cli("train", *base, check=True)
+    said = [line for line in proc.stdout.splitlines() if "cannot be read" in line]
+    assert len(said) == 1 and str(newest) in said[0] and f"resuming from {previous}" in said[0], proc.stdout
+    assert f"resuming at epoch {fallback['epoch'] + 1}, batch {fallback['batch']}/12" in proc.stdout
+    assert (state / "checkpoint.pt.unreadable").exists()
+    # Resumed from the previous checkpoint, the run ends exactly where the uninterrupted one did.
+    assert drop_timing(read_rows(run_dir / "metrics.csv")) == drop_timing(reference["rows"])
+    ours = torch.load(newest, weights_only=True)["G"]
+    assert all(torch.equal(ours[k], reference["G"][k]) for k in reference["G"])
+
+    # Killed between moving the newest aside and renaming the new one in: the previous one serves.
+    newest.unlink()
+    proc = cli("train", *base, check=True)
+    assert f"{newest} is missing" in proc.stdout and json.loads((run_dir / "run.json").read_text())["status"] == "ok"
+
+    # Neither readable: one line naming both files and the fix; the files stay as they were.
+    for path in (newest, previous):
+        path.write_bytes(path.read_bytes()[:1000])
+    assert_one_line_error(cli("train", *base), newest, previous, f"delete {state}")
+    assert newest.stat().st_size == previous.stat().st_size == 1000
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_resumes(setup, cli, reference):
+    """Every kind of write training does, made to fail with a real ENOSPC in turn (see
+    full_disk_at): the run stops with one line naming the file, the checkpoint and the metrics
+    written before are intact, and after each the same command goes on, to the uninterrupted result."""
+    root, config = setup
+    base = ["--config", config, "--set", f"paths.results={root / 'full'}", "--run", RUN, *EVERY_ITERATION]
+    state, run_dir = root / "full" / "tiny" / "state" / RUN, root / "full" / "tiny" / "runs" / RUN
+    checkpoint, metrics = state / "checkpoint.pt", run_dir / "metrics.csv"
+    # In the order the run reaches them: epoch 2's sample grid, then (each rerun resuming at the
+    # end of epoch 2's iterations) its metrics row, its generator snapshot, its checkpoint.
+    targets = [run_dir / "samples" / "epoch_002.png", metrics, run_dir / "generator_epoch_002.pt", checkpoint]
+    for target in targets:
+        before = {p: p.read_bytes() for p in (checkpoint, metrics) if p.exists()}
+        tmp = full_disk_at(target)
+        line = assert_one_line_error(cli("train", *base), f"cannot write {target}: No space left on device",
+                                     "rerun, which resumes at epoch 2, batch")
+        assert not tmp.is_symlink() and not tmp.exists()  # no temporary file left behind
+        if target != targets[0]:  # (the first run wrote its checkpoints before the disk filled)
+            assert checkpoint.read_bytes() == before[checkpoint], line
+        assert len(read_rows(metrics)) == 1 + (target == checkpoint)  # epoch 2's row came before
+        if metrics in before and target != checkpoint:
+            assert metrics.read_bytes() == before[metrics]
+        torch.load(checkpoint, weights_only=True)  # readable
+    cli("train", *base, check=True)
+    assert drop_timing(read_rows(metrics)) == drop_timing(reference["rows"])
+    ours = torch.load(checkpoint, weights_only=True)["G"]
+    assert all(torch.equal(ours[k], reference["G"][k]) for k in reference["G"])
+
+
+def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
+    """`ocbench sample` -> `python -m pytorch_fid DIR STATS` gives the FID of
+    `ocbench fid score --generator` for the same generator, n and seed; the grid holds the same images."""
+    import re
+
+    from PIL import Image
+
+    from ocbench import fid
+    from ocbench.metrics import generator_sampler
+
+    root, config = setup
+    generator, n, seed = reference["generator"], 24, 5
+    out = tmp_path / "samples"
+    cli("sample", "--generator", generator, "-n", n, "--seed", seed, "--out", out, "--device", "cpu", check=True)
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == [f"{i:06d}.png" for i in range(n)]
+    pixels = np.stack([np.asarray(Image.open(f)) for f in files])
+    with torch.no_grad():
+        expected = fid.to_uint8(generator_sampler(generator, n, "cpu", seed)(0, n)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(pixels, expected)  # the FID's latents, quantised as the FID does
+
+    torch_home = tmp_path / "torch"  # pytorch-fid finds the placeholder weights through torch.hub
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    (torch_home / "hub" / "checkpoints" / fid.WEIGHTS_NAME).symlink_to(root / "weights" / fid.WEIGHTS_NAME)
+    theirs = subprocess.run([sys.executable, "-m", "pytorch_fid", str(out), str(root / "stats.npz"), "--dims", "64",
+                             "--device", "cpu", "--batch-size", "16", "--num-workers", "0"],
+                            env={**os.environ, "TORCH_HOME": str(torch_home)}, capture_output=True, text=True)
+    assert theirs.returncode == 0, theirs.stderr
+    ours = cli("fid", "score", "--config", config, "--generator", generator, "-n", n, "--seed", seed,
+               "--device", "cpu", check=True)
+    fid_theirs = float(re.search(r"FID:\s+(\S+)", theirs.stdout).group(1))
+    fid_ours = float(re.search(r"FID (\S+)", ours.stdout).group(1))
+    assert abs(fid_ours - fid_theirs) <= 1e-4 * abs(fid_theirs), (fid_ours, fid_theirs)
+
+    grid = tmp_path / "grid.png"
+    cli("sample", "--generator", generator, "-n", n, "--seed", seed, "--grid", grid, "--device", "cpu", check=True)
+    cells = np.asarray(Image.open(grid).convert("RGB"))
+    step, columns = 128 + GRID_PADDING, grid_columns(n)
+    for i in range(n):
+        r, c = divmod(i, columns)
+        cell = cells[GRID_PADDING + r * step:][:128, GRID_PADDING + c * step:][:, :128]
+        np.testing.assert_array_equal(cell, pixels[i])
+
+    # A folder that already holds images would mix them into pytorch-fid's score: refused.
+    assert_one_line_error(cli("sample", "--generator", generator, "-n", 2, "--out", out), f"{out} already holds {n}")

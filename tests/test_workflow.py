@@ -3,12 +3,14 @@ training and resumed, as CI runs it."""
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -83,6 +85,51 @@ def test_lint_reports_nothing(tmp_path):
     assert "Lints for" not in proc.stdout + proc.stderr
 
 
+def test_the_jobs_run_snakemakes_python_from_a_shell_without_the_environment(tmp_path):
+    """`.venv/bin/snakemake ...` from a shell where the virtual environment is not activated: PATH
+    holds no Python with torch (here none named `python` at all), and the first jobs still run."""
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "TORCH_HOME": str(tmp_path / "torch")}
+    proc = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
+                           str(tmp_path), "--cores", "2", "--configfile", str(SMOKE), "--until", "prepare"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert np.load(tmp_path / "data/smoke/celeba128.npy", mmap_mode="r").shape == (200, 128, 128, 3)
+
+
+def test_the_jobs_python_is_snakemakes_unless_conda_deploys_one(tmp_path):
+    """The rules' commands as Snakemake parses them, without and with --sdm conda (no conda here to
+    run them: the test reads the parsed rule's command through Snakemake's API)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, DeploymentSettings, OutputSettings, ResourceSettings
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    def train_command(*methods):
+        with SnakemakeApi(OutputSettings()) as api:
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(configfiles=[SMOKE]),
+                deployment_settings=DeploymentSettings(deployment_method=frozenset(methods)),
+                snakefile=REPO / "Snakefile", workdir=tmp_path)
+            return workflow._workflow.get_rule("train").shellcmd
+
+    assert train_command().count(f"{sys.executable} -m ocbench") == 2  # with-gpu and train
+    with_conda = train_command(DeploymentMethod.CONDA)
+    assert with_conda.count(" python -m ocbench") == 2 and sys.executable not in with_conda
+
+
+def test_jobs_on_the_cpu_get_the_cores_they_are_given(tmp_path):
+    """On a machine without a GPU, train and fid_stats run with every thread --cores allows
+    (Snakemake then sets OMP_NUM_THREADS for them), and no rule needs --cores to parse."""
+    for cores in (1, 2):
+        proc = snakemake("-n", "--cores", cores, "--configfile", SMOKE, workdir=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        threads = {}
+        for block in proc.stdout.split("\nrule ")[1:]:
+            found = re.search(r"^\s+threads: (\d+)$", block, re.M)
+            threads.setdefault(block.split(":", 1)[0], set()).add(int(found.group(1)) if found else 1)
+        expected = min(cores, len(os.sched_getaffinity(0)))
+        assert threads["train"] == threads["fid_stats"] == threads["prepare"] == {expected}, threads
+
+
 @pytest.mark.slow
 def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
     """`snakemake --configfile smoke.yaml` as CI runs it, killed (SIGKILL, the whole process
@@ -136,8 +183,16 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
     for gan in ("dcgan", "lsgan", "wgan"):
         for variant in ("baseline", "oct", "low", "ramp", "combi"):
             assert f"{gan}_{variant}_s0" in summary
-    report = subprocess.run(cmd + ["--report", str(tmp_path / "report.html")], env=env, capture_output=True,
-                            text=True, timeout=600)
+    # The README's command, with no --cores (the smoke run's, so with its --configfile).
+    report = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
+                             str(tmp_path), "--report", "report.html", "--configfile", str(SMOKE)],
+                            env=env, capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
     assert "fig2" in html and "fig7" in html
+
+    # Logs hold progress as lines, not a terminal's carriage-return redraws.
+    stats_log = (tmp_path / "results/smoke/logs/fid_stats.log").read_bytes()  # bytes: text mode hides \r
+    train_log = (tmp_path / f"results/smoke/logs/train/{victim}.log").read_bytes()
+    assert b"\r" not in stats_log and b"inception: 200/200 (100%)" in stats_log, stats_log[-2000:]
+    assert b"\r" not in train_log and re.search(rb"^\S+ epoch 3/3: 12/12 \(100%\)", train_log, re.M), train_log[-2000:]

@@ -1,13 +1,23 @@
 # Shared by every rule file: the validated config as ocbench sees it, and the paths it implies.
 
+import shlex
+import sys
 from pathlib import Path
 
-from ocbench.config import from_dict
+import torch
 
-# How every rule calls the ocbench CLI: from this checkout, in whatever environment runs the job
-# (the active one, or environment.yml's with --use-conda / --software-deployment-method conda).
+from ocbench.config import from_dict
+from ocbench.data import default_workers
+
+# The Python that runs the jobs. When Snakemake deploys the software (--use-conda, i.e.
+# --software-deployment-method conda), environment.yml's `python`; otherwise the interpreter that
+# runs Snakemake itself, which has ocbench's dependencies (the Snakefile imported them), whether
+# or not its environment is active: `.venv/bin/snakemake` works from any shell.
+DEPLOYS_SOFTWARE = {"conda", "apptainer"} & {m.name.lower() for m in workflow.deployment_settings.deployment_method}
+PYTHON = "python" if DEPLOYS_SOFTWARE else shlex.quote(sys.executable)
+# How every rule calls the ocbench CLI: from this checkout, with that Python.
 # (Doubled braces: Snakemake formats shell commands, so {{...}} reaches the shell as {...}.)
-OCBENCH = f"PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}} python -m ocbench"
+OCBENCH = f"PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {PYTHON} -m ocbench"
 ENV = "../../environment.yml"
 
 # ocbench's own checks on top of the schema (run.gans names a GAN that `gans` defines, ...).
@@ -22,6 +32,18 @@ CONFIG_FILE = f"{RESULTS}/config.yaml"
 Path(RESULTS).mkdir(parents=True, exist_ok=True)
 if not Path(CONFIG_FILE).exists() or Path(CONFIG_FILE).read_text() != CFG.dump():
     Path(CONFIG_FILE).write_text(CFG.dump())
+
+# Threads. Snakemake lowers a rule's threads to --cores (and sets OMP_NUM_THREADS, which torch
+# follows), so "every core" is the machine's count: --cores decides. A job that runs its networks
+# on a GPU needs only a few threads (feeding the GPU, PNG and CSV writes), so several GPU jobs share
+# the CPUs; on a CPU the networks use every thread the job gets. (The SLURM profile sets its own.)
+ALL_CORES = default_workers()  # the CPUs this process may use
+ON_GPU = CFG.train.device.startswith("cuda") or (CFG.train.device == "auto" and torch.cuda.is_available())
+NETWORK_THREADS = min(4, ALL_CORES) if ON_GPU else ALL_CORES
+# On the CPU, threads that wait sleep instead of spinning (libgomp spins at every barrier by
+# default): on cores shared with other work, two spinning threads made a smoke training epoch
+# 4-8x slower than one thread, two sleeping ones 1.8x (BENCHMARKS.md).
+NETWORK_ENV = "" if ON_GPU else "OMP_WAIT_POLICY=PASSIVE "
 
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"

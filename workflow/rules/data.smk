@@ -70,7 +70,7 @@ rule prepare:
         f"{BENCH}/prepare.tsv"
     params:
         config=CONFIG_FILE,
-    threads: workflow.cores
+    threads: ALL_CORES
     conda:
         ENV
     shell:

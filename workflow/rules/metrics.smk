@@ -33,10 +33,11 @@ rule fid_stats:
         f"{BENCH}/fid_stats.tsv"
     params:
         config=CONFIG_FILE,
+    threads: NETWORK_THREADS
     resources:
         gpu=1,
     conda:
         ENV
     shell:
-        f"{OCBENCH} with-gpu --config {{params.config}} -- "
-        f"python -m ocbench fid stats --config {{params.config}} > {{log}} 2>&1"
+        f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config}} -- "
+        f"{PYTHON} -m ocbench fid stats --config {{params.config}} > {{log}} 2>&1"

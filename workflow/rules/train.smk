@@ -21,10 +21,11 @@ rule train:
         f"{BENCH}/train/{{run}}.tsv"
     params:
         config=CONFIG_FILE,
+    threads: NETWORK_THREADS
     resources:
         gpu=1,
     conda:
         ENV
     shell:
-        f"{OCBENCH} with-gpu --config {{params.config}} -- "
-        f"python -m ocbench train --config {{params.config}} --run {{wildcards.run}} > {{log}} 2>&1"
+        f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config}} -- "
+        f"{PYTHON} -m ocbench train --config {{params.config}} --run {{wildcards.run}} > {{log}} 2>&1"
