@@ -4,8 +4,10 @@ of the same generator at initialisation, and below that of a run whose generator
 
 FIDs are pytorch-fid's with seeded placeholder Inception weights and 64-d features (--dims 64): not
 comparable to published numbers, but a distance between generated and real image statistics all the
-same. The thresholds leave a wide gap: on the development CPU the trained run ended at 0.24x the FID
-at initialisation and 0.5x the broken run's (the numbers are printed with `pytest -s`).
+same. A run that learns nothing ends near its initial FID (learning rate 0) or above it (the broken
+objective); the thresholds ask for less than 0.6x of either, and on the development CPU the trained
+run ended at 0.45x and 0.35x (FIDs 2.38 at initialisation, 1.07 trained, 3.09 broken; printed with
+`pytest -s`). One epoch of 3,072 images: an evaluation per run, not per 32 iterations.
 """
 
 import contextlib
@@ -23,7 +25,7 @@ from ocbench.synth import write_synthetic
 from ocbench.train import eval_sampler, train
 
 RUN = "dcgan_baseline_s0"
-IMAGES, BATCH, WIDTH, EPOCHS = 512, 16, 8, 4  # 32 iterations an epoch, 128 in all
+IMAGES, BATCH, WIDTH, EPOCHS = 3072, 16, 8, 1  # one epoch of 192 iterations
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +61,27 @@ def final_fid(cfg, evaluator) -> float:
 
 def test_training_brings_fid_well_below_initialisation_and_a_broken_objective(setup, monkeypatch):
     cfg, evaluator = setup
-    # The generator as `train` builds it (seeded with the run's seed), scored on the same latents
-    # as the last epoch's evaluation.
+    # The generator as `train` builds it (seeded with the run's seed), scored on the same latents as
+    # the last epoch's evaluation. Its BatchNorm running statistics are first estimated in training
+    # mode, without any update of a weight, as every training step does: an evaluation with the
+    # initial statistics (mean 0, variance 1) scores 2-3x worse, so that a run that learns nothing
+    # (learning rate 0) would already look "well below initialisation".
     torch.manual_seed(0)
-    untrained = Generator(0.0, WIDTH, cfg.train.latent_dim, init=cfg.train.init).eval()
+    untrained = Generator(0.0, WIDTH, cfg.train.latent_dim, init=cfg.train.init)
+    with torch.no_grad():
+        for _ in range(50):  # BatchNorm momentum 0.1: the initial statistics weigh 0.9^50 < 1% after
+            untrained(torch.randn(BATCH, cfg.train.latent_dim), (1.0, 1.0))
+    untrained.eval()
     sample = eval_sampler(untrained, (1.0, 1.0), cfg.train.latent_dim, torch.device("cpu"), cfg.train.epochs - 1,
                           contextlib.nullcontext)
     at_init = evaluator.evaluate(sample, cfg.metrics.fid_samples)["fid"]
 
     trained = final_fid(cfg, evaluator)
     print(f"\nFID at initialisation {at_init:.3f}, trained {trained:.3f}")
-    assert trained < 0.5 * at_init, f"trained FID {trained:.3f} is not well below {at_init:.3f} at initialisation"
+    assert trained < 0.6 * at_init, f"trained FID {trained:.3f} is not well below {at_init:.3f} at initialisation"
 
     g_loss = losses.g_loss
     monkeypatch.setattr(losses, "g_loss", lambda kind, fake: -g_loss(kind, fake))
     broken = final_fid(config_mod.from_dict({**cfg.raw, "name": "broken-objective"}), evaluator)
     print(f"FID with the generator's loss negated {broken:.3f}")
-    assert trained < 0.8 * broken, f"trained FID {trained:.3f} is not below {broken:.3f} of a broken objective"
+    assert trained < 0.6 * broken, f"trained FID {trained:.3f} is not below {broken:.3f} of a broken objective"
