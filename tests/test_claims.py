@@ -2,7 +2,8 @@
 
 Runs are written in the train module's metrics.csv format for DCGAN and LSGAN x baseline, OCT, LOW x 3
 seeds. DCGAN_OCT is clearly better than DCGAN (lower final FID, no late jump), LSGAN_OCT clearly worse
-than LSGAN, DCGAN_OCT's images/s scatter around DCGAN's, and one run (lsgan_low_s2) is missing.
+than LSGAN, DCGAN_OCT's images/s scatter around DCGAN's; one run (lsgan_low_s2) is missing and one
+(lsgan_low_s1) diverged.
 """
 
 import csv
@@ -21,6 +22,7 @@ from ocbench.train import METRIC_COLUMNS
 EPOCHS = 6
 SEEDS = [0, 1, 2]
 MISSING = "lsgan_low_s2"
+DIVERGED, DIVERGED_AT = "lsgan_low_s1", 5  # its last row has no FID; the run counts over epochs 1-4
 FINAL = {  # final FID per seed
     ("dcgan", "baseline"): [100.0, 104.0, 98.0], ("dcgan", "oct"): [70.0, 72.0, 69.0],
     ("lsgan", "baseline"): [100.0, 103.0, 98.0], ("lsgan", "oct"): [150.0, 149.0, 155.0],
@@ -40,12 +42,15 @@ def write_run(run_dir, gan, variant, seed):
     with open(run_dir / "metrics.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, METRIC_COLUMNS)
         writer.writeheader()
-        for e, fid in enumerate(fids, start=1):
+        diverged = f"{gan}_{variant}_s{seed}" == DIVERGED
+        for e, fid in enumerate(fids[:DIVERGED_AT] if diverged else fids, start=1):
+            bad = diverged and e == DIVERGED_AT
             writer.writerow({
-                "epoch": e, "iterations": 10 * e, "g_updates": 10 * e, "g_loss": 1.0, "d_loss": 1.0, "fid": fid,
+                "epoch": e, "iterations": 10 * e, "g_updates": 10 * e, "g_loss": 1.0, "d_loss": 1.0,
+                "fid": float("nan") if bad else fid,
                 "precision": 0.5, "recall": 0.5 - (0.05 * e if variant == "baseline" else 0.0),
                 "beta_h": 1.0, "beta_l": 1.0, "epoch_seconds": 1.0, "images_per_s": speed, "eval_seconds": 0.1,
-                "weights_sha256": "ab" * 32, "weights_official": False, "status": "ok",
+                "weights_sha256": "ab" * 32, "weights_official": False, "status": "diverged" if bad else "ok",
             })
 
 
@@ -103,15 +108,19 @@ def test_known_answers_three_seeds(tree, cli):
     # LOW within 10% of the baseline's mean FID curve on DCGAN: similar.
     assert row(table, "4b", "dcgan", "mean_fid").verdict == "supported"
 
-    # The missing run: LSGAN's LOW comparisons use seeds 0 and 1 and say why.
+    # The missing run: LSGAN's LOW comparisons use seeds 0 and 1 and say why; the diverged run is
+    # kept, measured over the epochs before it diverged, and named.
     r = row(table, "4a", "lsgan", "final_fid")
     assert r.n_seeds == 2 and r.seeds == "0 1" and f"{MISSING} missing" in r.notes
+    assert f"{DIVERGED} diverged at epoch {DIVERGED_AT}" in r.notes
+    fids = np.linspace(300.0, FINAL["lsgan", "low"][1], EPOCHS)
+    assert r.mean_setting == pytest.approx((FINAL["lsgan", "low"][0] + fids[DIVERGED_AT - 2]) / 2)
     # Settings this config does not train are named, not dropped.
     assert row(table, "5a", "dcgan", "final_fid").verdict == "not trained by this config"
     assert set(table[table.gan == "wgan"].verdict) == {"not trained by this config"}
 
     md = (cfg.results_dir / "claims.md").read_text()
-    assert "95% t-interval" in md and MISSING in md and "not comparable" in md
+    assert "95% t-interval" in md and MISSING in md and DIVERGED in md and "not comparable" in md
     assert "better or similar quality" in md  # the paper's words
     for fmt in cfg.figures.formats:
         assert (cfg.figures_dir / f"claims.{fmt}").stat().st_size > 0
