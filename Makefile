@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test reproduce smoke cluster-deps test-cluster clean-smoke gpu-wheels
+.PHONY: test reproduce smoke mini cluster-deps test-cluster clean-smoke clean-mini gpu-wheels
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ smoke: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores 2 --resources gpu=1 \
 	    --configfile workflow/config/smoke.yaml
 
+# Training learns: DCGAN and DCGAN_OCT on 2,000 synthetic faces draw faces on a 2-core CPU (README).
+mini: $(STAMP)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores 2 --resources gpu=1 \
+	    --configfile workflow/config/mini.yaml
+
 # tests/test_slurm.py's one-node SLURM cluster: Debian's SLURM and munge (root, or sudo).
 # CI runs this before `make test`; without them that test is skipped.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -35,6 +40,9 @@ test-cluster: cluster-deps
 
 clean-smoke:
 	rm -rf results/smoke figures/smoke data/smoke
+
+clean-mini:
+	rm -rf results/mini figures/mini data/mini
 
 # Wheels for a GPU machine without internet whose image has torch but not these (Python 3.12,
 # x86-64): pip install --no-index --target /tmp/site .whl/*.whl there. See BENCHMARKS.md.

@@ -36,6 +36,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/metrics.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/claims.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -44,4 +45,5 @@ rule all:
         FIGURES,
         SUMMARY,
         AGGREGATED,
+        CLAIMS,
     default_target: True

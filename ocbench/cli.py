@@ -196,6 +196,12 @@ def cmd_summary(args) -> None:
     print("wrote " + ", ".join(map(str, write(load_config(args), args.allow_partial, config_args(args)))))
 
 
+def cmd_claims(args) -> None:
+    from ocbench.claims import write
+
+    print("wrote " + ", ".join(map(str, write(load_config(args), args.allow_partial, config_args(args)))))
+
+
 # --------------------------------------------------------------------------------------------------
 
 
@@ -284,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--allow-partial", action="store_true", help=partial_help)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("claims", help="each paper claim as a verdict: results/<config>/claims.md, .csv, "
+                                      "figures/<config>/claims.*")
+    add_config_args(p)
+    p.add_argument("--allow-partial", action="store_true", help=partial_help)
+    p.set_defaults(func=cmd_claims)
 
     p = sub.add_parser("with-gpu", help="claim a free GPU slot, then run COMMAND on it (after --)")
     add_config_args(p)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO
+from ocbench.claims import CLAIMS
 
 BIN = Path(sys.executable).parent
 SMOKE = REPO / "workflow" / "config" / "smoke.yaml"
@@ -45,7 +46,17 @@ def test_dry_run_lists_the_paper_protocol(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert job_counts(proc.stdout) == {
         "fetch_images": 1, "fetch_partition": 1, "prepare": 1, "fid_weights": 1, "fid_stats": 1,
-        "train": 15, "aggregate": 1, "figures": 1, "summary": 1, "all": 1, "total": 24}
+        "train": 15, "aggregate": 1, "figures": 1, "summary": 1, "claims": 1, "all": 1, "total": 25}
+
+
+def test_claims_preset_trains_three_seeds_of_every_run_and_judges_the_claims(tmp_path):
+    proc = snakemake("-n", "--cores", "1", "--configfile", REPO / "workflow/config/claims.yaml", workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    counts = job_counts(proc.stdout)
+    assert counts["train"] == 45 and counts["claims"] == 1
+    for seed in (0, 1, 2):
+        assert f"results/claims/runs/wgan_combi_s{seed}/metrics.csv" in proc.stdout
+    assert "results/claims/claims.md" in proc.stdout and "figures/claims/claims.pdf" in proc.stdout
 
 
 def test_more_seeds_one_gan_or_the_official_wgan_without_editing_files(tmp_path):
@@ -180,6 +191,14 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
 
         assert len(PdfReader(pdf).pages) >= 1
     summary = (tmp_path / "results/smoke/summary.md").read_text()
+    claims = (tmp_path / "results/smoke/claims.md").read_text()
+    assert "no interval possible with one seed" in claims and "quality" in claims  # smoke: one seed
+    with open(tmp_path / "results/smoke/claims.csv") as f:
+        verdicts = {(r["claim"], r["gan"], r["measure"]): r["verdict"] for r in csv.DictReader(f)}
+    assert verdicts[("1", "wgan", "final_fid")] == "no interval possible with one seed"
+    assert len(verdicts) == sum(len(c.gans) * len(c.measures) for c in CLAIMS)
+    with Image.open(tmp_path / "figures/smoke/claims.png") as im:
+        im.verify()
     for gan in ("dcgan", "lsgan", "wgan"):
         for variant in ("baseline", "oct", "low", "ramp", "combi"):
             assert f"{gan}_{variant}_s0" in summary
@@ -189,7 +208,7 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
                             env=env, capture_output=True, text=True, timeout=600)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
-    assert "fig2" in html and "fig7" in html
+    assert "fig2" in html and "fig7" in html and "claims.pdf" in html
 
     # Logs hold progress as lines, not a terminal's carriage-return redraws.
     stats_log = (tmp_path / "results/smoke/logs/fid_stats.log").read_bytes()  # bytes: text mode hides \r

@@ -1,0 +1,469 @@
+"""Does the paper's claim hold? Each claim of the paper as a measured verdict with its uncertainty.
+
+`ocbench claims` writes results/<config>/claims.csv and claims.md, and a forest plot of the claims as
+figures/<config>/claims.<format>. For every claim in CLAIMS, every GAN it concerns and every measure it
+is judged on: the two settings' means over seeds, their difference paired by seed (setting − versus,
+in the measure's units) with a 95% t-interval across seeds, the number of seeds, and a verdict in plain
+words: supported, contradicted, or not resolved at this number of seeds.
+
+Per-run measures come from the stability summary (`summary.per_run`: best and final FID, FID standard
+deviation over the last 10 epochs, largest rise) and, for what the summary does not hold, from the
+per-epoch rows (`run_extras`). Runs that are missing or unfinished are left out of the pairs and
+named; diverged runs are kept (measured over the epochs before they diverged, as in the summary) and
+named.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ocbench.aggregate import Runs, collect, label, require_finished
+from ocbench.config import Config
+from ocbench.summary import STD_WINDOW, per_run, weights_header
+
+# --------------------------------------------------------------------------------------------------
+# the measures a claim can be judged on (per run; one value each)
+
+
+@dataclass(frozen=True)
+class Measure:
+    label: str
+    unit: str
+    better: str  # "lower" or "higher"
+    how: str  # one sentence for claims.md
+
+
+# The paper's epoch 20 of 50: "we choose epoch 20 ... as it seems to be the optimal training epoch",
+# just before vanilla DCGAN and LSGAN "start to suffer from mode collapse from epoch 25 forward".
+# Runs of another length use the same fraction of their epochs (epoch 4 of 11, epoch 1 of 3).
+COLLAPSE_FROM = 20 / 50
+
+
+def collapse_epoch(epochs: int) -> int:
+    return max(1, round(COLLAPSE_FROM * epochs))
+
+
+MEASURES = {
+    "final_fid": Measure("final FID", "FID", "lower",
+                         "FID after the last epoch (the last finite one if the run diverged)."),
+    "best_fid": Measure("best FID", "FID", "lower", "the lowest FID of any epoch."),
+    "mean_fid": Measure("mean FID", "FID", "lower",
+                        "FID averaged over every epoch: the whole curve, not one point of it."),
+    "fid_std_last10": Measure(f"FID std, last {STD_WINDOW} epochs", "FID", "lower",
+                              f"sample standard deviation of FID over the last {STD_WINDOW} epochs."),
+    "largest_rise": Measure("largest FID rise", "FID", "lower",
+                            "the biggest increase of FID from one epoch to the next (0: never rose)."),
+    "fid_rise_late": Measure("FID rise after epoch 20", "FID", "lower",
+                             "final FID minus the FID at epoch 20 of 50 (the same fraction of shorter runs)."),
+    "recall_drop_late": Measure("recall drop after epoch 20", "recall", "lower",
+                                "recall at epoch 20 of 50 minus the final recall: a loss of diversity, "
+                                "what mode collapse is."),
+    "images_per_s": Measure("training images/s", "images/s", "higher",
+                            "median over epochs of training images per second (evaluation not counted)."),
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# the claims: one table, in the paper's order
+#
+# Tests: `better` / `worse`: the setting is better / worse than `versus` on the measure; `not_worse`:
+# "better or similar", "not dramatically worse": not worse by more than a margin; `similar`: within a
+# margin either way. A margin is a fraction of the compared (`versus`) setting's mean, so that it means
+# the same for FIDs of any scale (the placeholder weights' FIDs included). How they are chosen:
+# "similar" is 10%: seed-to-seed spread of FID is of that order for GANs of this size (Lucic et al.,
+# "Are GANs created equal?", 2018), so a smaller difference is one a single run cannot see;
+# "not dramatically worse" is 25%, a difference a reader of Fig. 6 would see at a glance but not call
+# dramatic. Change them here, and the tables and the figure follow.
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    title: str
+    words: str  # the paper's words, quoted
+    where: str  # section / figure
+    setting: str  # the variant the claim is about
+    versus: str  # the variant it is compared with
+    measures: tuple[str, ...]
+    test: str  # better | worse | not_worse | similar
+    margin: float | None = None  # not_worse / similar: fraction of the versus setting's mean
+    gans: tuple[str, ...] = ("dcgan", "lsgan", "wgan")
+    reading: str = ""  # how the words become a test, where that is a choice
+
+
+SIMILAR, NOT_DRAMATICALLY_WORSE = 0.10, 0.25
+
+CLAIMS = (
+    Claim("1", "quality", "in all three baselines, the octave model generates images of better or similar "
+          "quality compared to the previous training", "Sec. 4.2, Fig. 2", "oct", "baseline",
+          ("final_fid", "best_fid"), "not_worse", SIMILAR),
+    Claim("2", "stability", "we can observe the improvement of stability during training for the octave "
+          "implementation", "Sec. 4.2, Fig. 2", "oct", "baseline", ("fid_std_last10", "largest_rise"), "better"),
+    Claim("3", "mode collapse", "vanilla DCGAN and LSGAN start to suffer from mode collapse from epoch 25 "
+          "forward (Sec. 4.2, Fig. 4); [octave convolution leads to] suppressing the mode collapse problem",
+          "Sec. 4.2 and 5", "oct", "baseline", ("recall_drop_late", "fid_rise_late"), "better",
+          gans=("dcgan", "lsgan"),
+          reading="OCT loses less recall and gains less FID after epoch 20 than the vanilla network."),
+    Claim("4a", "LOW quality", "surprisingly the score results are not dramatically worse than vanilla "
+          "baselines", "Sec. 4.2, Fig. 6", "low", "baseline", ("final_fid", "best_fid"), "not_worse",
+          NOT_DRAMATICALLY_WORSE),
+    Claim("4b", "LOW evolution", "both share a similar FID score evolution", "Sec. 4.2, Fig. 6", "low",
+          "baseline", ("mean_fid",), "similar", SIMILAR),
+    Claim("5a", "RAMP", "this strategy might be too harsh", "Sec. 4.2, Fig. 6", "ramp", "oct",
+          ("final_fid", "mean_fid"), "worse", reading="RAMP has a higher FID than OCT (same α, constant β)."),
+    Claim("5b", "COMBI", "a second weighting strategy called combination ..., which tries to be a trade-off "
+          "between frequency components offering an optimized combination", "Sec. 4.2, Fig. 6", "combi", "oct",
+          ("final_fid", "mean_fid"), "not_worse", SIMILAR,
+          reading="the paper gives no direction against OCT; tested: COMBI at least as good as OCT "
+                  "(better or similar)."),
+    Claim("6", "speed", "we achieve to reduce spatial redundancy by using octave convolution, and therefore, "
+          "the training experiments a speedup", "Sec. 1", "oct", "baseline", ("images_per_s",), "better",
+          reading="images/s as the runs recorded them: on the device and under the load they ran with."),
+)
+
+TESTS = {
+    "better": "better than {versus}: supported when the whole interval lies on the better side of 0, "
+              "contradicted when it lies wholly on the worse side",
+    "worse": "worse than {versus}: supported when the whole interval lies on the worse side of 0, "
+             "contradicted when it lies wholly on the better side",
+    "not_worse": "better or similar to {versus}, not worse by more than {margin:.0%} of {versus}'s mean: "
+                 "supported when the whole interval lies short of that margin, contradicted when it lies "
+                 "wholly beyond it",
+    "similar": "within ±{margin:.0%} of {versus}'s mean: supported when the whole interval lies inside, "
+               "contradicted when it lies wholly outside",
+}
+
+SUPPORTED, CONTRADICTED = "supported", "contradicted"
+ONE_SEED = "no interval possible with one seed"
+NOT_TRAINED = "not trained by this config"
+CONFIDENCE = 0.95
+
+COLUMNS = [
+    "claim", "title", "gan", "measure", "unit", "better", "setting", "versus", "test", "margin_rel", "margin",
+    "mean_setting", "mean_versus", "difference", "ci_low", "ci_high", "n_seeds", "seeds", "verdict", "notes",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# per-run measures
+
+
+def value_at(rows: pd.DataFrame, column: str, epoch: int) -> float:
+    hit = rows.loc[rows.epoch.astype(int) == epoch, column].astype(float)
+    return float(hit.iloc[0]) if len(hit) else math.nan
+
+
+def run_extras(rows: pd.DataFrame, epochs: int) -> dict:
+    """The measures the stability summary does not hold, from one run's per-epoch rows."""
+    rows = rows.sort_values("epoch")
+    fid = rows["fid"].astype(float)
+    finite = rows[np.isfinite(fid)]
+    if finite.empty:
+        return {}
+    at = collapse_epoch(epochs)
+    last = finite.iloc[-1]
+    return {
+        "mean_fid": float(finite["fid"].astype(float).mean()),
+        "fid_rise_late": float(last["fid"]) - value_at(finite, "fid", at),
+        "recall_drop_late": value_at(finite, "recall", at) - float(last["recall"]),
+        "images_per_s": float(rows["images_per_s"].astype(float).median()),
+    }
+
+
+def measure_table(cfg: Config, runs: Runs) -> pd.DataFrame:
+    """One row per configured run: its identity, status and every measure in MEASURES."""
+    table = per_run(runs)
+    extras = pd.DataFrame([run_extras(runs.metrics[runs.metrics.run == r], cfg.train.epochs)
+                           for r in table.run], index=table.index, columns=["mean_fid", "fid_rise_late",
+                                                                            "recall_drop_late", "images_per_s"])
+    table = pd.concat([table, extras], axis=1)
+    info = runs.runs.set_index("run")
+    table["diverged_epoch"] = table.run.map(info["diverged_epoch"])
+    table["epochs_total"] = table.run.map(info["epochs"])
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# one comparison: paired differences, interval, verdict
+
+
+def t_interval(diffs: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The t-interval of the mean paired difference across seeds (n - 1 degrees of freedom)."""
+    from scipy import stats
+
+    n = len(diffs)
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * np.std(diffs, ddof=1) / math.sqrt(n)
+    return float(diffs.mean() - half), float(diffs.mean() + half)
+
+
+def verdict(test: str, better: str, low: float, high: float, margin: float | None, n: int) -> str:
+    """The verdict of an interval [low, high] of (setting − versus) under a claim's test."""
+    # As an improvement: positive means the claim's setting is better on this measure.
+    sign = 1.0 if better == "higher" else -1.0
+    lo, hi = sorted((sign * low, sign * high))
+    m = margin or 0.0
+    if test == "better":
+        supported, contradicted = lo > 0, hi < 0
+    elif test == "worse":
+        supported, contradicted = hi < 0, lo > 0
+    elif test == "not_worse":
+        supported, contradicted = lo > -m, hi < -m
+    elif test == "similar":
+        supported, contradicted = -m < lo and hi < m, lo > m or hi < -m
+    else:
+        raise ValueError(f"unknown test {test!r}")
+    if supported:
+        return SUPPORTED
+    if contradicted:
+        return CONTRADICTED
+    return f"not resolved at {n} seeds"
+
+
+def run_note(r) -> str | None:
+    """Why a run is left out of, or qualified in, a comparison (None: a plain finished run)."""
+    if r.status == "missing":
+        return f"{r.run} missing"
+    if r.status == "incomplete":
+        return f"{r.run} unfinished ({r.epochs_done} of {r.epochs_total} epochs), left out"
+    if r.status == "diverged":
+        return f"{r.run} diverged at epoch {r.diverged_epoch}, measured over the epochs before"
+    return None
+
+
+def compare(cfg: Config, table: pd.DataFrame, claim: Claim, gan: str, measure: str) -> dict:
+    """One row of claims.csv: claim x GAN x measure."""
+    m = MEASURES[measure]
+    row = {"claim": claim.id, "title": claim.title, "gan": gan, "measure": measure, "unit": m.unit,
+           "better": m.better, "setting": label(gan, claim.setting), "versus": label(gan, claim.versus),
+           "test": claim.test, "margin_rel": claim.margin, "n_seeds": 0, "seeds": "", "notes": ""}
+    absent = [x for x in (gan,) if x not in cfg.run.gans] + \
+             [v for v in (claim.setting, claim.versus) if v not in cfg.run.variants]
+    if absent:
+        return {**row, "verdict": NOT_TRAINED, "notes": f"not in run.gans/run.variants: {', '.join(absent)}"}
+
+    notes, pairs = [], []
+    for seed in cfg.run.seeds:
+        both = []
+        for variant in (claim.setting, claim.versus):
+            r = table[(table.gan == gan) & (table.variant == variant) & (table.seed == seed)].iloc[0]
+            note = run_note(r)
+            if note:
+                notes.append(note)
+            value = float(r[measure]) if r.status in ("ok", "diverged") else math.nan
+            if r.status in ("ok", "diverged") and not np.isfinite(value):
+                notes.append(f"{r.run} has no {m.label}")
+            both.append(value)
+        if all(np.isfinite(both)):
+            pairs.append((seed, *both))
+    row["notes"] = "; ".join(dict.fromkeys(notes))
+    if not pairs:
+        return {**row, "verdict": "no data: no seed has both runs finished"}
+    seeds, a, b = (np.array(x) for x in zip(*pairs))
+    diffs = a - b
+    margin = claim.margin * abs(b.mean()) if claim.margin is not None else None
+    row.update(mean_setting=a.mean(), mean_versus=b.mean(), difference=diffs.mean(), margin=margin,
+               n_seeds=len(diffs), seeds=" ".join(str(int(s)) for s in seeds))
+    if len(diffs) == 1:
+        return {**row, "verdict": ONE_SEED}
+    low, high = t_interval(diffs)
+    return {**row, "ci_low": low, "ci_high": high,
+            "verdict": verdict(claim.test, m.better, low, high, margin, len(diffs))}
+
+
+def evaluate(cfg: Config, runs: Runs) -> pd.DataFrame:
+    """Every claim x GAN x measure, in the order of CLAIMS."""
+    table = measure_table(cfg, runs)
+    rows = [compare(cfg, table, claim, gan, measure)
+            for claim in CLAIMS for gan in claim.gans for measure in claim.measures]
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------------
+# claims.md
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return ""
+    return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{max(digits - 2, 1)}f}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def interval_text(r) -> str:
+    if r.n_seeds == 0:
+        return ""
+    d = fmt(r.difference)
+    return f"{d} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]" if pd.notna(r.ci_low) else d
+
+
+def variant_name(variant: str) -> str:
+    return "the baseline" if variant == "baseline" else variant.upper()
+
+
+def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
+    seeds = ", ".join(map(str, cfg.run.seeds))
+    head = ["claim", "GAN", "measure", "setting", "versus", "mean setting", "mean versus",
+            "difference [95% CI]", "margin", "n", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    tested = result[result.verdict != NOT_TRAINED]
+    for r in tested.itertuples():
+        lines.append("| " + " | ".join([
+            f"{r.claim} {r.title}", r.gan.upper(), MEASURES[r.measure].label, r.setting, r.versus,
+            fmt(r.mean_setting), fmt(r.mean_versus), interval_text(r), fmt(r.margin), str(r.n_seeds),
+            f"**{r.verdict}**",
+        ]) + " |")
+    untested = result[result.verdict == NOT_TRAINED]
+    not_trained = sorted(set(f"{r.claim} ({r.gan.upper()})" for r in untested.itertuples()),
+                         key=lambda s: (s.split()[0], s))
+    notes = list(dict.fromkeys(f"- {r.claim} {r.gan.upper()}: {r.notes}" for r in tested.itertuples() if r.notes))
+    claims = []
+    for c in CLAIMS:
+        test = TESTS[c.test].format(versus=variant_name(c.versus), margin=c.margin or 0)
+        claims.append(f"- **{c.id} {c.title}** ({c.where}): “{c.words}”. Tested: {variant_name(c.setting)} "
+                      f"{test}; on {', '.join(MEASURES[m].label for m in c.measures)}; "
+                      f"for {', '.join(g.upper() for g in c.gans)}." + (f" Reading: {c.reading}" if c.reading else ""))
+    measures = [f"- {m.label} ({m.better} is better): {m.how}" for m in MEASURES.values()]
+    parts = [
+        f"# The paper's claims: {cfg.name}", "",
+        weights_header(runs), "",
+        f"{len(runs.runs)} configured runs, seeds {seeds}, {cfg.train.epochs} epochs each. For each claim, "
+        "GAN and measure: the means of the two settings over the seeds where both runs finished, and their "
+        "difference (setting − versus, in the measure's units) paired by seed with a 95% t-interval of the "
+        "mean difference across seeds (scipy.stats.t, n − 1 degrees of freedom). Margins are absolute, in "
+        "the measure's units, from the fraction of the versus setting's mean the claim states. With one "
+        "seed there is a difference but no interval; with few seeds, intervals are wide and a claim may "
+        "stay not resolved. The same 95% interval decides the `similar` test too (stricter than the usual "
+        "two one-sided tests at 5%, which use a 90% interval).", "",
+        *lines, "",
+    ]
+    if cfg.train.epochs != 50:
+        parts += [f"Runs here have {cfg.train.epochs} epochs, not the paper's 50: \"epoch 20\" in the measures is "
+                  f"epoch {collapse_epoch(cfg.train.epochs)} (the same fraction of training).", ""]
+    if not_trained:
+        parts += [f"Not tested, because config '{cfg.name}' does not train the settings they compare: "
+                  f"{', '.join(not_trained)}.", ""]
+    if notes:
+        parts += ["## Runs left out or qualified", "", *notes, ""]
+    parts += ["## The claims and their tests", "", *claims, "", "## Measures", "", *measures, ""]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
+# the forest plot
+
+
+SHORT = {SUPPORTED: "supported", CONTRADICTED: "contradicted", ONE_SEED: "one seed: no interval"}
+VERDICT_COLORS = {SUPPORTED: "tab:green", CONTRADICTED: "tab:red"}
+
+
+def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
+    """A panel per claim and measure (each in its own units), a row per GAN: the paired difference,
+    its 95% interval, a zero line, the margin where the claim has one, and the verdict on the right."""
+    import matplotlib.pyplot as plt
+
+    from ocbench.figures import Notes, finish, weights_notes
+
+    notes = Notes()
+    shown = result[result.n_seeds > 0]
+    panels = list(dict.fromkeys(zip(shown.claim, shown.measure)))
+    if not panels:
+        fig, ax = plt.subplots(figsize=(7.5, 1.6))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No claim can be tested yet: no pair of finished runs.", ha="center", va="center")
+        panels_rows = []
+    else:
+        panels_rows = [shown[(shown.claim == c) & (shown.measure == m)] for c, m in panels]
+        heights = [0.3 * len(p) + 0.75 for p in panels_rows]
+        fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, sum(heights) + 0.5), squeeze=False,
+                                 gridspec_kw={"height_ratios": heights})
+        claims = {c.id: c for c in CLAIMS}
+        for ax, rows in zip(axes[:, 0], panels_rows):
+            claim, m = claims[rows.claim.iloc[0]], MEASURES[rows.measure.iloc[0]]
+            draw_panel(ax, claim, m, rows)
+    if len(cfg.run.seeds) > 1:
+        notes.add("Dots: mean difference over seeds, paired by seed; bars: its 95% t-interval across seeds. "
+                  "Dashed red ticks: the claim's margin.")
+    else:
+        notes.add("One seed: each dot is the single run's difference; no interval is possible.")
+    untested = result[result.verdict == NOT_TRAINED]
+    if len(untested):
+        notes.add(f"Not trained by config '{cfg.name}', so not tested: claims "
+                  + ", ".join(dict.fromkeys(f"{r.claim} {r.gan.upper()}" for r in untested.itertuples())) + ".")
+    if cfg.train.epochs != 50:
+        notes.add(f"\"Epoch 20\" (of the paper's 50) is epoch {collapse_epoch(cfg.train.epochs)} of "
+                  f"{cfg.train.epochs} here.")
+    left = [r.notes for r in result.itertuples() if r.notes and r.verdict != NOT_TRAINED]
+    for text in dict.fromkeys("; ".join(left).split("; ")) if left else []:
+        notes.add(text + ".")
+    weights_notes(notes, runs.metrics)
+    fig.suptitle("The paper's claims: difference to the compared setting")
+    return finish(fig, notes, tight=True)
+
+
+def draw_panel(ax, claim: Claim, m: Measure, rows: pd.DataFrame) -> None:
+    ys = np.arange(len(rows))[::-1]
+    for y, r in zip(ys, rows.itertuples()):
+        c = VERDICT_COLORS.get(r.verdict, "0.25")
+        if pd.notna(r.ci_low):
+            ax.plot([r.ci_low, r.ci_high], [y, y], color=c, lw=2)
+        ax.plot([r.difference], [y], "o", color=c, ms=5)
+        if pd.notna(r.margin):
+            worse = 1.0 if m.better == "lower" else -1.0  # the margin is on the setting's worse side
+            ticks = [worse * r.margin] if claim.test == "not_worse" else [-r.margin, r.margin]
+            for x in ticks:
+                ax.plot([x, x], [y - 0.3, y + 0.3], color="tab:red", ls="--", lw=1)
+    ax.axvline(0, color="0.4", lw=0.8)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_yticks(ys, [f"{r.setting} − {r.versus}" for r in rows.itertuples()], fontsize=8)
+    right = ax.twinx()
+    right.set_ylim(ax.get_ylim())
+    right.set_yticks(ys, [SHORT.get(r.verdict, r.verdict) for r in rows.itertuples()], fontsize=8)
+    for tick, r in zip(right.get_yticklabels(), rows.itertuples()):
+        tick.set_color(VERDICT_COLORS.get(r.verdict, "0.25"))
+    setting = claim.setting.upper()
+    arrow = f"← {setting} better" if m.better == "lower" else f"{setting} better →"
+    ax.set_xlabel(f"{m.label}: difference ({m.unit})     {arrow}", fontsize=8)
+    ax.set_title(f"{claim.id} {claim.title}: {m.label}", fontsize=9, loc="left")
+    ax.grid(True, axis="x", alpha=0.3)
+    # keep zero and the margins in view
+    xs = [0.0, *rows.difference.dropna(), *rows.ci_low.dropna(), *rows.ci_high.dropna()]
+    xs += [*rows.margin.dropna(), *(-rows.margin.dropna())] if rows.margin.notna().any() else []
+    lo, hi = min(xs), max(xs)
+    pad = 0.08 * (hi - lo) or 1.0
+    ax.set_xlim(lo - pad, hi + pad)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def output_paths(cfg: Config) -> list[Path]:
+    """What `write` produces (and the workflow declares)."""
+    return [cfg.results_dir / "claims.md", cfg.results_dir / "claims.csv",
+            *(cfg.figures_dir / f"claims.{fmt}" for fmt in cfg.figures.formats)]
+
+
+def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> list[Path]:
+    """claims.csv, claims.md and the forest plot; returns the files written."""
+    import matplotlib.pyplot as plt
+
+    from ocbench.figures import save
+
+    runs = collect(cfg)
+    require_finished(runs, allow_partial, config_args)
+    result = evaluate(cfg, runs)
+    md, csv, *figures = output_paths(cfg)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    result.to_csv(csv, index=False)
+    md.write_text(markdown(cfg, runs, result))
+    cfg.figures_dir.mkdir(parents=True, exist_ok=True)
+    fig = forest_plot(cfg, runs, result)
+    try:
+        for path in figures:
+            save(fig, path)
+    finally:
+        plt.close(fig)
+    return [md, csv, *figures]

@@ -1,0 +1,167 @@
+"""`ocbench claims` on hand-made runs with known answers.
+
+Runs are written in the train module's metrics.csv format for DCGAN and LSGAN x baseline, OCT, LOW x 3
+seeds. DCGAN_OCT is clearly better than DCGAN (lower final FID, no late jump), LSGAN_OCT clearly worse
+than LSGAN, DCGAN_OCT's images/s scatter around DCGAN's; one run (lsgan_low_s2) is missing and one
+(lsgan_low_s1) diverged.
+"""
+
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from scipy import stats
+
+from ocbench import claims as claims_mod
+from ocbench import config as config_mod
+from ocbench.train import METRIC_COLUMNS
+
+EPOCHS = 6
+SEEDS = [0, 1, 2]
+MISSING = "lsgan_low_s2"
+DIVERGED, DIVERGED_AT = "lsgan_low_s1", 5  # its last row has no FID; the run counts over epochs 1-4
+FINAL = {  # final FID per seed
+    ("dcgan", "baseline"): [100.0, 104.0, 98.0], ("dcgan", "oct"): [70.0, 72.0, 69.0],
+    ("lsgan", "baseline"): [100.0, 103.0, 98.0], ("lsgan", "oct"): [150.0, 149.0, 155.0],
+    ("dcgan", "low"): [101.0, 103.0, 99.0], ("lsgan", "low"): [99.0, 104.0, 97.0],
+}
+SPEED = {("dcgan", "baseline"): [100.0, 100.0, 100.0], ("dcgan", "oct"): [110.0, 90.0, 101.0]}
+
+
+def write_run(run_dir, gan, variant, seed):
+    """FID falls linearly from 300 to the final value; vanilla networks jump by 80 at epoch 5."""
+    final = FINAL[gan, variant][seed]
+    fids = list(np.linspace(300.0, final, EPOCHS))
+    if variant == "baseline":
+        fids[4] += 80.0
+    speed = SPEED.get((gan, variant), [100.0] * 3)[seed]
+    run_dir.mkdir(parents=True)
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, METRIC_COLUMNS)
+        writer.writeheader()
+        diverged = f"{gan}_{variant}_s{seed}" == DIVERGED
+        for e, fid in enumerate(fids[:DIVERGED_AT] if diverged else fids, start=1):
+            bad = diverged and e == DIVERGED_AT
+            writer.writerow({
+                "epoch": e, "iterations": 10 * e, "g_updates": 10 * e, "g_loss": 1.0, "d_loss": 1.0,
+                "fid": float("nan") if bad else fid,
+                "precision": 0.5, "recall": 0.5 - (0.05 * e if variant == "baseline" else 0.0),
+                "beta_h": 1.0, "beta_l": 1.0, "epoch_seconds": 1.0, "images_per_s": speed, "eval_seconds": 0.1,
+                "weights_sha256": "ab" * 32, "weights_official": False, "status": "diverged" if bad else "ok",
+            })
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("claims")
+    overlay = {"name": "claimtest", "paths": {"results": str(root / "results"), "figures": str(root / "figures")},
+               "run": {"gans": ["dcgan", "lsgan"], "variants": ["baseline", "oct", "low"], "seeds": SEEDS},
+               "train": {"epochs": EPOCHS}}
+    config = root / "c.yaml"
+    config.write_text(yaml.safe_dump(overlay))
+    cfg = config_mod.load([config])
+    for run in cfg.run_ids():
+        if run != MISSING:
+            write_run(cfg.run_dir(run), *cfg.parse_run(run))
+    return root, config, cfg
+
+
+def row(table: pd.DataFrame, claim: str, gan: str, measure: str) -> pd.Series:
+    hit = table[(table.claim == claim) & (table.gan == gan) & (table.measure == measure)]
+    assert len(hit) == 1, (claim, gan, measure)
+    return hit.iloc[0]
+
+
+def test_a_missing_run_stops_the_command_and_names_it(tree, cli):
+    _, config, _ = tree
+    proc = cli("claims", "--config", config)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and MISSING in lines[0] and "--allow-partial" in lines[0]
+
+
+def test_known_answers_three_seeds(tree, cli):
+    _, config, cfg = tree
+    cli("claims", "--config", config, "--allow-partial", check=True)
+    table = pd.read_csv(cfg.results_dir / "claims.csv")
+
+    # A clear improvement: supported, with the paired t-interval computed independently here.
+    r = row(table, "1", "dcgan", "final_fid")
+    oct_, base = FINAL["dcgan", "oct"], FINAL["dcgan", "baseline"]
+    ci = stats.ttest_rel(oct_, base).confidence_interval(0.95)
+    assert r.n_seeds == 3 and r.seeds == "0 1 2"
+    assert (r.mean_setting, r.mean_versus) == pytest.approx((np.mean(oct_), np.mean(base)))
+    assert r.difference == pytest.approx(np.mean(np.subtract(oct_, base)))
+    assert (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high))
+    assert r.margin == pytest.approx(0.10 * np.mean(base)) and r.verdict == "supported"
+    # The vanilla nets jump at epoch 5 and lose recall after epoch 2 (of 6; the paper's 20 of 50).
+    assert row(table, "2", "dcgan", "largest_rise").verdict == "supported"
+    assert row(table, "3", "dcgan", "recall_drop_late").verdict == "supported"
+
+    # A clear degradation: contradicted.
+    assert row(table, "1", "lsgan", "final_fid").verdict == "contradicted"
+    # Noise around zero: not resolved.
+    assert row(table, "6", "dcgan", "images_per_s").verdict == "not resolved at 3 seeds"
+    # LOW within 10% of the baseline's mean FID curve on DCGAN: similar.
+    assert row(table, "4b", "dcgan", "mean_fid").verdict == "supported"
+
+    # The missing run: LSGAN's LOW comparisons use seeds 0 and 1 and say why; the diverged run is
+    # kept, measured over the epochs before it diverged, and named.
+    r = row(table, "4a", "lsgan", "final_fid")
+    assert r.n_seeds == 2 and r.seeds == "0 1" and f"{MISSING} missing" in r.notes
+    assert f"{DIVERGED} diverged at epoch {DIVERGED_AT}" in r.notes
+    fids = np.linspace(300.0, FINAL["lsgan", "low"][1], EPOCHS)
+    assert r.mean_setting == pytest.approx((FINAL["lsgan", "low"][0] + fids[DIVERGED_AT - 2]) / 2)
+    # Settings this config does not train are named, not dropped.
+    assert row(table, "5a", "dcgan", "final_fid").verdict == "not trained by this config"
+    assert set(table[table.gan == "wgan"].verdict) == {"not trained by this config"}
+
+    md = (cfg.results_dir / "claims.md").read_text()
+    assert "95% t-interval" in md and MISSING in md and DIVERGED in md and "not comparable" in md
+    assert "better or similar quality" in md  # the paper's words
+    for fmt in cfg.figures.formats:
+        assert (cfg.figures_dir / f"claims.{fmt}").stat().st_size > 0
+    with Image.open(cfg.figures_dir / "claims.png") as im:
+        im.verify()
+    pypdf = pytest.importorskip("pypdf")
+    text = "".join(p.extract_text() for p in pypdf.PdfReader(cfg.figures_dir / "claims.pdf").pages)
+    assert "non-official Inception weights" in text and "contradicted" in text and MISSING in text
+
+
+def test_one_seed_gives_a_difference_and_no_interval(tree, cli):
+    _, config, cfg = tree
+    cli("claims", "--config", config, "--set", "run.seeds=[0]", check=True)
+    table = pd.read_csv(cfg.results_dir / "claims.csv")
+    r = row(table, "1", "dcgan", "final_fid")
+    assert r.n_seeds == 1 and r.difference == pytest.approx(70.0 - 100.0)
+    assert np.isnan(r.ci_low) and r.verdict == "no interval possible with one seed"
+    assert "no interval possible with one seed" in (cfg.results_dir / "claims.md").read_text()
+
+
+@pytest.mark.parametrize("test, better, low, high, margin, expect", [
+    ("better", "lower", -5, -1, None, "supported"),
+    ("better", "lower", 1, 5, None, "contradicted"),
+    ("better", "higher", 1, 5, None, "supported"),
+    ("better", "higher", -1, 5, None, "not resolved at 3 seeds"),
+    ("worse", "lower", 1, 5, None, "supported"),  # RAMP: a higher FID is what the paper says
+    ("worse", "lower", -5, -1, None, "contradicted"),
+    ("not_worse", "lower", -3, 9, 10, "supported"),  # better or similar: worse by less than the margin
+    ("not_worse", "lower", 11, 20, 10, "contradicted"),
+    ("not_worse", "lower", 5, 15, 10, "not resolved at 3 seeds"),
+    ("similar", "lower", -9, 9, 10, "supported"),
+    ("similar", "lower", -12, 9, 10, "not resolved at 3 seeds"),
+    ("similar", "lower", -30, -12, 10, "contradicted"),
+])
+def test_verdict_rules(test, better, low, high, margin, expect):
+    assert claims_mod.verdict(test, better, low, high, margin, 3) == expect
+
+
+def test_every_claim_names_known_measures_variants_and_gans():
+    cfg = config_mod.load()
+    for claim in claims_mod.CLAIMS:
+        assert set(claim.measures) <= set(claims_mod.MEASURES)
+        assert {claim.setting, claim.versus} <= set(cfg.variants) and set(claim.gans) <= set(cfg.gans)
+        assert claim.test in claims_mod.TESTS and (claim.margin is not None) == (claim.test in ("not_worse", "similar"))
