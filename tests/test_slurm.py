@@ -244,7 +244,7 @@ def test_smoke_dag_through_slurm(slurm, tmp_path):
                            text=True)
     jobs = {line.split("|")[0]: line.split("|")[1:] for line in queue.stdout.splitlines()}
     expected = {"rule_synth", "rule_fid_weights", "rule_prepare", "rule_fid_stats", "rule_aggregate",
-                "rule_figures", "rule_summary"} | {f"rule_train_wildcards_{run}" for run in RUNS}
+                "rule_figures", "rule_summary", "rule_claims"} | {f"rule_train_wildcards_{run}" for run in RUNS}
     assert set(jobs) == expected, queue.stdout + queue.stderr
     assert all(state == "COMPLETED" for state, _ in jobs.values()), queue.stdout
     for name in ("rule_fid_stats", *(f"rule_train_wildcards_{run}" for run in RUNS)):
@@ -272,3 +272,5 @@ def test_smoke_dag_through_slurm(slurm, tmp_path):
         assert len(PdfReader(workdir / f"figures/smoke/fig{n}.pdf").pages) >= 1
     summary = (workdir / "results/smoke/summary.md").read_text()
     assert all(run in summary for run in RUNS), summary
+    claims = (workdir / "results/smoke/claims.md").read_text()
+    assert "DCGAN_OCT" in claims and "one seed" in claims, claims
