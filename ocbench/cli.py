@@ -81,7 +81,7 @@ def cmd_fid_score(args) -> None:
     if args.images:
         scores = ev.evaluate_images(args.images)
     else:
-        scores = ev.evaluate_generator(args.generator, args.n or cfg.metrics.fid_samples, args.seed)
+        scores = ev.evaluate_generator(args.generator, args.n, args.seed)
     print(f"FID {scores['fid']:.6f}  precision {scores['precision']:.4f}  recall {scores['recall']:.4f}")
     print(f"weights sha256 {scores['weights_sha256']} ({'official' if scores['weights_official'] else 'NOT official'}), "
           f"Frechet distance by {scores['frechet']}")
@@ -93,11 +93,9 @@ def cmd_sample(args) -> None:
 
     device = resolve_device(args.device or load_config(args).train.device)
     if args.grid:
-        print(f"wrote {write_grid(args.generator, args.n or GRID_IMAGES, args.grid, args.seed, device)}")
+        print(f"wrote {write_grid(args.generator, args.grid, args.n or GRID_IMAGES, args.seed, device)}")
         return
-    if args.n is None:
-        raise UsageError("ocbench sample --out DIR needs -n N (the number of images)")
-    paths = write_images(args.generator, args.n, args.out, args.seed, device)
+    paths = write_images(args.generator, args.out, args.n, args.seed, device)
     print(f"wrote {len(paths)} PNG files to {args.out}")
 
 
@@ -239,8 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--generator", metavar="CKPT", help="a generator_epoch_EEE.pt")
     src.add_argument("--images", metavar="DIR", help="a folder of images (as python -m pytorch_fid)")
     q.add_argument("--stats", metavar="NPZ", help="reference statistics (default: metrics.stats)")
-    q.add_argument("-n", type=int, default=None, help="samples from the generator (default: metrics.fid_samples)")
-    q.add_argument("--seed", type=int, default=0, help="seed of the generator's latents")
+    q.add_argument("-n", type=int, default=None,
+                   help="samples from the generator (default: as many as its epoch's evaluation in training)")
+    q.add_argument("--seed", type=int, default=None,
+                   help="seed of the latents (default: its epoch's evaluation's, so the FID in metrics.csv)")
     q.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
     q.set_defaults(func=cmd_fid_score)
 
@@ -250,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", metavar="DIR", help="write N PNG files 000000.png ... there (for python -m pytorch_fid)")
     out.add_argument("--grid", metavar="FILE", help="write the N images as one PNG grid instead")
-    p.add_argument("-n", type=int, default=None, help="number of images (needed with --out; a grid has 64)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latents, as `ocbench fid score --seed`")
+    p.add_argument("-n", type=int, default=None,
+                   help="number of images (default: as many as its epoch's evaluation; a grid has 64)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the latents, as `ocbench fid score --seed` (default: its epoch's evaluation's)")
     p.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
     p.set_defaults(func=cmd_sample)
 

@@ -16,6 +16,7 @@ The same evaluator scores a folder of images or a generator checkpoint (`ocbench
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Callable, Iterable
@@ -25,7 +26,7 @@ import torch
 
 from ocbench import fid, prdc
 from ocbench.device import resolve_device
-from ocbench.errors import OcbenchError
+from ocbench.errors import OcbenchError, UsageError
 
 Sampler = Callable[[int, int], torch.Tensor]
 
@@ -154,9 +155,10 @@ class Evaluator:
             raise OcbenchError(f"{folder} holds {len(files)} image files; FID needs at least 2")
         return self.score_features(self.features(read_images(files, self.batch_size), len(files)))
 
-    def evaluate_generator(self, checkpoint: str | Path, n: int, seed: int = 0) -> dict:
-        """Score `n` samples of a saved generator (z from a seeded generator, its epoch's beta)."""
-        return self.evaluate(generator_sampler(checkpoint, n, self.device, seed), n)
+    def evaluate_generator(self, checkpoint: str | Path, n: int | None = None, seed: int | None = None) -> dict:
+        """Score `n` samples of a saved generator at its epoch's beta (`generator_sampler`: by default
+        the latents of its epoch's evaluation, so the FID recorded in training)."""
+        return self.evaluate(*generator_sampler(checkpoint, self.device, n, seed))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,8 +187,10 @@ def read_images(files: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
 
 
 def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
-    """(Generator in eval mode, beta) from a `generator_epoch_EEE.pt` written by training:
-    a dict with "generator" (state_dict), "alpha", "width", "latent_dim" and "beta" ([bh, bl])."""
+    """(Generator in eval mode, beta, evaluation) from a `generator_epoch_EEE.pt` written by training:
+    a dict with "generator" (state_dict), "alpha", "width", "latent_dim", "beta" ([bh, bl]) and
+    "evaluation" ({"seed", "samples"}: the latents its epoch's FID was computed on; None for a
+    snapshot without it, e.g. one saved by hand)."""
     from ocbench.nn import Generator
 
     path = Path(checkpoint)
@@ -201,19 +205,38 @@ def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
             f"{path} is not a generator checkpoint (keys generator, alpha, width, latent_dim, beta): "
             f"{str(exc).splitlines()[0]}"
         ) from None
-    return g.to(device).eval(), tuple(float(b) for b in ckpt["beta"])
+    return g.to(device).eval(), tuple(float(b) for b in ckpt["beta"]), ckpt.get("evaluation")
 
 
-def generator_sampler(checkpoint: str | Path, n: int, device, seed: int = 0) -> Sampler:
-    """`sample(start, count)` for a checkpoint: all n latents drawn up front from `seed`, so the
-    images do not depend on the batch size."""
-    g, beta = load_generator(checkpoint, device)
-    z = torch.randn(n, g.latent_dim, generator=torch.Generator().manual_seed(seed))
+def latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
+    """n latents drawn up front from `seed` by a CPU generator: the same on every device and for every
+    batch size, so a saved generator and its seed give back the images an evaluation scored."""
+    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def latent_sampler(G, beta, z: torch.Tensor, device, autocast=contextlib.nullcontext) -> Sampler:
+    """`sample(start, count)`: G (in eval mode) on rows start:start+count of the latents z."""
 
     def sample(start: int, count: int) -> torch.Tensor:
-        return g(z[start : start + count].to(device), beta=beta)
+        with torch.no_grad(), autocast():
+            return G(z[start : start + count].to(device), beta).float()
 
     return sample
+
+
+def generator_sampler(checkpoint: str | Path, device, n: int | None = None,
+                      seed: int | None = None) -> tuple[Sampler, int]:
+    """`(sample, n)` for a checkpoint. With n and seed left out: the images its epoch's evaluation
+    scored in training (count and seed kept in the snapshot), whose FID is the one in metrics.csv."""
+    g, beta, evaluation = load_generator(checkpoint, device)
+    evaluation = evaluation or {}
+    n = evaluation.get("samples") if n is None else n
+    if n is None:
+        raise UsageError(f"{checkpoint} does not record its evaluation's sample count; give -n N")
+    if n < 1:
+        raise UsageError(f"-n must be at least 1, got {n}")
+    seed = evaluation.get("seed", 0) if seed is None else seed
+    return latent_sampler(g, beta, latents(n, g.latent_dim, seed), device), n
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ The pixels are the FID's: the latents of `ocbench fid score --generator CKPT -n 
 (`metrics.generator_sampler`: all N drawn up front from the seed) and its quantisation
 (`fid.to_uint8`, which is what torchvision's `save_image` writes into a PNG). So
 `python -m pytorch_fid DIR STATS` on the folder gives the FID that ocbench computes for that
-generator, N and seed; the grid is training's sample-grid layout (`train.save_grid`).
+generator, N and seed. Without -n and --seed they are the images the snapshot's epoch was scored on
+in training (the snapshot keeps that evaluation's seed and count), so the FID is the one in
+metrics.csv. The grid is training's sample-grid layout (`train.save_grid`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ocbench import fid
-from ocbench.errors import OcbenchError, UsageError
+from ocbench.errors import OcbenchError
 from ocbench.metrics import generator_sampler, image_files
 from ocbench.progress import progress
 from ocbench.train import atomic_write, save_grid
@@ -22,18 +24,16 @@ from ocbench.train import atomic_write, save_grid
 GRID_IMAGES = 64  # a grid's default size, as training's train.grid_size
 
 
-def write_images(checkpoint: str | Path, n: int, out_dir: str | Path, seed: int = 0,
+def write_images(checkpoint: str | Path, out_dir: str | Path, n: int | None = None, seed: int | None = None,
                  device: torch.device | str = "cpu", batch_size: int = 100) -> list[Path]:
     """N PNG files 000000.png, 000001.png, ... in `out_dir` (sorted by name = in sampling order)."""
     from PIL import Image
 
     out_dir = Path(out_dir)
-    if n < 1:
-        raise UsageError(f"-n must be at least 1, got {n}")
     if out_dir.is_dir() and (existing := image_files(out_dir)):
         raise OcbenchError(f"{out_dir} already holds {len(existing)} image files, which pytorch-fid would "
                            "score too; give --out a new or empty folder")
-    sample = generator_sampler(checkpoint, n, device, seed)  # a bad checkpoint fails before any mkdir
+    sample, n = generator_sampler(checkpoint, device, n, seed)  # a bad checkpoint fails before any mkdir
     out_dir.mkdir(parents=True, exist_ok=True)
     digits = max(6, len(str(n - 1)))
     paths = []
@@ -54,13 +54,12 @@ def write_images(checkpoint: str | Path, n: int, out_dir: str | Path, seed: int 
     return paths
 
 
-def write_grid(checkpoint: str | Path, n: int, path: str | Path, seed: int = 0,
+def write_grid(checkpoint: str | Path, path: str | Path, n: int = GRID_IMAGES, seed: int | None = None,
                device: torch.device | str = "cpu") -> Path:
     """The N images `write_images` writes for this N and seed, as one PNG grid laid out as training's."""
-    if n < 1:
-        raise UsageError(f"-n must be at least 1, got {n}")
+    sample, n = generator_sampler(checkpoint, device, n, seed)
     with torch.no_grad():
-        images = generator_sampler(checkpoint, n, device, seed)(0, n)
+        images = sample(0, n)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -36,6 +36,7 @@ from ocbench.data import load_prepared
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
 from ocbench.lock import holder, try_lock
+from ocbench.metrics import latent_sampler, latents
 from ocbench.nn import Discriminator, Generator
 from ocbench.progress import progress
 
@@ -45,7 +46,7 @@ METRIC_COLUMNS = [
     "weights_sha256", "weights_official", "frechet", "status",
 ]
 TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only non-reproducible ones
-EVAL_SEED = 1_000_000  # epoch e's FID samples use seed EVAL_SEED + e, the same for every run
+EVAL_SEED = 1_000_000  # the FID samples after epoch index e use seed EVAL_SEED + e (eval_seed)
 CHECKPOINT, PREVIOUS_CHECKPOINT, LOCK = "checkpoint.pt", "checkpoint.prev.pt", "train.lock"
 CHECKPOINT_KEYS = {"fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "position", "rows"}
 
@@ -389,15 +390,17 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
             grid_path = run_dir / "samples" / f"epoch_{epoch + 1:03d}.png"
             with torch.no_grad(), autocast(), writing(grid_path):
                 save_grid(G(grid_z, beta_t), grid_path)
-            scores = evaluator.evaluate(eval_sampler(G, beta_t, tc.latent_dim, device, epoch, autocast),
-                                        cfg.metrics.fid_samples)
+            scores = evaluator.evaluate(eval_sampler(G, beta_t, tc.latent_dim, device, epoch,
+                                                     cfg.metrics.fid_samples, autocast), cfg.metrics.fid_samples)
             # plain Python types: the rows travel in the checkpoint, which loads with weights_only
             row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
                        recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
                        weights_official=bool(scores["weights_official"]), frechet=str(scores["frechet"]))
             if epoch + 1 in tc.snapshot_epochs or epoch + 1 == tc.epochs:
                 snapshot = {"generator": G.state_dict(), "alpha": variant.alpha, "width": tc.width,
-                            "latent_dim": tc.latent_dim, "beta": list(beta), "epoch": epoch + 1, "run": run_id}
+                            "latent_dim": tc.latent_dim, "beta": list(beta), "epoch": epoch + 1, "run": run_id,
+                            # the latents this epoch's FID was computed on: `ocbench sample` redraws them
+                            "evaluation": {"seed": eval_seed(epoch), "samples": cfg.metrics.fid_samples}}
                 snapshot_path = run_dir / f"generator_epoch_{epoch + 1:03d}.pt"
                 with writing(snapshot_path):
                     atomic_write(snapshot_path, lambda f: torch.save(snapshot, f))
@@ -577,13 +580,12 @@ def make_cuda_graph_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocas
     return step
 
 
-def eval_sampler(G, beta, latent_dim, device, epoch, autocast):
-    """`sample(start, count)` for the evaluator: G in eval mode on a z stream fixed per epoch."""
-    rng = torch.Generator(device).manual_seed(EVAL_SEED + epoch)
+def eval_sampler(G, beta, latent_dim, device, epoch, n, autocast):
+    """`sample(start, count)` for the evaluator: G in eval mode on the epoch's n latents, drawn from
+    `eval_seed(epoch)` (the generator snapshot records it, so `ocbench sample` redraws them)."""
+    return latent_sampler(G, beta, latents(n, latent_dim, eval_seed(epoch)), device, autocast)
 
-    def sample(start: int, count: int) -> torch.Tensor:
-        z = torch.randn(count, latent_dim, device=device, generator=rng)
-        with torch.no_grad(), autocast():
-            return G(z, beta).float()
 
-    return sample
+def eval_seed(epoch: int) -> int:
+    """The seed of the latents scored after epoch index `epoch` (0-based), the same for every run."""
+    return EVAL_SEED + epoch

@@ -73,7 +73,7 @@ def test_training_brings_fid_well_below_initialisation_and_a_broken_objective(se
             untrained(torch.randn(BATCH, cfg.train.latent_dim), (1.0, 1.0))
     untrained.eval()
     sample = eval_sampler(untrained, (1.0, 1.0), cfg.train.latent_dim, torch.device("cpu"), cfg.train.epochs - 1,
-                          contextlib.nullcontext)
+                          cfg.metrics.fid_samples, contextlib.nullcontext)
     at_init = evaluator.evaluate(sample, cfg.metrics.fid_samples)["fid"]
 
     trained = final_fid(cfg, evaluator)

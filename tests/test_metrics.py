@@ -139,7 +139,7 @@ def test_in_memory_fid_equals_pytorch_fid_cli(fid_env, tmp_path):
 
     # In memory, through the checkpoint loader that `ocbench fid score --generator` uses.
     evaluator = Evaluator.from_config(fid_env["cfg"], "cpu")
-    sample = generator_sampler(ckpt, N_FAKE, "cpu", seed=0)
+    sample, _ = generator_sampler(ckpt, "cpu", N_FAKE, seed=0)
     ours = evaluator.evaluate(sample, N_FAKE)
 
     # The authors' route: the same images as PNG files, then pytorch-fid's CLI.
@@ -283,7 +283,7 @@ def test_smaller_dims_equal_pytorch_fid_cli_with_the_same_dims(fid_env, tmp_path
     ckpt = tmp_path / "g.pt"
     torch.save({"generator": g.state_dict(), "alpha": 0.5, "width": 4, "latent_dim": 16,
                 "beta": [1.0, 1.0]}, ckpt)
-    sample = generator_sampler(ckpt, N_FAKE, "cpu", seed=0)
+    sample, _ = generator_sampler(ckpt, "cpu", N_FAKE, seed=0)
     ours = Evaluator.from_config(cfg, "cpu").evaluate(sample, N_FAKE)
     pngs = tmp_path / "png"
     pngs.mkdir()

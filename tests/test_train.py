@@ -367,7 +367,7 @@ def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
     assert [f.name for f in files] == [f"{i:06d}.png" for i in range(n)]
     pixels = np.stack([np.asarray(Image.open(f)) for f in files])
     with torch.no_grad():
-        expected = fid.to_uint8(generator_sampler(generator, n, "cpu", seed)(0, n)).permute(0, 2, 3, 1).numpy()
+        expected = fid.to_uint8(generator_sampler(generator, "cpu", n, seed)[0](0, n)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(pixels, expected)  # the FID's latents, quantised as the FID does
 
     torch_home = tmp_path / "torch"  # pytorch-fid finds the placeholder weights through torch.hub
@@ -394,3 +394,31 @@ def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
 
     # A folder that already holds images would mix them into pytorch-fid's score: refused.
     assert_one_line_error(cli("sample", "--generator", generator, "-n", 2, "--out", out), f"{out} already holds {n}")
+
+
+def test_a_snapshot_gives_back_the_fid_training_recorded(setup, cli, reference, tmp_path):
+    """Without -n and --seed, `ocbench fid score --generator` and `ocbench sample` use the latents the
+    snapshot's epoch was scored on in training: the FID in metrics.csv, from the snapshot alone."""
+    import re
+
+    from ocbench import fid
+
+    root, config = setup
+    recorded = float(reference["rows"][2]["fid"])  # generator_epoch_003.pt: epoch 3
+    ours = cli("fid", "score", "--config", config, "--generator", reference["generator"], "--device", "cpu",
+               check=True)
+    fid_ours = float(re.search(r"FID (\S+)", ours.stdout).group(1))
+    assert abs(fid_ours - recorded) <= 1e-6 * recorded + 5e-7, (fid_ours, recorded)  # printed to 6 decimals
+
+    out = tmp_path / "epoch3"
+    cli("sample", "--generator", reference["generator"], "--out", out, "--device", "cpu", check=True)
+    assert len(list(out.iterdir())) == 16  # metrics.fid_samples of the run
+    torch_home = tmp_path / "torch"
+    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+    (torch_home / "hub" / "checkpoints" / fid.WEIGHTS_NAME).symlink_to(root / "weights" / fid.WEIGHTS_NAME)
+    theirs = subprocess.run([sys.executable, "-m", "pytorch_fid", str(out), str(root / "stats.npz"), "--dims", "64",
+                             "--device", "cpu", "--batch-size", "16", "--num-workers", "0"],
+                            env={**os.environ, "TORCH_HOME": str(torch_home)}, capture_output=True, text=True)
+    assert theirs.returncode == 0, theirs.stderr
+    fid_theirs = float(re.search(r"FID:\s+(\S+)", theirs.stdout).group(1))
+    assert abs(fid_theirs - recorded) <= 1e-4 * recorded, (fid_theirs, recorded)

@@ -143,11 +143,12 @@ def time_our_evaluation(cfg: Config, evaluator, G, beta, device, autocast) -> fl
 
     tc = cfg.train
     G.eval()
-    sample = eval_sampler(G, beta, tc.latent_dim, device, 0, autocast)
+    sample = eval_sampler(G, beta, tc.latent_dim, device, 0, cfg.metrics.fid_samples, autocast)
     evaluator.features([to_uint8(sample(0, min(evaluator.batch_size, 2)))], min(evaluator.batch_size, 2))
     sync(device)
     start = time.perf_counter()
-    evaluator.evaluate(eval_sampler(G, beta, tc.latent_dim, device, 0, autocast), cfg.metrics.fid_samples)
+    evaluator.evaluate(eval_sampler(G, beta, tc.latent_dim, device, 0, cfg.metrics.fid_samples, autocast),
+                       cfg.metrics.fid_samples)
     sync(device)
     seconds = time.perf_counter() - start
     G.train()
@@ -238,7 +239,7 @@ def time_authors(cfg: Config, gan_name: str, variant_name: str, d_only: bool, it
     out = work / f"samples_{gan_name}_{variant_name}"
     out.mkdir(parents=True)
     G.eval()
-    sample = eval_sampler(G, beta, tc.latent_dim, device, 0, autocast)
+    sample = eval_sampler(G, beta, tc.latent_dim, device, 0, m.fid_samples, autocast)
     sync(device)
     start = time.perf_counter()
     for s in range(0, m.fid_samples, m.batch_size):
