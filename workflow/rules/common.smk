@@ -40,10 +40,13 @@ if not Path(CONFIG_FILE).exists() or Path(CONFIG_FILE).read_text() != CFG.dump()
 ALL_CORES = default_workers()  # the CPUs this process may use
 ON_GPU = CFG.train.device.startswith("cuda") or (CFG.train.device == "auto" and torch.cuda.is_available())
 NETWORK_THREADS = min(4, ALL_CORES) if ON_GPU else ALL_CORES
-# On the CPU, threads that wait sleep instead of spinning (libgomp spins at every barrier by
-# default): on cores shared with other work, two spinning threads made a smoke training epoch
-# 4-8x slower than one thread, two sleeping ones 1.8x (BENCHMARKS.md).
-NETWORK_ENV = "" if ON_GPU else "OMP_WAIT_POLICY=PASSIVE "
+# On the CPU, threads that wait spin briefly, then sleep (libgomp spins 300,000 times at every
+# barrier by default). Measured on 2 cores (BENCHMARKS.md, one smoke training epoch): on cores shared
+# with other work two fully spinning threads were 8-20x slower than one thread; sleeping at once
+# (PASSIVE) avoided that but cost 1.7x on an idle machine; GOMP_SPINCOUNT=1000 (libgomp; it overrides
+# the policy's spin count) is within 10% of full spinning when idle and no worse than PASSIVE under
+# load. PASSIVE stays for OpenMP runtimes that ignore GOMP_SPINCOUNT (Intel's libiomp5).
+NETWORK_ENV = "" if ON_GPU else "OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=1000 "
 
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
