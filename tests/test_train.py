@@ -349,6 +349,24 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_resumes(setup, cli, r
     assert all(torch.equal(ours[k], reference["G"][k]) for k in reference["G"])
 
 
+def pytorch_fid_cli(folder: Path, root: Path, tmp_path: Path) -> float:
+    """`python -m pytorch_fid FOLDER stats.npz` as a user runs it, on the setup's placeholder weights
+    (found through torch.hub's cache in a TORCH_HOME of its own): the FID it prints."""
+    import re
+
+    from ocbench import fid
+
+    torch_home = tmp_path / "torch"
+    if not torch_home.exists():
+        (torch_home / "hub" / "checkpoints").mkdir(parents=True)
+        (torch_home / "hub" / "checkpoints" / fid.WEIGHTS_NAME).symlink_to(root / "weights" / fid.WEIGHTS_NAME)
+    theirs = subprocess.run([sys.executable, "-m", "pytorch_fid", str(folder), str(root / "stats.npz"), "--dims", "64",
+                             "--device", "cpu", "--batch-size", "16", "--num-workers", "0"],
+                            env={**os.environ, "TORCH_HOME": str(torch_home)}, capture_output=True, text=True)
+    assert theirs.returncode == 0, theirs.stderr
+    return float(re.search(r"FID:\s+(\S+)", theirs.stdout).group(1))
+
+
 def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
     """`ocbench sample` -> `python -m pytorch_fid DIR STATS` gives the FID of
     `ocbench fid score --generator` for the same generator, n and seed; the grid holds the same images."""
@@ -370,16 +388,9 @@ def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
         expected = fid.to_uint8(generator_sampler(generator, "cpu", n, seed)[0](0, n)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(pixels, expected)  # the FID's latents, quantised as the FID does
 
-    torch_home = tmp_path / "torch"  # pytorch-fid finds the placeholder weights through torch.hub
-    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
-    (torch_home / "hub" / "checkpoints" / fid.WEIGHTS_NAME).symlink_to(root / "weights" / fid.WEIGHTS_NAME)
-    theirs = subprocess.run([sys.executable, "-m", "pytorch_fid", str(out), str(root / "stats.npz"), "--dims", "64",
-                             "--device", "cpu", "--batch-size", "16", "--num-workers", "0"],
-                            env={**os.environ, "TORCH_HOME": str(torch_home)}, capture_output=True, text=True)
-    assert theirs.returncode == 0, theirs.stderr
+    fid_theirs = pytorch_fid_cli(out, root, tmp_path)
     ours = cli("fid", "score", "--config", config, "--generator", generator, "-n", n, "--seed", seed,
                "--device", "cpu", check=True)
-    fid_theirs = float(re.search(r"FID:\s+(\S+)", theirs.stdout).group(1))
     fid_ours = float(re.search(r"FID (\S+)", ours.stdout).group(1))
     assert abs(fid_ours - fid_theirs) <= 1e-4 * abs(fid_theirs), (fid_ours, fid_theirs)
 
@@ -401,8 +412,6 @@ def test_a_snapshot_gives_back_the_fid_training_recorded(setup, cli, reference, 
     snapshot's epoch was scored on in training: the FID in metrics.csv, from the snapshot alone."""
     import re
 
-    from ocbench import fid
-
     root, config = setup
     recorded = float(reference["rows"][2]["fid"])  # generator_epoch_003.pt: epoch 3
     ours = cli("fid", "score", "--config", config, "--generator", reference["generator"], "--device", "cpu",
@@ -413,12 +422,5 @@ def test_a_snapshot_gives_back_the_fid_training_recorded(setup, cli, reference, 
     out = tmp_path / "epoch3"
     cli("sample", "--generator", reference["generator"], "--out", out, "--device", "cpu", check=True)
     assert len(list(out.iterdir())) == 16  # metrics.fid_samples of the run
-    torch_home = tmp_path / "torch"
-    (torch_home / "hub" / "checkpoints").mkdir(parents=True)
-    (torch_home / "hub" / "checkpoints" / fid.WEIGHTS_NAME).symlink_to(root / "weights" / fid.WEIGHTS_NAME)
-    theirs = subprocess.run([sys.executable, "-m", "pytorch_fid", str(out), str(root / "stats.npz"), "--dims", "64",
-                             "--device", "cpu", "--batch-size", "16", "--num-workers", "0"],
-                            env={**os.environ, "TORCH_HOME": str(torch_home)}, capture_output=True, text=True)
-    assert theirs.returncode == 0, theirs.stderr
-    fid_theirs = float(re.search(r"FID:\s+(\S+)", theirs.stdout).group(1))
+    fid_theirs = pytorch_fid_cli(out, root, tmp_path)
     assert abs(fid_theirs - recorded) <= 1e-4 * recorded, (fid_theirs, recorded)
