@@ -313,6 +313,19 @@ def set_rng_state(state: dict, noise_rng: torch.Generator, data_rng: torch.Gener
         torch.cuda.set_rng_state(cuda, device)
 
 
+def training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> dict:
+    """What a checkpoint holds of the networks, their optimisers and every random stream (and the
+    device type they were on); `restore_training_state` puts it back. Preflight round-trips it too."""
+    return {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "rng": rng_state(noise_rng, data_rng, device), "device": device.type}
+
+
+def restore_training_state(state: dict, G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> None:
+    G.load_state_dict(state["G"]), D.load_state_dict(state["D"])
+    load_optimizer_state(opt_g, state["opt_g"]), load_optimizer_state(opt_d, state["opt_d"])
+    set_rng_state(state["rng"], noise_rng, data_rng, device)
+
+
 def checkpoint_device_type(ckpt: dict) -> str:
     """The device type a checkpoint was trained on: recorded since 2026-11-29; before, read off the
     noise generator's state (a CPU generator's is 5,056 bytes, a CUDA generator's 16)."""
@@ -387,9 +400,7 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
                 f"{checkpoint_path} was trained on {saved} and this run is on {device.type}: a resumed run "
                 f"continues its {saved} random streams; resume it on {saved} (--set train.device={saved}), "
                 f"or delete {state_dir} to train {run_id} afresh on {device.type}")
-        G.load_state_dict(ckpt["G"]), D.load_state_dict(ckpt["D"])
-        load_optimizer_state(opt_g, ckpt["opt_g"]), load_optimizer_state(opt_d, ckpt["opt_d"])
-        set_rng_state(ckpt["rng"], noise_rng, data_rng, device)
+        restore_training_state(ckpt, G, D, opt_g, opt_d, noise_rng, data_rng, device)
         position, rows = ckpt["position"], ckpt["rows"]
         log(f"{run_id}: resuming at epoch {position['epoch'] + 1}, batch {position['batch']}/{n_batches}")
     saved_at = {"epoch": position["epoch"], "batch": position["batch"]} if ckpt is not None else None
@@ -410,9 +421,7 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
         nonlocal saved_at
         state = {
             "fingerprint": fingerprint, "run": run_id, "finished": finished,
-            "G": G.state_dict(), "D": D.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": rng_state(noise_rng, data_rng, device), "device": device.type, "position": position, "rows": rows,
+            **training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device), "position": position, "rows": rows,
         }
         with writing(checkpoint_path):
             atomic_write(checkpoint_path, lambda f: torch.save(state, f), state_dir / PREVIOUS_CHECKPOINT)
