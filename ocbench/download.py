@@ -211,7 +211,10 @@ def _http_attempt(url: str, part: _Part, expected: Expected, timeout: float, bar
         if exc.code == 416:
             part.restart()
             raise _Transient("HTTP 416 (the server does not have the bytes after ours): starting over") from None
-        title = html_title(exc.read(4096) or b"")
+        try:
+            title = html_title(exc.read(4096) or b"")
+        except (OSError, http.client.HTTPException):  # the error page itself cut short
+            title = None
         text = f"HTTP {exc.code} {exc.reason}" + (f" ({describe_html(title)})" if title else "")
         if exc.code >= 500 or exc.code in (408, 429):
             raise _Transient(text) from None

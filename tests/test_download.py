@@ -7,6 +7,7 @@ the tests pass in as `Expected`, the way `ocbench data fetch` passes CelebA's. N
 other address.
 """
 
+import dataclasses
 import hashlib
 import os
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +25,7 @@ from ocbench import data, download
 from ocbench.download import Expected
 from ocbench.errors import OcbenchError
 
+REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = hashlib.shake_256(b"celeba").digest(64 * 1024)
 HALF = len(PAYLOAD) // 2
 EXPECTED = Expected("img_align_celeba.zip", len(PAYLOAD), hashlib.md5(PAYLOAD).hexdigest(),
@@ -161,9 +164,8 @@ def test_a_killed_download_resumes_from_its_part_file(tmp_path, server):
     """SIGKILL mid-download: the received half stays in the .part, the next fetch asks only for the rest."""
     dest = tmp_path / "img_align_celeba.zip"
     code = (f"from ocbench import download; download.fetch({str(dest)!r}, [{server.url('stall-half')!r}], "
-            f"download.Expected{tuple(EXPECTED.__dict__.values())!r}, timeout=30)")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(data.Path(data.__file__).parent.parent),
-                                                        os.environ.get("PYTHONPATH", "")])}
+            f"download.Expected{dataclasses.astuple(EXPECTED)!r}, timeout=30)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     part = tmp_path / "img_align_celeba.zip.part"
