@@ -308,7 +308,7 @@ def google_drive_id(source: str) -> str | None:
     return m[1] if m else (urllib.parse.parse_qs(url.query).get("id") or [None])[0]
 
 
-def _fetch_google_drive(file_id: str, source: str, dest: Path, expected: Expected) -> Fetched:
+def _fetch_google_drive(file_id: str, dest: Path, expected: Expected) -> Fetched:
     """gdown (through torchvision) writes its own file, checked afterwards: one read, no resume."""
     from torchvision.datasets.utils import download_file_from_google_drive
 
@@ -332,7 +332,7 @@ def fetch_one(source: str, dest: Path, expected: Expected, timeout: float = TIME
     """`expected` from one source into `dest`, or SourceFailed."""
     drive_id = google_drive_id(source)
     if drive_id:
-        return _fetch_google_drive(drive_id, source, dest, expected)
+        return _fetch_google_drive(drive_id, dest, expected)
     scheme = urllib.parse.urlparse(source).scheme
     if scheme in ("http", "https"):
         return _fetch_http(source, dest, expected, timeout, retries, backoff, show)

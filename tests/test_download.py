@@ -30,6 +30,7 @@ PAYLOAD = hashlib.shake_256(b"celeba").digest(64 * 1024)
 HALF = len(PAYLOAD) // 2
 EXPECTED = Expected("img_align_celeba.zip", len(PAYLOAD), hashlib.md5(PAYLOAD).hexdigest(),
                     hashlib.sha256(PAYLOAD).hexdigest())
+WRONG = PAYLOAD[:100] + bytes([PAYLOAD[100] ^ 1]) + PAYLOAD[101:]  # the right size, one bit off
 QUOTA = (b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head>"
          b"<body>Too many users have viewed or downloaded this file recently.</body></html>")
 FAST = {"timeout": 1.0, "retries": 1, "backoff": 0.01}  # the real defaults wait 60 s and back off 2-16 s
@@ -56,8 +57,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_file(PAYLOAD, stop_after=HALF if nth == 1 else None)
         elif case == "norange":  # ignores Range, and its first connection dies half-way too
             self.send_file(PAYLOAD, stop_after=HALF if nth == 1 else None, ranges=False)
-        elif case == "wrong":  # the right size, one byte different
-            self.send_file(PAYLOAD[:100] + bytes([PAYLOAD[100] ^ 1]) + PAYLOAD[101:])
+        elif case == "wrong":
+            self.send_file(WRONG)
         elif case == "short":
             self.send_file(PAYLOAD[:-10])
         elif case == "stall":  # headers, then nothing
@@ -197,7 +198,7 @@ def test_when_every_source_fails_one_line_says_what_each_returned(tmp_path, serv
         f"(1) {sources[0]}: an HTML page titled 'Google Drive - Quota exceeded', not the file",
         f"(2) {sources[1]}: HTTP 404 Not Found",
         f"(3) {sources[2]}: 65,526 bytes, not 65,536",
-        f"(4) {sources[3]}: right size but md5 {hashlib.md5(PAYLOAD[:100] + bytes([PAYLOAD[100] ^ 1]) + PAYLOAD[101:]).hexdigest()}, not {EXPECTED.md5}",
+        f"(4) {sources[3]}: right size but md5 {hashlib.md5(WRONG).hexdigest()}, not {EXPECTED.md5}",
         f"(5) {sources[4]}: timed out (nothing for 1 s) (2 tries in a row)",
         f"(6) {sources[5]}: cannot connect (Connection refused)",
         f"(7) {sources[6]}: no such file",
