@@ -26,19 +26,44 @@ def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x @ y.T / x.shape[1] + 1) ** 3
 
 
-def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
+def kernel_sum(x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of k(x_i, y_j) over all pairs; with `y` None, over the pairs i != j of `x` (what the
+    unbiased estimator's within-set terms take)."""
+    if y is None:
+        k = polynomial_kernel(x, x)
+        return k.sum() - k.diagonal().sum()
+    return polynomial_kernel(x, y).sum()
+
+
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, within_x=None, within_y=None) -> float:
     """The unbiased MMD^2 of two equally many feature rows (torch-fidelity's `mmd2`, mmd_est="unbiased"):
-    the within-set kernel means without their diagonals, minus twice the cross mean."""
+    the within-set kernel means without their diagonals, minus twice the cross mean. `within_x`,
+    `within_y`: `kernel_sum(x)`, `kernel_sum(y)`, when they are known already."""
     m = len(x)
-    k_xx, k_yy, k_xy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
-    within = k_xx.sum() - k_xx.diagonal().sum() + k_yy.sum() - k_yy.diagonal().sum()
-    return float(within / (m * (m - 1)) - 2 * k_xy.sum() / (m * m))
+    within_x = kernel_sum(x) if within_x is None else within_x
+    within_y = kernel_sum(y) if within_y is None else within_y
+    return float((within_x + within_y) / (m * (m - 1)) - 2 * kernel_sum(x, y) / (m * m))
 
 
-def kid_of_subsets(fake: torch.Tensor, real: torch.Tensor, subsets) -> tuple[float, float]:
-    """(mean, std) of the unbiased MMD^2 over `subsets`, pairs of row indices (fake rows, real rows)."""
+def real_sums(real: torch.Tensor, subsets) -> list[torch.Tensor]:
+    """`kernel_sum` of each subset's real rows. The real features and the seeded subsets are the same
+    every epoch: an evaluator computes these once per run, and each epoch pays for the generated
+    features' terms only."""
+    real = real.to(torch.float64)
+    return [kernel_sum(real[j.to(real.device)]) for _, j in subsets]
+
+
+def kid_of_subsets(fake: torch.Tensor, real: torch.Tensor, subsets, within_real=None) -> tuple[float, float]:
+    """(mean, std) of the unbiased MMD^2 over `subsets`, pairs of row indices (fake rows, real rows);
+    `within_real`: `real_sums(real, subsets)`, if computed before."""
     fake, real = fake.to(torch.float64), real.to(fake.device, torch.float64)
-    mmds = [mmd2_unbiased(fake[i.to(fake.device)], real[j.to(fake.device)]) for i, j in subsets]
+    within_real = real_sums(real, subsets) if within_real is None else within_real
+    # Subsets as large as the generated set are all of it, permuted; kernel sums do not see the order
+    # (up to rounding), so the set itself and one within-set sum serve every subset.
+    whole = len(subsets[0][0]) == len(fake)
+    within_fake = kernel_sum(fake) if whole else None
+    mmds = [mmd2_unbiased(fake if whole else fake[i.to(fake.device)], real[j.to(fake.device)], within_fake, w)
+            for (i, j), w in zip(subsets, within_real)]
     return float(np.mean(mmds)), float(np.std(mmds))
 
 

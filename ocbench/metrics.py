@@ -76,6 +76,7 @@ class Evaluator:
         self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
         self.fid_inf_points, self.fid_inf_smallest = fid_inf_points, fid_inf_smallest
         self.kid_real = None
+        self._kid_subsets = {}  # number of generated samples -> (subsets, their real kernel sums): once per run
         if reference.features is not None and len(reference.features) >= 2:
             # A fixed, seeded choice of kid_real_samples of the real features (all when None or more).
             count = len(reference.features) if kid_real_samples is None else min(kid_real_samples,
@@ -162,6 +163,15 @@ class Evaluator:
             return fid.frechet_distance_scipy(mu, sigma, self.reference.mu, self.reference.sigma)
         return fid.frechet_distance_eigh(mu, sigma, self.ref_mu, self.ref_sigma, n, self.ref_root)
 
+    def kid(self, feats: torch.Tensor) -> tuple[float, float]:
+        """(KID, std) of generated features against the kept real ones; the seeded subsets and the real
+        features' kernel sums, the same every epoch, are computed on the first call for each count."""
+        n = len(feats)
+        if n not in self._kid_subsets:
+            subsets = kid.subset_indices(n, len(self.kid_real), self.kid_subsets, self.kid_subset_size)
+            self._kid_subsets[n] = subsets, kid.real_sums(self.kid_real, subsets)
+        return kid.kid_of_subsets(feats, self.kid_real, *self._kid_subsets[n])
+
     def score_features(self, feats: torch.Tensor, fid_inf: bool = False) -> dict:
         """FID against the reference mu/sigma; precision/recall and KID against the real features (NaN
         when the stats file has none, e.g. one written by `python -m pytorch_fid --save-stats`);
@@ -174,7 +184,7 @@ class Evaluator:
             p, r = math.nan, math.nan
         k, k_std = math.nan, math.nan
         if self.kid_real is not None and len(feats) >= 2:
-            k, k_std = kid.kid(feats, self.kid_real, self.kid_subsets, self.kid_subset_size)
+            k, k_std = self.kid(feats)
         inf = math.nan
         if fid_inf:
             inf, _ = fid.fid_infinity(feats, self.frechet_distance, self.fid_inf_points, self.fid_inf_smallest,
