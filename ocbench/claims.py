@@ -421,7 +421,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     claims = {c.id: c for c in CLAIMS}
     groups = [(cid, shown[shown.claim == cid]) for cid in dict.fromkeys(shown.claim)]
     n_rows = len(shown) + len(groups)  # a heading line per claim
-    fig, ax = plt.subplots(figsize=(8.0, min(10.0, 0.8 + 0.19 * n_rows)))  # A4 with the notes below
+    fig, ax = plt.subplots(figsize=(8.0, min(9.0, 0.8 + 0.19 * n_rows)))  # A4 with the notes below
     if not groups:
         ax.axis("off")
         ax.text(0.5, 0.5, "No claim can be tested yet: no pair of finished runs.", ha="center", va="center")

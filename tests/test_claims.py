@@ -143,7 +143,9 @@ def test_known_answers_three_seeds(tree, cli):
     with Image.open(cfg.figures_dir / "claims.png") as im:
         im.verify()
     pypdf = pytest.importorskip("pypdf")
-    text = "".join(p.extract_text() for p in pypdf.PdfReader(cfg.figures_dir / "claims.pdf").pages)
+    pages = pypdf.PdfReader(cfg.figures_dir / "claims.pdf").pages
+    assert len(pages) == 1 and pages[0].mediabox.width <= 596 and pages[0].mediabox.height <= 842  # one A4 page
+    text = "".join(p.extract_text() for p in pages)
     assert "non-official Inception weights" in text and "contradicted" in text and MISSING in text
 
 
