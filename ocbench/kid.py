@@ -50,6 +50,8 @@ def real_sums(real: torch.Tensor, subsets) -> list[torch.Tensor]:
     every epoch: an evaluator computes these once per run, and each epoch pays for the generated
     features' terms only."""
     real = real.to(torch.float64)
+    if len(subsets[0][1]) == len(real):  # every subset is all of them, permuted: one sum serves all
+        return [kernel_sum(real)] * len(subsets)
     return [kernel_sum(real[j.to(real.device)]) for _, j in subsets]
 
 
@@ -57,9 +59,12 @@ def kid_of_subsets(fake: torch.Tensor, real: torch.Tensor, subsets, within_real=
     """(mean, std) of the unbiased MMD^2 over `subsets`, pairs of row indices (fake rows, real rows);
     `within_real`: `real_sums(real, subsets)`, if computed before."""
     fake, real = fake.to(torch.float64), real.to(fake.device, torch.float64)
+    # Subsets as large as a set are all of it, permuted, and kernel sums do not see the order (up to
+    # rounding): the set itself and one within-set sum serve every subset; when both sets are whole,
+    # every subset gives the same MMD (torch-fidelity's std is then rounding, ~1e-17).
+    if len(subsets[0][0]) == len(fake) and len(subsets[0][1]) == len(real):
+        return mmd2_unbiased(fake, real), 0.0
     within_real = real_sums(real, subsets) if within_real is None else within_real
-    # Subsets as large as the generated set are all of it, permuted; kernel sums do not see the order
-    # (up to rounding), so the set itself and one within-set sum serve every subset.
     whole = len(subsets[0][0]) == len(fake)
     within_fake = kernel_sum(fake) if whole else None
     mmds = [mmd2_unbiased(fake if whole else fake[i.to(fake.device)], real[j.to(fake.device)], within_fake, w)

@@ -378,6 +378,10 @@ def test_kid_equals_torch_fidelity_on_the_same_features():
     print(f"KID {mean!r} +- {std!r}, torch-fidelity {theirs}")
     assert abs(mean - theirs[KEY_METRIC_KID_MEAN]) <= 1e-6 * abs(theirs[KEY_METRIC_KID_MEAN])
     assert abs(std - theirs[KEY_METRIC_KID_STD]) <= 1e-6 * theirs[KEY_METRIC_KID_STD]
+    # Subsets as large as one set (all of it, permuted) take a shortcut: the same numbers as subset by subset.
+    pairs = kid.subset_indices(100, 500, 10, 100)
+    plain = [kid.mmd2_unbiased(fake[:100][i].double(), real[j].double()) for i, j in pairs]
+    assert kid.kid_of_subsets(fake[:100], real, pairs) == pytest.approx((np.mean(plain), np.std(plain)), rel=1e-9)
 
 
 def test_kid_of_two_samples_of_one_distribution_is_zero_within_its_std():
