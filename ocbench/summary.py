@@ -135,7 +135,7 @@ def markdown(cfg: Config, runs: Runs, table: pd.DataFrame, gans: pd.DataFrame) -
         shown = df.copy()
         for col in shown.columns:
             if shown[col].dtype.kind == "f":
-                digits = "4g" if "kid" in col else ".2f"  # KIDs are ~1e-3 .. 1e-1
+                digits = ".4g" if "kid" in col else ".2f"  # KIDs are ~1e-3 .. 1e-1
                 shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:{digits}}")
         shown = shown.astype(object).where(shown.notna(), "")
         head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
