@@ -265,6 +265,11 @@ def test_missing_weights_or_stats_name_the_fix(fid_env, tmp_path):
     fid.save_reference(fid.Reference(np.zeros(2048), np.eye(2048), None, "0" * 64), other)
     with pytest.raises(OcbenchError, match="other Inception weights"):
         Evaluator.from_config(fid_env["cfg"], "cpu", stats=str(other))
+    # KID cannot compare with more real features than the stats file kept; the message names both fixes.
+    cfg = config_mod.load([fid_env["config"]], ["metrics.kid_real_samples=31"])
+    with pytest.raises(OcbenchError, match="kid_real_samples is 31 but .* holds 30 real features; lower it, "
+                                           "or raise metrics.pr_real_samples and rerun `ocbench fid stats`"):
+        Evaluator.from_config(cfg, "cpu")
 
 
 def test_to_uint8_matches_save_image(tmp_path):
