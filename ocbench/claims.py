@@ -442,9 +442,11 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
                 out = abs(diff) > REL_LIMIT
                 clipped |= out
                 ax.plot([x], [y], (">" if diff > 0 else "<") if out else "o", color=c, ms=4.5)
-                if out:
-                    ax.annotate(f"{diff:+.0f}%", (x, y), xytext=(-4 if diff > 0 else 4, 4), textcoords="offset points",
-                                ha="right" if diff > 0 else "left", fontsize=6.5, color=c)
+                if out:  # the value on the row itself, inside the axis
+                    ax.annotate(f"{diff:+.0f}%", (x, y), xytext=(-6 if diff > 0 else 6, 0), textcoords="offset points",
+                                ha="right" if diff > 0 else "left", va="center", fontsize=6.5, color=c)
+                if not np.isfinite(diff):
+                    ax.text(0, y, "  compared mean is 0: no relative difference", va="center", fontsize=6.5, color="0.4")
                 ticks.append(y)
                 labels.append(f"{r.gan.upper()} {MEASURES[r.measure].label}")
                 ax.text(1.01, y, SHORT.get(r.verdict, r.verdict), transform=right, ha="left", va="center",
