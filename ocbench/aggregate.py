@@ -15,12 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ocbench.config import Config
 from ocbench.errors import OcbenchError
 from ocbench.train import METRIC_COLUMNS
 
+# The columns after `status` came later: a metrics.csv written before them still aggregates and plots.
+ADDED_COLUMNS = METRIC_COLUMNS[METRIC_COLUMNS.index("status") + 1 :]
 ID_COLUMNS = ["run", "gan", "variant", "seed", "alpha", "label", "run_status"]
 FINISHED = ("ok", "diverged")
 
@@ -60,9 +63,13 @@ def read_run(path: Path) -> pd.DataFrame:
     """One run's metrics.csv in the train module's format (empty frame when absent or header only)."""
     if not path.is_file() or path.stat().st_size == 0:
         return pd.DataFrame(columns=METRIC_COLUMNS)
-    df = pd.read_csv(path, dtype={"weights_sha256": str, "frechet": str, "status": str})
+    df = pd.read_csv(path, dtype={"weights_sha256": str, "frechet": str, "status": str,
+                                  "reference_split": str, "eval_precision": str})
     if "frechet" not in df.columns:  # written before metrics.frechet existed: pytorch-fid's scipy sqrtm
         df["frechet"] = "scipy"
+    for column in ADDED_COLUMNS:  # written before KID and the provenance columns existed
+        if column not in df.columns:
+            df[column] = np.nan
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
         raise OcbenchError(f"{path} lacks the columns {', '.join(missing)}; it was not written by `ocbench train`")

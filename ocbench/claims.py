@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ocbench.aggregate import Runs, collect, label, require_finished
-from ocbench.config import Config
-from ocbench.summary import STD_WINDOW, per_run, weights_header
+from ocbench.config import Config, run_id
+from ocbench.summary import PROVENANCE, STD_WINDOW, per_run, provenance, provenance_line, weights_header
 
 # --------------------------------------------------------------------------------------------------
 # the measures a claim can be judged on (per run; one value each)
@@ -65,7 +65,13 @@ MEASURES = {
                                 "what mode collapse is."),
     "images_per_s": Measure("training images/s", "images/s", "higher",
                             "median over epochs of training images per second (evaluation not counted)."),
+    # KID beside FID: unbiased by the sample count (FID's bias falls as 1/N), so a claim judged on both
+    # holds whatever N the runs were scored with only when the two agree.
+    "final_kid": Measure("final KID", "KID", "lower", "KID after the last epoch (the last finite one)."),
+    "best_kid": Measure("best KID", "KID", "lower", "the lowest KID of any epoch."),
+    "mean_kid": Measure("mean KID", "KID", "lower", "KID averaged over every epoch."),
 }
+KID_OF = {"final_fid": "final_kid", "best_fid": "best_kid", "mean_fid": "mean_kid"}  # a FID measure's KID twin
 
 
 # --------------------------------------------------------------------------------------------------
@@ -101,7 +107,7 @@ SIMILAR, NOT_DRAMATICALLY_WORSE = 0.10, 0.25
 CLAIMS = (
     Claim("1", "quality", "in all three baselines, the octave model generates images of better or similar "
           "quality compared to the previous training", "Sec. 4.2, Fig. 2", "oct", "baseline",
-          ("final_fid", "best_fid"), "not_worse", SIMILAR),
+          ("final_fid", "best_fid", "final_kid", "best_kid"), "not_worse", SIMILAR),
     Claim("2", "stability", "we can observe the improvement of stability during training for the octave "
           "implementation", "Sec. 4.2, Fig. 2", "oct", "baseline", ("fid_std_last10", "largest_rise"), "better"),
     Claim("3", "mode collapse", "vanilla DCGAN and LSGAN start to suffer from mode collapse from epoch 25 "
@@ -110,15 +116,17 @@ CLAIMS = (
           gans=("dcgan", "lsgan"),
           reading="OCT loses less recall and gains less FID after epoch 20 than the vanilla network."),
     Claim("4a", "LOW quality", "surprisingly the score results are not dramatically worse than vanilla "
-          "baselines", "Sec. 4.2, Fig. 6", "low", "baseline", ("final_fid", "best_fid"), "not_worse",
+          "baselines", "Sec. 4.2, Fig. 6", "low", "baseline", ("final_fid", "best_fid", "final_kid", "best_kid"),
+          "not_worse",
           NOT_DRAMATICALLY_WORSE),
     Claim("4b", "LOW evolution", "both share a similar FID score evolution", "Sec. 4.2, Fig. 6", "low",
-          "baseline", ("mean_fid",), "similar", SIMILAR),
+          "baseline", ("mean_fid", "mean_kid"), "similar", SIMILAR),
     Claim("5a", "RAMP", "this strategy might be too harsh", "Sec. 4.2, Fig. 6", "ramp", "oct",
-          ("final_fid", "mean_fid"), "worse", reading="RAMP has a higher FID than OCT (same α, constant β)."),
+          ("final_fid", "mean_fid", "final_kid", "mean_kid"), "worse",
+          reading="RAMP has a higher FID (and KID) than OCT (same α, constant β)."),
     Claim("5b", "COMBI", "a second weighting strategy called combination ..., which tries to be a trade-off "
           "between frequency components offering an optimized combination", "Sec. 4.2, Fig. 6", "combi", "oct",
-          ("final_fid", "mean_fid"), "not_worse", SIMILAR,
+          ("final_fid", "mean_fid", "final_kid", "mean_kid"), "not_worse", SIMILAR,
           reading="the paper gives no direction against OCT; tested: COMBI at least as good as OCT "
                   "(better or similar)."),
     Claim("6", "speed", "we achieve to reduce spatial redundancy by using octave convolution, and therefore, "
@@ -146,6 +154,7 @@ CONFIDENCE = 0.95
 COLUMNS = [
     "claim", "title", "gan", "measure", "unit", "better", "setting", "versus", "test", "margin_rel", "margin",
     "mean_setting", "mean_versus", "difference", "ci_low", "ci_high", "n_seeds", "seeds", "verdict", "notes",
+    "fid_kid_agree", *PROVENANCE,  # fid_kid_agree: on a KID row, whether the FID twin's verdict is the same
 ]
 
 
@@ -167,8 +176,10 @@ def run_extras(rows: pd.DataFrame, epochs: int) -> dict:
         return {}
     at = collapse_epoch(epochs)
     last = finite.iloc[-1]
+    kid = rows["kid"].astype(float)
     return {
         "mean_fid": float(finite["fid"].astype(float).mean()),
+        "mean_kid": float(kid[np.isfinite(kid)].mean()) if np.isfinite(kid).any() else math.nan,
         "fid_rise_late": float(last["fid"]) - value_at(finite, "fid", at),
         "recall_drop_late": value_at(finite, "recall", at) - float(last["recall"]),
         "images_per_s": float(rows["images_per_s"].astype(float).median()),
@@ -179,8 +190,8 @@ def measure_table(cfg: Config, runs: Runs) -> pd.DataFrame:
     """One row per configured run: its identity, status and every measure in MEASURES."""
     table = per_run(runs)
     extras = pd.DataFrame([run_extras(runs.metrics[runs.metrics.run == r], cfg.train.epochs)
-                           for r in table.run], index=table.index, columns=["mean_fid", "fid_rise_late",
-                                                                            "recall_drop_late", "images_per_s"])
+                           for r in table.run], index=table.index,
+                          columns=["mean_fid", "mean_kid", "fid_rise_late", "recall_drop_late", "images_per_s"])
     table = pd.concat([table, extras], axis=1)
     info = runs.runs.set_index("run")
     table["diverged_epoch"] = table.run.map(info["diverged_epoch"])
@@ -235,12 +246,16 @@ def run_note(r) -> str | None:
     return None
 
 
-def compare(cfg: Config, table: pd.DataFrame, claim: Claim, gan: str, measure: str) -> dict:
+def compare(cfg: Config, table: pd.DataFrame, claim: Claim, gan: str, measure: str,
+            runs_metrics: pd.DataFrame) -> dict:
     """One row of claims.csv: claim x GAN x measure."""
     m = MEASURES[measure]
     row = {"claim": claim.id, "title": claim.title, "gan": gan, "measure": measure, "unit": m.unit,
            "better": m.better, "setting": label(gan, claim.setting), "versus": label(gan, claim.versus),
            "test": claim.test, "margin_rel": claim.margin, "n_seeds": 0, "seeds": "", "notes": ""}
+    compared = runs_metrics[runs_metrics.run.isin({run_id(gan, v, s) for v in (claim.setting, claim.versus)
+                                                   for s in cfg.run.seeds})]
+    row.update(provenance(compared))
     absent = [x for x in (gan,) if x not in cfg.run.gans] + \
              [v for v in (claim.setting, claim.versus) if v not in cfg.run.variants]
     if absent:
@@ -278,9 +293,24 @@ def compare(cfg: Config, table: pd.DataFrame, claim: Claim, gan: str, measure: s
 def evaluate(cfg: Config, runs: Runs) -> pd.DataFrame:
     """Every claim x GAN x measure, in the order of CLAIMS."""
     table = measure_table(cfg, runs)
-    rows = [compare(cfg, table, claim, gan, measure)
+    rows = [compare(cfg, table, claim, gan, measure, runs.metrics)
             for claim in CLAIMS for gan in claim.gans for measure in claim.measures]
-    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+    result = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    # FID against KID: a KID row whose FID twin reached another verdict is a claim that depends on the
+    # metric (or on FID's sample-size bias); said on the row and in claims.md.
+    twin = {(r.claim, r.gan, KID_OF[r.measure]): r.verdict for r in result.itertuples() if r.measure in KID_OF}
+    result["fid_kid_agree"] = [
+        (twin[(r.claim, r.gan, r.measure)] == r.verdict) if (r.claim, r.gan, r.measure) in twin else pd.NA
+        for r in result.itertuples()]
+    return result
+
+
+def disagreements(result: pd.DataFrame) -> list[str]:
+    """One line per claim, GAN and KID measure whose verdict differs from its FID twin's."""
+    fid_verdict = {(r.claim, r.gan, KID_OF[r.measure]): r.verdict for r in result.itertuples() if r.measure in KID_OF}
+    return [f"- {r.claim} {r.title}, {r.gan.upper()}: {MEASURES[r.measure].label} **{r.verdict}**, FID twin "
+            f"**{fid_verdict[(r.claim, r.gan, r.measure)]}**"
+            for r in result.itertuples() if pd.notna(r.fid_kid_agree) and not r.fid_kid_agree]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -330,6 +360,7 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
     parts = [
         f"# The paper's claims: {cfg.name}", "",
         weights_header(runs), "",
+        provenance_line(runs), "",
         f"{len(runs.runs)} configured runs, seeds {seeds}, {cfg.train.epochs} epochs each. For each claim, "
         "GAN and measure: the means of the two settings over the seeds where both runs finished, and their "
         "difference (setting − versus, in the measure's units) paired by seed with a 95% t-interval of the "
@@ -346,6 +377,12 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
     if not_trained:
         parts += [f"Not tested, because config '{cfg.name}' does not train the settings they compare: "
                   f"{', '.join(not_trained)}.", ""]
+    disagree = disagreements(result)
+    parts += ["## FID and KID", "",
+              "Each claim judged on FID is judged on KID too (same test, same margin as a fraction of the "
+              "compared setting's mean). KID is unbiased by the sample count, FID is not: a verdict that "
+              "holds on one and not the other depends on the metric or on the number of samples. "
+              + ("They disagree on:" if disagree else "They agree on every claim tested here."), "", *disagree, ""]
     if notes:
         parts += ["## Runs left out or qualified", "", *notes, ""]
     parts += ["## The claims and their tests", "", *claims, "", "## Measures", "", *measures, ""]
@@ -358,37 +395,87 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
 
 SHORT = {SUPPORTED: "supported", CONTRADICTED: "contradicted", ONE_SEED: "one seed: no interval"}
 VERDICT_COLORS = {SUPPORTED: "tab:green", CONTRADICTED: "tab:red"}
+REL_LIMIT = 100.0  # % : the axis stops here; a difference beyond it is drawn at the edge with its value
+
+
+def relative(r) -> tuple[float, float, float]:
+    """(difference, ci_low, ci_high) of a claims row in % of the compared setting's mean, turned so that
+    positive means the claim's setting is better: FIDs, KIDs, recall and images/s on one axis."""
+    sign = -1.0 if MEASURES[r.measure].better == "lower" else 1.0
+    scale = 100.0 * sign / abs(r.mean_versus) if r.mean_versus else math.nan
+    lo, hi = sorted((r.ci_low * scale, r.ci_high * scale)) if pd.notna(r.ci_low) else (math.nan, math.nan)
+    return r.difference * scale, lo, hi
 
 
 def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
-    """A panel per claim and measure (each in its own units), a row per GAN: the paired difference,
-    its 95% interval, a zero line, the margin where the claim has one, and the verdict on the right."""
+    """One forest plot of every claim: a row per claim, GAN and measure, grouped by claim, the paired
+    difference and its 95% interval in % of the compared setting's mean (right: the claim's setting
+    better), each claim's margin as a shaded band, the verdict beside the row. Fits one page."""
     import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
 
     from ocbench.figures import Notes, finish, weights_notes
 
     notes = Notes()
     shown = result[result.n_seeds > 0]
-    panels = list(dict.fromkeys(zip(shown.claim, shown.measure)))
-    if not panels:
-        fig, ax = plt.subplots(figsize=(7.5, 1.6))
+    claims = {c.id: c for c in CLAIMS}
+    groups = [(cid, shown[shown.claim == cid]) for cid in dict.fromkeys(shown.claim)]
+    n_rows = len(shown) + len(groups)  # a heading line per claim
+    fig, ax = plt.subplots(figsize=(8.0, min(9.0, 0.8 + 0.19 * n_rows)))  # A4 with the notes below
+    if not groups:
         ax.axis("off")
         ax.text(0.5, 0.5, "No claim can be tested yet: no pair of finished runs.", ha="center", va="center")
-        panels_rows = []
     else:
-        panels_rows = [shown[(shown.claim == c) & (shown.measure == m)] for c, m in panels]
-        heights = [0.3 * len(p) + 0.75 for p in panels_rows]
-        fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, sum(heights) + 0.5), squeeze=False,
-                                 gridspec_kw={"height_ratios": heights})
-        claims = {c.id: c for c in CLAIMS}
-        for ax, rows in zip(axes[:, 0], panels_rows):
-            claim, m = claims[rows.claim.iloc[0]], MEASURES[rows.measure.iloc[0]]
-            draw_panel(ax, claim, m, rows)
+        right = blended_transform_factory(ax.transAxes, ax.transData)
+        y, ticks, labels, clipped = n_rows - 1, [], [], False
+        for cid, rows in groups:
+            claim = claims[cid]
+            ax.text(-0.01, y, f"{claim.id} {claim.title}: {claim.setting.upper()} vs {variant_name(claim.versus)}",
+                    transform=right, ha="right", va="center", fontsize=7.5, fontweight="bold")
+            top, y = y - 0.5, y - 1
+            for r in rows.itertuples():
+                diff, lo, hi = relative(r)
+                c = VERDICT_COLORS.get(r.verdict, "0.25")
+                if np.isfinite(lo):
+                    ax.plot(np.clip([lo, hi], -REL_LIMIT, REL_LIMIT), [y, y], color=c, lw=1.8)
+                x = float(np.clip(diff, -REL_LIMIT, REL_LIMIT))
+                out = abs(diff) > REL_LIMIT
+                clipped |= out
+                ax.plot([x], [y], (">" if diff > 0 else "<") if out else "o", color=c, ms=4.5)
+                if out:  # the value on the row itself, inside the axis
+                    ax.annotate(f"{diff:+.0f}%", (x, y), xytext=(-6 if diff > 0 else 6, 0), textcoords="offset points",
+                                ha="right" if diff > 0 else "left", va="center", fontsize=6.5, color=c)
+                if not np.isfinite(diff):
+                    ax.text(0, y, "  compared mean is 0: no relative difference", va="center", fontsize=6.5, color="0.4")
+                ticks.append(y)
+                labels.append(f"{r.gan.upper()} {MEASURES[r.measure].label}")
+                ax.text(1.01, y, SHORT.get(r.verdict, r.verdict), transform=right, ha="left", va="center",
+                        fontsize=7, color=c)
+                y -= 1
+            if claim.margin is not None:  # the claim's margin: how much worse (or different) still passes
+                m = 100 * claim.margin
+                x0, x1 = (-m, m) if claim.test == "similar" else (-m, 0)
+                ax.fill_betweenx([y + 0.5, top], x0, x1, color="tab:blue", alpha=0.12, lw=0)
+            ax.axhline(y + 0.5, color="0.85", lw=0.6)
+        ax.set_yticks(ticks, labels, fontsize=7)
+        ax.set_ylim(y + 0.5, n_rows - 0.5)
+        ax.axvline(0, color="0.3", lw=0.8)
+        ax.set_xlim(-REL_LIMIT * 1.05, REL_LIMIT * 1.05)
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:+.0f}%" if v else "0")
+        ax.set_xlabel("difference to the compared setting, % of its mean   (← claim's setting worse | better →)",
+                      fontsize=8)
+        ax.tick_params(axis="x", labelsize=7.5)
+        ax.grid(True, axis="x", alpha=0.3)
+        if clipped:
+            notes.add(f"Triangles: a difference beyond ±{REL_LIMIT:.0f}% of the compared mean, its value beside it; "
+                      "intervals reaching beyond end at the edge.")
+    ax.set_title("The paper's claims: difference to the compared setting, by claim", fontsize=10, loc="left")
     if len(cfg.run.seeds) > 1:
         notes.add("Dots: mean difference over seeds, paired by seed; bars: its 95% t-interval across seeds. "
-                  "Dashed red ticks: the claim's margin.")
+                  "Shaded: the claim's margin (how much worse, or for 'similar' how different, still passes).")
     else:
-        notes.add("One seed: each dot is the single run's difference; no interval is possible.")
+        notes.add("One seed: each dot is the single run's difference; no interval is possible. "
+                  "Shaded: the claim's margin.")
     untested = result[result.verdict == NOT_TRAINED]
     if len(untested):
         notes.add(f"Not trained by config '{cfg.name}', so not tested: claims "
@@ -396,45 +483,20 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     if cfg.train.epochs != 50:
         notes.add(f"\"Epoch 20\" (of the paper's 50) is epoch {collapse_epoch(cfg.train.epochs)} of "
                   f"{cfg.train.epochs} here.")
+    disagree = result[result.fid_kid_agree.map(lambda v: pd.notna(v) and not v)]
+    if len(disagree):
+        notes.add("FID and KID disagree in verdict on: "
+                  + ", ".join(dict.fromkeys(f"{r.claim} {r.gan.upper()} {MEASURES[r.measure].label}"
+                                            for r in disagree.itertuples())) + ".", warn=True)
+    p = provenance(runs.metrics)
+    if any(p.values()):
+        notes.add(f"Scored on {p['fid_samples'] or '?'} generated samples per epoch against {p['reference_images'] or '?'} "
+                  f"real images (split {p['reference_split'] or '?'}).")
     left = [r.notes for r in result.itertuples() if r.notes and r.verdict != NOT_TRAINED]
     for text in dict.fromkeys("; ".join(left).split("; ")) if left else []:
         notes.add(text + ".")
     weights_notes(notes, runs.metrics)
-    fig.suptitle("The paper's claims: difference to the compared setting")
     return finish(fig, notes, tight=True)
-
-
-def draw_panel(ax, claim: Claim, m: Measure, rows: pd.DataFrame) -> None:
-    ys = np.arange(len(rows))[::-1]
-    for y, r in zip(ys, rows.itertuples()):
-        c = VERDICT_COLORS.get(r.verdict, "0.25")
-        if pd.notna(r.ci_low):
-            ax.plot([r.ci_low, r.ci_high], [y, y], color=c, lw=2)
-        ax.plot([r.difference], [y], "o", color=c, ms=5)
-        if pd.notna(r.margin):
-            worse = 1.0 if m.better == "lower" else -1.0  # the margin is on the setting's worse side
-            ticks = [worse * r.margin] if claim.test == "not_worse" else [-r.margin, r.margin]
-            for x in ticks:
-                ax.plot([x, x], [y - 0.3, y + 0.3], color="tab:red", ls="--", lw=1)
-    ax.axvline(0, color="0.4", lw=0.8)
-    ax.set_ylim(-0.7, len(rows) - 0.3)
-    ax.set_yticks(ys, [f"{r.setting} − {r.versus}" for r in rows.itertuples()], fontsize=8)
-    right = ax.twinx()
-    right.set_ylim(ax.get_ylim())
-    right.set_yticks(ys, [SHORT.get(r.verdict, r.verdict) for r in rows.itertuples()], fontsize=8)
-    for tick, r in zip(right.get_yticklabels(), rows.itertuples()):
-        tick.set_color(VERDICT_COLORS.get(r.verdict, "0.25"))
-    setting = claim.setting.upper()
-    arrow = f"← {setting} better" if m.better == "lower" else f"{setting} better →"
-    ax.set_xlabel(f"{m.label}: difference ({m.unit})     {arrow}", fontsize=8)
-    ax.set_title(f"{claim.id} {claim.title}: {m.label}", fontsize=9, loc="left")
-    ax.grid(True, axis="x", alpha=0.3)
-    # keep zero and the margins in view
-    xs = [0.0, *rows.difference.dropna(), *rows.ci_low.dropna(), *rows.ci_high.dropna()]
-    xs += [*rows.margin.dropna(), *(-rows.margin.dropna())] if rows.margin.notna().any() else []
-    lo, hi = min(xs), max(xs)
-    pad = 0.08 * (hi - lo) or 1.0
-    ax.set_xlim(lo - pad, hi + pad)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -94,7 +94,8 @@ def cmd_fid_score(args) -> None:
         scores = ev.evaluate_images(args.images)
     else:
         scores = ev.evaluate_generator(args.generator, args.n, args.seed)
-    print(f"FID {scores['fid']:.6f}  precision {scores['precision']:.4f}  recall {scores['recall']:.4f}")
+    print(f"FID {scores['fid']:.6f}  KID {scores['kid']:.6f} ± {scores['kid_std']:.6f}  "
+          f"precision {scores['precision']:.4f}  recall {scores['recall']:.4f}")
     print(f"weights sha256 {scores['weights_sha256']} ({'official' if scores['weights_official'] else 'NOT official'}), "
           f"Frechet distance by {scores['frechet']}")
 

@@ -153,6 +153,11 @@ class MetricsConfig:
     weights_dir: str | None = None
     placeholder_weights: bool = False
     frechet: str = "eigh"
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    kid_real_samples: int | None = None  # None: as many as fid_samples
+    fid_inf_points: int = 5
+    fid_inf_smallest: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,7 @@ class FiguresConfig:
     grid_epochs: list[int] = field(default_factory=list)
     curve_sample_epochs: list[int] = field(default_factory=list)
     band: str = "minmax"
+    metric: str = "fid"
     formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
 
 

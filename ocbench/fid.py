@@ -341,6 +341,33 @@ def frechet_distance_scipy(mu1, sigma1, mu2, sigma2) -> float:
     return float(calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
 
 
+FID_INF_SEED = 19  # the subsets of FID-infinity: a generator of their own, apart from training's and KID's
+
+
+def fid_infinity(feats: torch.Tensor, distance, points: int = 5, smallest: float = 0.5,
+                 batch_size: int = 1000, seed: int = FID_INF_SEED) -> tuple[float, float]:
+    """(FID-infinity, slope): Chong & Forsyth's (CVPR 2020) estimate of the FID of infinitely many
+    samples, from the features of N generated images.
+
+    FID's bias falls as 1/n to first order, so the FIDs of random subsets of n = `points` counts evenly
+    spaced from `smallest` * N to N lie on a line in 1/n; its least-squares intercept (1/n = 0) is
+    FID-infinity, its slope the bias at n = 1 (positive for a finite sample). `distance(mu, sigma, n)`
+    is the Frechet distance of n samples' statistics to the reference (Evaluator.frechet_distance).
+    Subsets are drawn by a CPU generator seeded with `seed`, so no other number moves.
+    """
+    n = len(feats)
+    counts = np.unique(np.linspace(smallest * n, n, points).astype(int))
+    if len(counts) < 2 or counts[0] < 2:
+        raise ValueError(f"FID-infinity needs two sample counts of at least 2 each; {n} samples give {counts}")
+    gen = torch.Generator().manual_seed(seed)
+    fids = []
+    for count in counts:
+        rows = torch.randperm(n, generator=gen)[:count].to(feats.device)
+        fids.append(distance(*statistics(feats[rows], batch_size), int(count)))
+    slope, intercept = np.polyfit(1.0 / counts, fids, 1)
+    return float(intercept), float(slope)
+
+
 def array_batches(array: np.ndarray, batch_size: int, count: int | None = None) -> Iterator[torch.Tensor]:
     """uint8 N x H x W x 3 array (memory-mapped) -> uint8 tensors B x 3 x H x W, one batch at a time,
     so that only one batch is ever in memory."""
@@ -362,6 +389,8 @@ class Reference:
     sigma: np.ndarray
     features: np.ndarray | None = None  # float32, pr_real_samples x 2048
     weights_sha256: str | None = None  # the weights that made the file (absent in pytorch-fid's)
+    images: int | None = None  # how many real images mu/sigma describe (absent in pytorch-fid's and older files)
+    split: str | None = None  # which CelebA split they came from (data.split of the prepared array)
 
 
 def real_sample_indices(n_images: int, n_samples: int, seed: int = 0) -> np.ndarray:
@@ -404,7 +433,7 @@ def compute_reference(
         bar.update(len(batch))
     bar.close()
     mu, sigma = running.result()
-    return Reference(mu.cpu().numpy(), sigma.cpu().numpy(), torch.cat(kept).numpy())
+    return Reference(mu.cpu().numpy(), sigma.cpu().numpy(), torch.cat(kept).numpy(), images=n)
 
 
 def save_reference(ref: Reference, path: str | Path) -> None:
@@ -416,6 +445,10 @@ def save_reference(ref: Reference, path: str | Path) -> None:
         arrays["features"] = ref.features
     if ref.weights_sha256 is not None:
         arrays["weights_sha256"] = np.array(ref.weights_sha256)
+    if ref.images is not None:
+        arrays["images"] = np.array(ref.images)
+    if ref.split is not None:
+        arrays["split"] = np.array(ref.split)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -435,7 +468,9 @@ def load_reference(path: str | Path) -> Reference:
         with np.load(path) as f:
             sha = str(f["weights_sha256"]) if "weights_sha256" in f else None
             feats = f["features"] if "features" in f else None
-            return Reference(f["mu"], f["sigma"], feats, sha)
+            images = int(f["images"]) if "images" in f else None
+            split = str(f["split"]) if "split" in f else None
+            return Reference(f["mu"], f["sigma"], feats, sha, images, split)
     except (OSError, KeyError, ValueError) as exc:
         raise OcbenchError(
             f"{path} is not a statistics file with mu and sigma ({exc}); rerun `ocbench fid stats`"

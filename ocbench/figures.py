@@ -123,12 +123,12 @@ def unfinished_notes(notes: Notes, runs: Runs, gans: list[str], variants: list[s
 # FID curves
 
 
-def fid_by_seed(runs: Runs, gan: str, variant: str) -> pd.DataFrame:
-    """epoch x seed table of FID (NaN where a seed has no finite FID for that epoch)."""
+def fid_by_seed(runs: Runs, gan: str, variant: str, metric: str = "fid") -> pd.DataFrame:
+    """epoch x seed table of FID, or of `metric` (kid) (NaN where a seed has no finite value for that epoch)."""
     rows = runs.metrics[(runs.metrics.gan == gan) & (runs.metrics.variant == variant)]
     if rows.empty:
         return pd.DataFrame()
-    table = rows.pivot_table(index="epoch", columns="seed", values="fid", aggfunc="first", dropna=False)
+    table = rows.pivot_table(index="epoch", columns="seed", values=metric, aggfunc="first", dropna=False)
     return table.astype(float).replace([np.inf, -np.inf], np.nan).sort_index()
 
 
@@ -145,13 +145,13 @@ def mean_and_band(table: pd.DataFrame, band: str) -> tuple[pd.Series, pd.Series,
     return mean, table.min(axis=1, skipna=True), table.max(axis=1, skipna=True)
 
 
-def plot_fid(ax, cfg: Config, runs: Runs, gan: str, variants: list[str], notes: Notes) -> None:
+def plot_fid(ax, cfg: Config, runs: Runs, gan: str, variants: list[str], notes: Notes, metric: str = "fid") -> None:
     """One panel: a mean line (and band, with several seeds) per variant; diverged runs end in an x."""
     n_seeds = len(cfg.run.seeds)
     absent = []
     for variant in variants:
         name, c = label(gan, variant), color(cfg, variant)
-        table = fid_by_seed(runs, gan, variant)
+        table = fid_by_seed(runs, gan, variant, metric)
         if table.empty or table.notna().sum().sum() == 0:
             absent.append(name)
             continue
@@ -166,11 +166,11 @@ def plot_fid(ax, cfg: Config, runs: Runs, gan: str, variants: list[str], notes: 
         for r in sel.itertuples():
             mark_diverged(ax, table[r.seed] if r.seed in table else pd.Series(dtype=float), r, c, n_seeds, notes)
     if absent:
-        ax.text(0.02, 0.97, "no FID yet: " + ", ".join(absent), transform=ax.transAxes, va="top", ha="left",
+        ax.text(0.02, 0.97, f"no {metric.upper()} yet: " + ", ".join(absent), transform=ax.transAxes, va="top", ha="left",
                 fontsize=7.5, color="0.35", style="italic")
     ax.set_title(gan.upper())
     ax.set_xlabel("epoch")
-    ax.set_ylabel("FID")
+    ax.set_ylabel(metric.upper())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlim(0.5, cfg.train.epochs + 0.5)
     ax.grid(True, alpha=0.3)
@@ -202,25 +202,26 @@ def band_note(cfg: Config, notes: Notes) -> None:
                   f"{BAND_TEXT[cfg.figures.band]}.")
 
 
-def set_fid_range(ax, rows: pd.DataFrame, cfg: Config, notes: Notes) -> None:
+def set_fid_range(ax, rows: pd.DataFrame, cfg: Config, notes: Notes, metric: str = "fid") -> None:
     """One FID range for the whole figure (the panels share their y-axis), from the seeds' own FIDs:
     a 95% interval from two or three seeds can be many times wider than the data and would flatten
     every curve, so it may run off the axis, and the figure says so."""
-    fid = rows["fid"].astype(float)
+    fid = rows[metric].astype(float)
     fid = fid[np.isfinite(fid)]
     if fid.empty:
         return
     lo, hi = fid.min(), fid.max()
-    pad = 0.06 * (hi - lo) or 1.0
-    ax.set_ylim(max(0.0, lo - pad), hi + pad)
+    pad = 0.06 * (hi - lo) or (1.0 if metric == "fid" else 1e-3)
+    # FID is never negative; the unbiased KID may be, a little, when the two sets are very close
+    ax.set_ylim(max(0.0, lo - pad) if metric == "fid" else lo - pad, hi + pad)
     if cfg.figures.band == "ci95" and len(cfg.run.seeds) > 1:
         notes.add("Where few seeds make the 95% interval wider than the seeds' spread, it runs off the FID axis.")
 
 
 def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title: str, gans: list[str] | None = None,
-               named: tuple[str, ...] = ("dcgan", "lsgan", "wgan"), notes: Notes | None = None):
-    """Figures 2, 6 and 8: a panel per GAN (default: every GAN the config trains) with a shared FID axis;
-    the GANs in `named` that the config does not train are named under the figure."""
+               named: tuple[str, ...] = ("dcgan", "lsgan", "wgan"), notes: Notes | None = None, metric: str = "fid"):
+    """Figures 2, 6 and 8: a panel per GAN (default: every GAN the config trains) with a shared FID (or
+    KID: `metric`) axis; the GANs in `named` that the config does not train are named under the figure."""
     gans = list(cfg.run.gans) if gans is None else gans
     shown = [v for v in variants if v in cfg.run.variants]
     notes = Notes() if notes is None else notes
@@ -228,15 +229,29 @@ def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title:
     fig, axes = plt.subplots(1, len(gans), figsize=(width, 3.6), sharey=True, squeeze=False)
     band_note(cfg, notes)
     for ax, gan in zip(axes[0], gans):
-        plot_fid(ax, cfg, runs, gan, shown, notes)
+        plot_fid(ax, cfg, runs, gan, shown, notes, metric)
     for ax in axes[0][1:]:
         ax.set_ylabel("")
-    set_fid_range(axes[0][0], runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(shown)], cfg, notes)
+    rows = runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(shown)]
+    set_fid_range(axes[0][0], rows, cfg, notes, metric)
+    sample_count_notes(notes, rows, metric)
     fig.suptitle(f"Figure {number}: {title}")
     unfinished_notes(notes, runs, gans, shown)
     absent_notes(notes, cfg, list(named), variants)
     weights_notes(notes, runs.metrics[runs.metrics.variant.isin(shown)])
     return finish(fig, notes, tight=True)
+
+
+def sample_count_notes(notes: Notes, rows: pd.DataFrame, metric: str) -> None:
+    """What the curve is and on how many samples: FIDs of different sample counts do not compare."""
+    from ocbench.summary import provenance
+
+    p = provenance(rows)
+    what = ("KID: unbiased MMD² of Inception features, polynomial kernel (Bińkowski et al. 2018), mean over "
+            "random subsets" if metric == "kid" else "FID (biased by the sample count: compare curves of equal N only)")
+    counts = (f" of {p['fid_samples']} generated samples per epoch against {p['reference_images'] or '?'} real "
+              f"images (split {p['reference_split'] or '?'})" if p["fid_samples"] else "")
+    notes.add(f"{what}{counts}.")
 
 
 def finish(fig, notes: Notes, tight: bool):
@@ -251,13 +266,16 @@ def finish(fig, notes: Notes, tight: bool):
 
 
 def figure2(cfg: Config, runs: Runs):
+    metric = cfg.figures.metric  # fid (the paper's) or kid
     return fid_figure(cfg, runs, 2, ["baseline", "oct"],
-                      "FID per epoch, vanilla vs octave convolution (OCT, α = 0.5)")
+                      f"{metric.upper()} per epoch, vanilla vs octave convolution (OCT, α = 0.5)", metric=metric)
 
 
 def figure6(cfg: Config, runs: Runs):
     variants = list(dict.fromkeys(["baseline", "oct", "low", "ramp", "combi", *cfg.run.variants]))
-    return fid_figure(cfg, runs, 6, variants, "FID per epoch: baseline, OCT, LOW, RAMP and COMBI")
+    metric = cfg.figures.metric
+    return fid_figure(cfg, runs, 6, variants, f"{metric.upper()} per epoch: baseline, OCT, LOW, RAMP and COMBI",
+                      metric=metric)
 
 
 def figure8(cfg: Config, runs: Runs):

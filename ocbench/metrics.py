@@ -1,16 +1,20 @@
-"""Per-epoch evaluation: FID (as pytorch-fid) and improved precision/recall on one Inception pass.
+"""Per-epoch evaluation: FID (as pytorch-fid), KID and improved precision/recall on one Inception pass.
 
     evaluator = Evaluator.from_config(cfg, device)       # Inception and reference stats, loaded once
-    evaluator.evaluate(sample, n)                        # every epoch
-    -> {"fid", "precision", "recall", "weights_sha256", "weights_official", "frechet"}
+    evaluator.evaluate(sample, n)                        # every epoch; fid_inf=True at snapshot epochs
+    -> {"fid", "precision", "recall", "kid", "kid_std", "fid_inf", "weights_sha256", "weights_official",
+        "frechet"} and the provenance (`Evaluator.provenance`: sample counts, split, precision)
 
 `sample(start, count)` returns `count` generated images in [-1, 1] (count x 3 x H x W, any device);
 the caller owns seeding and beta. Images are quantised to uint8 as a PNG would hold them
 (`fid.to_uint8`), so the FID equals `python -m pytorch_fid` on the same images saved as PNG.
 Everything after the images stays on the evaluator's device: float32 features (kept for the k-NN of
-precision/recall), float64 mu/sigma, and the Frechet distance by `metrics.frechet` ("eigh": one
-`eigvalsh` against the reference's square root, computed here once; "scipy": pytorch-fid's own
-`calculate_frechet_distance`, on the CPU).
+precision/recall and KID), float64 mu/sigma, and the Frechet distance by `metrics.frechet` ("eigh":
+one `eigvalsh` against the reference's square root, computed here once; "scipy": pytorch-fid's own
+`calculate_frechet_distance`, on the CPU). KID (`ocbench.kid`) compares the same generated features
+with the real features P/R uses (`metrics.kid_real_samples` of them); FID-infinity (`fid.fid_infinity`,
+asked for at snapshot epochs) refits the FID on subsets of them. Both draw their subsets from
+generators of their own, so the FID, P/R and everything training computes stay as they were.
 The same evaluator scores a folder of images or a generator checkpoint (`ocbench fid score`).
 """
 
@@ -24,7 +28,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ocbench import fid, prdc
+from ocbench import fid, kid, prdc
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError, UsageError
 
@@ -43,6 +47,11 @@ class Evaluator:
         batch_size: int = 200,
         pr_k: int = 3,
         frechet: str = "eigh",
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        kid_real_samples: int | None = None,
+        fid_inf_points: int = 5,
+        fid_inf_smallest: float = 0.5,
     ):
         if frechet not in fid.FRECHET_METHODS:
             raise OcbenchError(f"metrics.frechet must be one of {', '.join(fid.FRECHET_METHODS)}, got {frechet!r}")
@@ -64,6 +73,16 @@ class Evaluator:
             # The real manifold is the same every epoch: its radii are computed once, here.
             self.real_features = torch.from_numpy(reference.features).to(self.device)
             self.real_radii = prdc.knn_radii(self.real_features, pr_k)
+        self.kid_subsets, self.kid_subset_size = kid_subsets, kid_subset_size
+        self.fid_inf_points, self.fid_inf_smallest = fid_inf_points, fid_inf_smallest
+        self.kid_real = None
+        self._kid_subsets = {}  # number of generated samples -> (subsets, their real kernel sums): once per run
+        if reference.features is not None and len(reference.features) >= 2:
+            # A fixed, seeded choice of kid_real_samples of the real features (all when None or more).
+            count = len(reference.features) if kid_real_samples is None else min(kid_real_samples,
+                                                                                    len(reference.features))
+            rows = torch.randperm(len(reference.features), generator=torch.Generator().manual_seed(kid.SEED))
+            self.kid_real = torch.from_numpy(reference.features[np.sort(rows[:count].numpy())]).to(self.device)
 
     @property
     def weights_sha256(self) -> str:
@@ -72,6 +91,27 @@ class Evaluator:
     @property
     def weights_official(self) -> bool:
         return self.weights.official
+
+    @property
+    def eval_precision(self) -> str:
+        """The arithmetic Inception and the statistics run in: float32 features (no TF32, no autocast),
+        float64 statistics."""
+        return "fp32"
+
+    def provenance(self, n: int) -> dict:
+        """What makes an evaluation of `n` generated samples comparable with another, as plain Python
+        types (metrics rows travel in checkpoints loaded with weights_only=True): the sample counts,
+        the real reference's size and split (empty when its stats file does not say), the precision.
+        The weights' sha256 and the Frechet route are in every result already."""
+        ref = self.reference
+        return {
+            "fid_samples": int(n),
+            "reference_images": "" if ref.images is None else int(ref.images),
+            "reference_split": "" if ref.split is None else str(ref.split),
+            "pr_real_samples": 0 if self.real_features is None else len(self.real_features),
+            "kid_real_samples": 0 if self.kid_real is None else len(self.kid_real),
+            "eval_precision": self.eval_precision,
+        }
 
     @classmethod
     def from_config(cls, cfg, device: torch.device | str | None = None, stats: str | None = None):
@@ -85,13 +125,22 @@ class Evaluator:
                 f"(sha256 {reference.weights_sha256[:16]}..., now {weights.sha256[:16]}...); "
                 "delete it and rerun `ocbench fid stats`"
             )
+        m = cfg.metrics
+        kid_real = m.fid_samples if m.kid_real_samples is None else m.kid_real_samples
+        held = 0 if reference.features is None else len(reference.features)
+        if m.kid_real_samples is not None and m.kid_real_samples > held:
+            raise OcbenchError(
+                f"metrics.kid_real_samples is {m.kid_real_samples} but {stats or m.stats} holds {held} real "
+                "features; lower it, or raise metrics.pr_real_samples and rerun `ocbench fid stats`"
+            )
         net = fid.load_inception(weights, device, cfg.metrics.dims)
         if len(reference.mu) != net.feature_dim:
             raise OcbenchError(
                 f"{stats or cfg.metrics.stats} holds {len(reference.mu)}-d statistics but metrics.dims is "
                 f"{net.feature_dim}; delete it and rerun `ocbench fid stats`"
             )
-        return cls(net, weights, reference, cfg.metrics.batch_size, cfg.metrics.pr_k, cfg.metrics.frechet)
+        return cls(net, weights, reference, m.batch_size, m.pr_k, m.frechet, m.kid_subsets, m.kid_subset_size,
+                   kid_real, m.fid_inf_points, m.fid_inf_smallest)
 
     # ----------------------------------------------------------------------------------------------
 
@@ -114,18 +163,38 @@ class Evaluator:
             return fid.frechet_distance_scipy(mu, sigma, self.reference.mu, self.reference.sigma)
         return fid.frechet_distance_eigh(mu, sigma, self.ref_mu, self.ref_sigma, n, self.ref_root)
 
-    def score_features(self, feats: torch.Tensor) -> dict:
-        """FID against the reference mu/sigma; precision/recall against the real features (NaN
-        when the stats file has none, e.g. one written by `python -m pytorch_fid --save-stats`)."""
+    def kid(self, feats: torch.Tensor) -> tuple[float, float]:
+        """(KID, std) of generated features against the kept real ones; the seeded subsets and the real
+        features' kernel sums, the same every epoch, are computed on the first call for each count."""
+        n = len(feats)
+        if n not in self._kid_subsets:
+            subsets = kid.subset_indices(n, len(self.kid_real), self.kid_subsets, self.kid_subset_size)
+            self._kid_subsets[n] = subsets, kid.real_sums(self.kid_real, subsets)
+        return kid.kid_of_subsets(feats, self.kid_real, *self._kid_subsets[n])
+
+    def score_features(self, feats: torch.Tensor, fid_inf: bool = False) -> dict:
+        """FID against the reference mu/sigma; precision/recall and KID against the real features (NaN
+        when the stats file has none, e.g. one written by `python -m pytorch_fid --save-stats`);
+        with `fid_inf`, FID-infinity too (else NaN)."""
         mu, sigma = fid.statistics(feats, self.batch_size)
         result = {"fid": self.frechet_distance(mu, sigma, len(feats))}
         if self.real_features is not None and len(feats) > self.pr_k:
             p, r = prdc.precision_recall(self.real_features, feats, self.pr_k, self.real_radii)
         else:
             p, r = math.nan, math.nan
+        k, k_std = math.nan, math.nan
+        if self.kid_real is not None and len(feats) >= 2:
+            k, k_std = self.kid(feats)
+        inf = math.nan
+        if fid_inf:
+            inf, _ = fid.fid_infinity(feats, self.frechet_distance, self.fid_inf_points, self.fid_inf_smallest,
+                                      self.batch_size)
         result.update(
             precision=p,
             recall=r,
+            kid=k,
+            kid_std=k_std,
+            fid_inf=inf,
             weights_sha256=self.weights.sha256,
             weights_official=self.weights.official,
             frechet=self.frechet,
@@ -133,8 +202,9 @@ class Evaluator:
         return result
 
     @torch.no_grad()
-    def evaluate(self, sample: Sampler, n: int) -> dict:
-        """Score `n` images from `sample(start, count)` (floats in [-1, 1]), in batches."""
+    def evaluate(self, sample: Sampler, n: int, fid_inf: bool = False) -> dict:
+        """Score `n` images from `sample(start, count)` (floats in [-1, 1]), in batches; FID-infinity
+        as well with `fid_inf`."""
         if n < 2:
             raise OcbenchError(f"FID needs at least 2 samples, got metrics.fid_samples={n}")
 
@@ -146,7 +216,7 @@ class Evaluator:
                     raise ValueError(f"sample({start}, {count}) gave shape {tuple(images.shape)}")
                 yield fid.to_uint8(images)
 
-        return self.score_features(self.features(batches(), n))
+        return self.score_features(self.features(batches(), n), fid_inf)
 
     def evaluate_images(self, folder: str | Path) -> dict:
         """Score the image files in `folder`, chosen and read as `python -m pytorch_fid` does."""
@@ -255,5 +325,6 @@ def make_reference(cfg, device: torch.device | str | None = None, progress: bool
         array, net, cfg.metrics.batch_size, cfg.metrics.stats_images, cfg.metrics.pr_real_samples, progress
     )
     ref.weights_sha256 = weights.sha256
+    ref.split = cfg.data.split  # `ocbench data prepare` remakes the array whenever its split changes
     fid.save_reference(ref, cfg.metrics.stats)
     return Path(cfg.metrics.stats)

@@ -24,7 +24,7 @@ STD_WINDOW = 10  # epochs at the end of training over which the FID's standard d
 RUN_COLUMNS = [
     "run", "label", "gan", "variant", "seed", "alpha", "status", "epochs_done",
     "best_fid", "best_epoch", "final_fid", "final_epoch", "fid_std_last10", "largest_rise",
-    "largest_rise_epoch", "final_precision", "final_recall",
+    "largest_rise_epoch", "final_precision", "final_recall", "best_kid", "final_kid",
 ]
 
 
@@ -42,6 +42,7 @@ def run_stats(rows: pd.DataFrame) -> dict:
         "fid_std_last10": float(np.std(fid[-STD_WINDOW:], ddof=1)) if len(fid) > 1 else np.nan,
         "final_precision": float(ok["precision"].iloc[-1]), "final_recall": float(ok["recall"].iloc[-1]),
         "largest_rise": np.nan, "largest_rise_epoch": np.nan,
+        **kid_stats(ok),
     }
     if len(fid) > 1:
         rises = np.diff(fid)
@@ -49,6 +50,14 @@ def run_stats(rows: pd.DataFrame) -> dict:
         # the epoch at which FID had risen; a run whose FID only fell has a largest rise of 0
         out["largest_rise"], out["largest_rise_epoch"] = (rises[i], epochs[i + 1]) if rises[i] > 0 else (0.0, np.nan)
     return out
+
+
+def kid_stats(rows: pd.DataFrame) -> dict:
+    """Best and final KID, as for FID, over the epochs with a finite KID (none in a metrics.csv written
+    before KID was computed)."""
+    kid = rows["kid"].astype(float).to_numpy()
+    kid = kid[np.isfinite(kid)]
+    return {"best_kid": kid.min(), "final_kid": kid[-1]} if len(kid) else {}
 
 
 def per_run(runs: Runs) -> pd.DataFrame:
@@ -66,14 +75,14 @@ def per_run(runs: Runs) -> pd.DataFrame:
 
 def per_gan(table: pd.DataFrame) -> pd.DataFrame:
     """Means over seeds per GAN and variant, and each variant minus its GAN's baseline (negative: better)."""
-    measures = ["best_fid", "final_fid", "fid_std_last10", "largest_rise"]
+    measures = ["best_fid", "final_fid", "fid_std_last10", "largest_rise", "best_kid", "final_kid"]
     done = table[table.status.isin(("ok", "diverged"))]
     grouped = done.groupby(["gan", "variant"], sort=False)
     means = grouped[measures].mean()
     means["seeds"] = grouped.size()
     means["diverged"] = grouped["status"].apply(lambda s: int((s == "diverged").sum()))
     means = means.reset_index()
-    for m in ("best_fid", "final_fid", "largest_rise"):
+    for m in ("best_fid", "final_fid", "largest_rise", "best_kid", "final_kid"):
         base = means[means.variant == "baseline"].set_index("gan")[m]
         means[f"{m}_vs_baseline"] = means[m] - means.gan.map(base)
     means.insert(0, "label", [label(g, v) for g, v in zip(means.gan, means.variant)])
@@ -96,13 +105,38 @@ def weights_header(runs: Runs) -> str:
     return "\n".join(lines)
 
 
+PROVENANCE = ["fid_samples", "reference_images", "reference_split", "weights_sha256", "frechet", "eval_precision"]
+
+
+def provenance(metrics: pd.DataFrame) -> dict:
+    """What the rows' numbers were computed under, one string per column: the value, or all the
+    distinct values (space-separated) when the rows differ, or "" when they do not record it."""
+    out = {}
+    for col in PROVENANCE:
+        values = metrics[col].dropna().astype(str) if col in metrics else pd.Series(dtype=str)
+        values = [v.removesuffix(".0") for v in dict.fromkeys(values) if v not in ("", "nan")]
+        out[col] = " ".join(v[:16] if col == "weights_sha256" else v for v in values)
+    return out
+
+
+def provenance_line(runs: Runs) -> str:
+    p = provenance(runs.metrics)
+    if not any(p.values()):
+        return "The runs' metrics do not record their sample counts (written before ocbench recorded them)."
+    return (f"Every epoch scored {p['fid_samples'] or '?'} generated samples against a reference of "
+            f"{p['reference_images'] or '?'} real images (split {p['reference_split'] or '?'}); Inception in "
+            f"{p['eval_precision'] or '?'}, Fréchet distance by {p['frechet'] or '?'}. FIDs of other sample counts "
+            "do not compare (FID's bias falls as 1/N); KIDs do.")
+
+
 def markdown(cfg: Config, runs: Runs, table: pd.DataFrame, gans: pd.DataFrame) -> str:
     def md(df: pd.DataFrame) -> str:
         # plain pipe tables, without the optional `tabulate` dependency of DataFrame.to_markdown
         shown = df.copy()
         for col in shown.columns:
             if shown[col].dtype.kind == "f":
-                shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+                digits = ".4g" if "kid" in col else ".2f"  # KIDs are ~1e-3 .. 1e-1
+                shown[col] = shown[col].map(lambda v: "" if pd.isna(v) else f"{v:{digits}}")
         shown = shown.astype(object).where(shown.notna(), "")
         head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
         return head + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
@@ -116,7 +150,9 @@ def markdown(cfg: Config, runs: Runs, table: pd.DataFrame, gans: pd.DataFrame) -
         "## Per run", "",
         f"best_fid at best_epoch; final_fid at the last epoch with a finite FID; fid_std_last10 over the "
         f"last {STD_WINDOW} such epochs (or all, if fewer); largest_rise: the biggest increase of FID from "
-        "one epoch to the next (0: never rose), at largest_rise_epoch.", "",
+        "one epoch to the next (0: never rose), at largest_rise_epoch. best_kid and final_kid: the same for "
+        "KID (unbiased by the sample count; empty for runs written before KID was computed).", "",
+        provenance_line(runs), "",
         md(table.drop(columns=["gan", "variant"])), "",
         "## Variants against the baseline", "",
         "Means over the finished seeds; *_vs_baseline = variant − baseline of the same GAN "

@@ -44,6 +44,10 @@ METRIC_COLUMNS = [
     "epoch", "iterations", "g_updates", "g_loss", "d_loss", "fid", "precision", "recall",
     "beta_h", "beta_l", "epoch_seconds", "images_per_s", "eval_seconds",
     "weights_sha256", "weights_official", "frechet", "status",
+    # added later (older metrics.csv files lack them; aggregate reads those as empty): KID, FID-infinity
+    # (snapshot epochs only) and what makes the numbers comparable (Evaluator.provenance)
+    "kid", "kid_std", "fid_inf", "fid_samples", "reference_images", "reference_split", "pr_real_samples",
+    "kid_real_samples", "eval_precision",
 ]
 TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only non-reproducible ones
 EVAL_SEED = 1_000_000  # the FID samples after epoch index e use seed EVAL_SEED + e (eval_seed)
@@ -497,11 +501,13 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
             with torch.no_grad(), autocast(), writing(grid_path):
                 save_grid(G(grid_z, beta_t), grid_path)
             scores = evaluator.evaluate(eval_sampler(G, beta_t, tc.latent_dim, device, epoch,
-                                                     cfg.metrics.fid_samples, autocast), cfg.metrics.fid_samples)
+                                                     cfg.metrics.fid_samples, autocast), cfg.metrics.fid_samples,
+                                        fid_inf=epoch + 1 in tc.snapshot_epochs or epoch + 1 == tc.epochs)
             # plain Python types: the rows travel in the checkpoint, which loads with weights_only
             row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
                        recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
-                       weights_official=bool(scores["weights_official"]), frechet=str(scores["frechet"]))
+                       weights_official=bool(scores["weights_official"]), frechet=str(scores["frechet"]),
+                       kid=float(scores["kid"]), kid_std=float(scores["kid_std"]), fid_inf=float(scores["fid_inf"]))
             if epoch + 1 in tc.snapshot_epochs or epoch + 1 == tc.epochs:
                 snapshot = {"generator": G.state_dict(), "alpha": variant.alpha, "width": tc.width,
                             "latent_dim": tc.latent_dim, "beta": list(beta), "epoch": epoch + 1, "run": run_id,
@@ -513,7 +519,8 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
         else:
             row.update(fid=float("nan"), precision=float("nan"), recall=float("nan"),
                        weights_sha256=evaluator.weights_sha256, weights_official=evaluator.weights_official,
-                       frechet=evaluator.frechet)
+                       frechet=evaluator.frechet, kid=float("nan"), kid_std=float("nan"), fid_inf=float("nan"))
+        row.update(evaluator.provenance(cfg.metrics.fid_samples))
         row["eval_seconds"] = round(time.monotonic() - eval_started, 3)
         rows.append(row)
         with writing(metrics_path):

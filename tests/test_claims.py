@@ -3,7 +3,8 @@
 Runs are written in the train module's metrics.csv format for DCGAN and LSGAN x baseline, OCT, LOW x 3
 seeds. DCGAN_OCT is clearly better than DCGAN (lower final FID, no late jump), LSGAN_OCT clearly worse
 than LSGAN, DCGAN_OCT's images/s scatter around DCGAN's; one run (lsgan_low_s2) is missing and one
-(lsgan_low_s1) diverged.
+(lsgan_low_s1) diverged. KID is FID / 1000, except LSGAN_OCT's, FID / 2000: on claim 1 KID calls LSGAN_OCT
+better where FID calls it worse, a disagreement claims.md must name.
 """
 
 import csv
@@ -51,6 +52,9 @@ def write_run(run_dir, gan, variant, seed):
                 "precision": 0.5, "recall": 0.5 - (0.05 * e if variant == "baseline" else 0.0),
                 "beta_h": 1.0, "beta_l": 1.0, "epoch_seconds": 1.0, "images_per_s": speed, "eval_seconds": 0.1,
                 "weights_sha256": "ab" * 32, "weights_official": False, "status": "diverged" if bad else "ok",
+                "kid": float("nan") if bad else fid / (2000 if (gan, variant) == ("lsgan", "oct") else 1000),
+                "kid_std": 0.001, "fid_samples": 10000, "reference_images": 202599, "reference_split": "all",
+                "pr_real_samples": 10000, "kid_real_samples": 10000, "eval_precision": "fp32", "frechet": "eigh",
             })
 
 
@@ -119,7 +123,19 @@ def test_known_answers_three_seeds(tree, cli):
     assert row(table, "5a", "dcgan", "final_fid").verdict == "not trained by this config"
     assert set(table[table.gan == "wgan"].verdict) == {"not trained by this config"}
 
+    # KID beside FID: the same test on KID, and a disagreement between them said on the row and in claims.md.
+    assert row(table, "1", "dcgan", "final_kid").verdict == "supported"
+    assert row(table, "1", "dcgan", "final_kid").fid_kid_agree == True  # noqa: E712 (read back from csv)
+    r = row(table, "1", "lsgan", "final_kid")
+    assert r.verdict == "supported" and r.fid_kid_agree == False  # noqa: E712
+    assert np.isnan(row(table, "1", "lsgan", "final_fid").fid_kid_agree)  # FID rows have no twin to differ from
+    # What the numbers were computed under, on every claims row.
+    assert (r.fid_samples, r.reference_images, r.reference_split, r.eval_precision, r.frechet) == (
+        10000, 202599, "all", "fp32", "eigh") and r.weights_sha256 == "ab" * 8
+
     md = (cfg.results_dir / "claims.md").read_text()
+    assert "1 quality, LSGAN: final KID **supported**, FID twin **contradicted**" in md
+    assert "10000 generated samples against a reference of 202599 real images (split all)" in md
     assert "95% t-interval" in md and MISSING in md and DIVERGED in md and "not comparable" in md
     assert "better or similar quality" in md  # the paper's words
     for fmt in cfg.figures.formats:
@@ -127,7 +143,9 @@ def test_known_answers_three_seeds(tree, cli):
     with Image.open(cfg.figures_dir / "claims.png") as im:
         im.verify()
     pypdf = pytest.importorskip("pypdf")
-    text = "".join(p.extract_text() for p in pypdf.PdfReader(cfg.figures_dir / "claims.pdf").pages)
+    pages = pypdf.PdfReader(cfg.figures_dir / "claims.pdf").pages
+    assert len(pages) == 1 and pages[0].mediabox.width <= 596 and pages[0].mediabox.height <= 842  # one A4 page
+    text = "".join(p.extract_text() for p in pages)
     assert "non-official Inception weights" in text and "contradicted" in text and MISSING in text
 
 
@@ -165,3 +183,26 @@ def test_every_claim_names_known_measures_variants_and_gans():
         assert set(claim.measures) <= set(claims_mod.MEASURES)
         assert {claim.setting, claim.versus} <= set(cfg.variants) and set(claim.gans) <= set(cfg.gans)
         assert claim.test in claims_mod.TESTS and (claim.margin is not None) == (claim.test in ("not_worse", "similar"))
+
+
+def test_runs_written_before_kid_still_give_claims_summary_and_figures(tmp_path, cli):
+    """metrics.csv files without the columns added after `status` (KID, FID-infinity, provenance):
+    FID claims as before, KID ones 'no data', and the summary and figures still render."""
+    from ocbench.aggregate import ADDED_COLUMNS
+
+    overlay = {"name": "old", "paths": {"results": str(tmp_path / "results"), "figures": str(tmp_path / "figures")},
+               "run": {"gans": ["dcgan"], "variants": ["baseline", "oct"], "seeds": SEEDS},
+               "train": {"epochs": EPOCHS}, "figures": {"formats": ["png"]}}
+    config = tmp_path / "old.yaml"
+    config.write_text(yaml.safe_dump(overlay))
+    cfg = config_mod.load([config])
+    for run in cfg.run_ids():
+        write_run(cfg.run_dir(run), *cfg.parse_run(run))
+        path = cfg.run_dir(run) / "metrics.csv"
+        pd.read_csv(path).drop(columns=ADDED_COLUMNS).to_csv(path, index=False)
+    cli("claims", "--config", config, check=True)
+    table = pd.read_csv(cfg.results_dir / "claims.csv")
+    assert row(table, "1", "dcgan", "final_fid").verdict == "supported"
+    assert row(table, "1", "dcgan", "final_kid").verdict.startswith("no data")
+    cli("summary", "--config", config, check=True)
+    cli("figures", "--config", config, check=True)

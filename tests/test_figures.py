@@ -72,6 +72,8 @@ def write_run(run_dir, gan, variant, seed, index):
                 "beta_h": 1.0, "beta_l": 1.0, "epoch_seconds": 1.0, "images_per_s": 640.0,
                 "eval_seconds": 0.5, "weights_sha256": SHA, "weights_official": False, "frechet": "eigh",
                 "status": "diverged" if bad else "ok",
+                "kid": float("nan") if bad else fids[e - 1] / 1000, "kid_std": 0.001, "fid_samples": 64,
+                "reference_images": 500, "reference_split": "all", "eval_precision": "fp32",
             })
             if not bad and e > 1:
                 shutil.copy(first, run_dir / "samples" / f"epoch_{e:03d}.png")
@@ -229,3 +231,23 @@ def test_figure8_a_panel_per_stabiliser_gan_baseline_vs_oct(tree, tmp_path):
     assert written == output_paths(cfg) and written[-1] == cfg.figures_dir / "fig8.png"
     with Image.open(written[-1]) as im:
         im.verify()
+
+
+def test_figures_2_and_6_drawn_with_kid_name_it_and_the_sample_counts(tree, tmp_path):
+    """figures.metric: kid puts the per-epoch KID on Figures 2 and 6, and the figure says so."""
+    from ocbench.aggregate import collect
+    from ocbench.figures import figure2, figure6
+
+    root, config, _ = tree
+    cfg = config_mod.load([config], ["figures.metric=kid", f"paths.figures={tmp_path}"])
+    runs = collect(cfg)
+    for figure in (figure2, figure6):
+        fig = figure(cfg, runs)
+        assert "KID per epoch" in fig.get_suptitle() and fig.axes[0].get_ylabel() == "KID"
+        lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+        mean = np.mean([fid_curve("dcgan", "oct", seed) for seed in SEEDS], axis=0) / 1000
+        np.testing.assert_allclose(lines["DCGAN_OCT"].get_ydata(), mean)
+        notes = " ".join(t.get_text() for t in fig.texts)
+        assert "KID" in notes and "64 generated samples per epoch against 500 real images (split all)" in notes
+    with pytest.raises(config_mod.ConfigError, match="metric"):
+        config_mod.load([config], ["figures.metric=is"])

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from ocbench import config as config_mod
-from ocbench import fid, prdc
+from ocbench import fid, kid, prdc
 from ocbench.errors import OcbenchError
 from ocbench.metrics import Evaluator, generator_sampler, image_files, read_images
 
@@ -92,7 +92,8 @@ def fid_env(tmp_path_factory):
 def test_reference_stats_equal_pytorch_fid_save_stats(fid_env):
     root = fid_env["root"]
     ours = np.load(root / "stats.npz")
-    assert set(ours.files) == {"mu", "sigma", "features", "weights_sha256"}
+    assert set(ours.files) == {"mu", "sigma", "features", "weights_sha256", "images", "split"}
+    assert int(ours["images"]) == N_REAL and str(ours["split"]) == "all"  # where the reference came from
     assert ours["mu"].dtype == ours["sigma"].dtype == np.float64
     assert ours["sigma"].shape == (2048, 2048) and ours["features"].shape == (30, 2048)
     assert str(ours["weights_sha256"]) == fid.sha256_of(fid_env["weights"])
@@ -162,6 +163,11 @@ def test_in_memory_fid_equals_pytorch_fid_cli(fid_env, tmp_path):
     assert 0 <= ours["precision"] <= 1 and 0 <= ours["recall"] <= 1
     assert ours["weights_sha256"] == fid.sha256_of(fid_env["weights"])
     assert ours["weights_official"] is False
+    # KID on the same features against the P/R real features; FID-infinity only when asked for.
+    assert np.isfinite(ours["kid"]) and ours["kid_std"] >= 0 and np.isnan(ours["fid_inf"])
+    assert evaluator.provenance(N_FAKE) == {
+        "fid_samples": N_FAKE, "reference_images": N_REAL, "reference_split": "all", "pr_real_samples": 30,
+        "kid_real_samples": 30, "eval_precision": "fp32"}  # kid_real_samples: fid_samples (40), capped at 30
 
 
 def test_score_cli_errors_are_one_line(fid_env, tmp_path):
@@ -259,6 +265,11 @@ def test_missing_weights_or_stats_name_the_fix(fid_env, tmp_path):
     fid.save_reference(fid.Reference(np.zeros(2048), np.eye(2048), None, "0" * 64), other)
     with pytest.raises(OcbenchError, match="other Inception weights"):
         Evaluator.from_config(fid_env["cfg"], "cpu", stats=str(other))
+    # KID cannot compare with more real features than the stats file kept; the message names both fixes.
+    cfg = config_mod.load([fid_env["config"]], ["metrics.kid_real_samples=31"])
+    with pytest.raises(OcbenchError, match="kid_real_samples is 31 but .* holds 30 real features; lower it, "
+                                           "or raise metrics.pr_real_samples and rerun `ocbench fid stats`"):
+        Evaluator.from_config(cfg, "cpu")
 
 
 def test_to_uint8_matches_save_image(tmp_path):
@@ -341,3 +352,74 @@ def test_eigh_equals_pytorch_fid_on_its_own_save_stats_files(fid_env, tmp_path):
     ours = fid.frechet_distance_eigh(a.mu, a.sigma, b.mu, b.sigma)
     print(f"FID {theirs!r} (scipy), {ours!r} (eigh)")
     assert (abs(ours - theirs) <= 1e-9 * theirs) if theirs > 1 else (abs(ours - theirs) <= 1e-7)
+
+
+# --------------------------------------------------------------------------------------------------
+# KID and FID-infinity on features (no Inception pass: both read features already computed)
+
+
+def pool3_like(n, d, seed, scale=1.0):
+    """Non-negative features (ReLU'd, as pool3's averages are), float64."""
+    return torch.from_numpy(np.abs(np.random.default_rng(seed).normal(size=(n, d))) * scale)
+
+
+def test_kid_equals_torch_fidelity_on_the_same_features():
+    """torch-fidelity's `kid_features_to_metric` and ours on the same float64 features: on the full
+    sets (one subset of every row: a permutation, which the estimator does not see) and on the very
+    subsets torch-fidelity draws (its RandomState, replayed)."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    fake, real = pool3_like(300, 64, 0), pool3_like(300, 64, 1, scale=1.1)
+    theirs = kid_features_to_metric(fake, real, kid_subsets=1, kid_subset_size=300, verbose=False)
+    ours = kid.kid(fake, real, subsets=1, subset_size=300)
+    assert abs(ours[0] - theirs[KEY_METRIC_KID_MEAN]) <= 1e-6 * abs(theirs[KEY_METRIC_KID_MEAN]) and ours[1] == 0
+
+    real = pool3_like(500, 64, 2, scale=1.1)  # sets of different sizes, subsets of 100
+    theirs = kid_features_to_metric(fake, real, kid_subsets=20, kid_subset_size=100, rng_seed=7, verbose=False)
+    rng = np.random.RandomState(7)  # what kid_features_to_metric draws, in its order
+    pairs = [(torch.from_numpy(rng.choice(300, 100, replace=False)), torch.from_numpy(rng.choice(500, 100, replace=False)))
+             for _ in range(20)]
+    mean, std = kid.kid_of_subsets(fake, real, pairs)
+    print(f"KID {mean!r} +- {std!r}, torch-fidelity {theirs}")
+    assert abs(mean - theirs[KEY_METRIC_KID_MEAN]) <= 1e-6 * abs(theirs[KEY_METRIC_KID_MEAN])
+    assert abs(std - theirs[KEY_METRIC_KID_STD]) <= 1e-6 * theirs[KEY_METRIC_KID_STD]
+    # Subsets as large as one set (all of it, permuted) take a shortcut: the same numbers as subset by subset.
+    pairs = kid.subset_indices(100, 500, 10, 100)
+    plain = [kid.mmd2_unbiased(fake[:100][i].double(), real[j].double()) for i, j in pairs]
+    assert kid.kid_of_subsets(fake[:100], real, pairs) == pytest.approx((np.mean(plain), np.std(plain)), rel=1e-9)
+
+
+def test_kid_of_two_samples_of_one_distribution_is_zero_within_its_std():
+    """Unbiased: two independent samples of one distribution have a KID of 0 within its std. (One set
+    against itself is not such a pair: subsets that share rows put k(x, x) into the cross term, and
+    the estimate is negative, in torch-fidelity's estimator as in ours.)"""
+    x, y = pool3_like(1000, 32, 0), pool3_like(1000, 32, 1)
+    mean, std = kid.kid(x, y, subsets=50, subset_size=100)
+    assert std > 0 and abs(mean) <= std
+    shifted, _ = kid.kid(x + 0.5, y, subsets=50, subset_size=100)
+    assert shifted > 10 * std
+    # Its own seeded subsets: the same number every call, and no draw from torch's global generator.
+    state = torch.random.get_rng_state()
+    assert kid.kid(x, y, subsets=50, subset_size=100) == (mean, std)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_fid_infinity_is_closer_to_the_true_distance_than_the_fid_at_n():
+    """Generated features N(0, diag(s)), the reference N(0, I) given exactly: the Frechet distance is
+    sum (sqrt(s) - 1)^2 in closed form. The FID of N samples overshoots it by a bias ~ 1/N;
+    FID-infinity removes most of it."""
+    d, n = 32, 400  # a bias of ~10% of the distance (FID-infinity was closer for each of 20 seeds here)
+    s = np.linspace(0.25, 4.0, d)
+    true = float(((np.sqrt(s) - 1) ** 2).sum())
+    feats = torch.from_numpy(np.random.default_rng(0).normal(size=(n, d)) * np.sqrt(s))
+    mu2, sigma2 = torch.zeros(d, dtype=torch.float64), torch.eye(d, dtype=torch.float64)
+
+    def distance(mu, sigma, count):
+        return fid.frechet_distance_eigh(mu, sigma, mu2, sigma2, count)
+
+    at_n = distance(*fid.statistics(feats), n)
+    state = torch.random.get_rng_state()
+    inf, slope = fid.fid_infinity(feats, distance, points=5, smallest=0.5)
+    assert torch.equal(torch.random.get_rng_state(), state)  # its own generator
+    print(f"true {true:.4f}, FID at N {at_n:.4f}, FID-infinity {inf:.4f}, slope {slope:.1f}")
+    assert slope > 0 and abs(inf - true) < abs(at_n - true)

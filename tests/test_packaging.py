@@ -1,4 +1,5 @@
-"""environment.yml (conda) and pyproject.toml (pip) must name the same packages."""
+"""environment.yml (conda) and pyproject.toml (pip) must name the same packages: the dependencies and
+the `test` extra (GPU machines run the tests too)."""
 
 import re
 import tomllib
@@ -17,7 +18,7 @@ def name(requirement: str) -> str:
 
 def test_environment_yml_and_pyproject_name_the_same_packages():
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    pip_names = {name(r) for r in pyproject["project"]["dependencies"]}
+    pip_names = {name(r) for r in pyproject["project"]["dependencies"] + pyproject["project"]["optional-dependencies"]["test"]}
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     conda = set()
     for dep in env["dependencies"]:

@@ -74,6 +74,12 @@ def test_a_run_writes_metrics_samples_snapshots_and_run_json(setup, cli):
         assert r["weights_official"] == "False" and len(r["weights_sha256"]) == 64
         assert r["frechet"] == "eigh"  # the default route made the FID, and the row says so
         assert (float(r["beta_h"]), float(r["beta_l"])) == (1.0, 1.0) and r["status"] == "ok"
+        # KID every epoch; what the numbers compare under, in the row itself
+        assert np.isfinite(float(r["kid"])) and float(r["kid_std"]) >= 0
+        assert (r["fid_samples"], r["reference_images"], r["reference_split"], r["pr_real_samples"],
+                r["kid_real_samples"], r["eval_precision"]) == ("16", "96", "all", "64", "16", "fp32")
+    # FID-infinity at the snapshot epoch (2) and the last (3) only
+    assert [np.isfinite(float(r["fid_inf"])) for r in rows] == [False, True, True]
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == [
         "epoch_001.png", "epoch_002.png", "epoch_003.png"]
     assert sorted(p.name for p in run_dir.glob("generator_epoch_*.pt")) == [

@@ -183,6 +183,11 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 15 * 3 and len({r["run"] for r in rows}) == 15
     assert sorted(int(r["epoch"]) for r in rows if r["run"] == victim) == [1, 2, 3]
+    # KID every epoch, FID-infinity at the snapshot epochs (2, 3), and what every number compares under
+    assert all(np.isfinite(float(r["kid"])) for r in rows)
+    assert {int(r["epoch"]) for r in rows if r["fid_inf"]} == {2, 3}
+    assert {(r["fid_samples"], r["reference_images"], r["reference_split"], r["eval_precision"]) for r in rows} == {
+        ("32", "200", "all", "fp32")}
     for n in range(2, 8):
         png, pdf = tmp_path / f"figures/smoke/fig{n}.png", tmp_path / f"figures/smoke/fig{n}.pdf"
         with Image.open(png) as im:

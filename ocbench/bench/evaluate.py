@@ -12,9 +12,10 @@ after (eigh), and in memory vs the authors' route (PNG files + the pytorch-fid C
 2. One per-epoch evaluation as `ocbench.metrics.Evaluator` runs it, with `metrics.frechet: scipy`
    (before) and `eigh` (after), on the same images in the same run: generate n images in batches,
    quantise to uint8, Inception pool3, float64 mu/sigma, the Frechet distance, precision and recall
-   against the real features. Each stage ends with a device sync before its timer stops. Inception,
-   the reference stats and the real features' k-NN radii are loaded once per training run, so they
-   are reported apart and not counted.
+   against the real features, KID against them (100 seeded subsets). Each stage ends with a device
+   sync before its timer stops. Inception, the reference stats, the real features' k-NN radii and
+   KID's real-subset kernel sums are computed once per training run, so they are reported apart and
+   not counted.
 3. The authors' route (skip with --no-cli): the same images written one by one with torchvision's
    save_image, then `python -m pytorch_fid DIR STATS.npz` in a new process (it loads Inception and
    the stats again every epoch, and computes no precision/recall).
@@ -71,7 +72,8 @@ def one_evaluation(ev: Evaluator, sample, n: int) -> tuple[dict, dict]:
         (mu, sigma), seconds["mu/sigma"] = timed(device, fid.statistics, feats, bs)
         value, seconds[f"FID ({ev.frechet})"] = timed(device, ev.frechet_distance, mu, sigma, n)
         (p, r), seconds["P/R"] = timed(device, prdc.precision_recall, ev.real_features, feats, ev.pr_k, ev.real_radii)
-    return {"fid": value, "precision": p, "recall": r}, seconds
+        (k, _), seconds["KID"] = timed(device, ev.kid, feats)
+    return {"fid": value, "precision": p, "recall": r, "kid": k}, seconds
 
 
 def frechet_step(device: torch.device, dim: int = fid.FEATURE_DIM, samples: int = 4096) -> None:
@@ -171,8 +173,11 @@ def bench_eval(n: int = 200, real: int | None = None, width: int = 8, batch_size
     fid.save_reference(ref, stats)
     before, t_before = timed(device, Evaluator, net, weights, ref, bs, 3, "scipy")  # the real radii
     after, t_after = timed(device, Evaluator, net, weights, ref, bs, 3, "eigh")  # radii + sqrt(sigma)
+    for ev in (before, after):  # KID's seeded subsets of n generated features and their real kernel sums
+        _, t_kid = timed(device, ev.kid, torch.zeros(n, net.feature_dim, device=device))
     print(f"once per run: Inception load {t_load:.1f} s, reference stats {n_real / t_stats:.1f} img/s, "
-          f"real radii {t_before:.2f} s, real radii + sqrt(reference sigma) {t_after:.2f} s")
+          f"real radii {t_before:.2f} s, real radii + sqrt(reference sigma) {t_after:.2f} s, "
+          f"KID real kernel sums {t_kid:.2f} s")
 
     frechet_step(device)
 
