@@ -57,6 +57,18 @@ def cmd_train(args) -> None:
     train(cfg, args.run)
 
 
+def cmd_preflight(args) -> None:
+    from ocbench.preflight import preflight, write_json
+
+    report = preflight(load_config(args), args.iterations, args.fid_images)
+    print(report.table(), flush=True)
+    if args.json:
+        write_json(report, args.json)
+    if report.failed:
+        names = ", ".join(f"{c.section} {c.name}" for c in report.failed)
+        raise OcbenchError(f"preflight: {len(report.failed)} check(s) failed ({names}); each fix is in the table above")
+
+
 def cmd_fid_weights(args) -> None:
     from ocbench import fid
 
@@ -228,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--run", required=True, help="run id, e.g. dcgan_oct_s0")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("preflight", help="prove this machine for the config in minutes: environment, data, "
+                       "training and its speed options, resume, FID on the device, the projected time")
+    add_config_args(p)
+    p.add_argument("--iterations", type=int, default=None, metavar="K",
+                   help="iterations per half of each training check (default 3 on a GPU, 1 on the CPU)")
+    p.add_argument("--fid-images", type=int, default=None, metavar="M",
+                   help="generated images of the FID check (default 256 on a GPU, 8 on the CPU)")
+    p.add_argument("--json", metavar="PATH", help="also write the checks as JSON")
+    p.set_defaults(func=cmd_preflight)
 
     p = sub.add_parser("fid", help="Inception weights, reference statistics, FID and precision/recall")
     fid_sub = p.add_subparsers(dest="fid_command", required=True, metavar="FID_COMMAND")

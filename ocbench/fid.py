@@ -208,17 +208,35 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
 
 
+EVAL_PRECISION = "fp32"  # Inception's arithmetic on every device: see `full_fp32`
+
+
+@contextlib.contextmanager
+def full_fp32(device: torch.device):
+    """Inception's forward pass in full fp32 with fixed cuDNN settings, whatever training set: no
+    TF32 (cuDNN's default for fp32 convolutions on Ampere and Hopper, ~1e-3 relative per product),
+    no autocast (train.bf16), no autotuner (cudnn.benchmark picks kernels by timing, so it could
+    pick differently run to run), deterministic kernels. So an FID computed on a GPU is the FID of
+    the same images on the CPU, and comparable with numbers published before TF32 existed. The
+    previous settings come back on exit (training keeps its own)."""
+    with torch.autocast(device.type, enabled=False), torch.backends.cudnn.flags(
+            enabled=True, benchmark=False, deterministic=True, allow_tf32=False, fp32_precision="ieee"):
+        yield
+
+
 @torch.no_grad()
 def features(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """pool3 features (N x 2048 float32, on the network's device) of uint8 images N x 3 x H x W,
-    fed as pytorch-fid feeds a PNG: `ToTensor` turns uint8 into float32 / 255."""
+    fed as pytorch-fid feeds a PNG: `ToTensor` turns uint8 into float32 / 255. In full fp32
+    (`full_fp32`) on every device."""
     if images.dtype != torch.uint8:
         raise TypeError(f"features() takes uint8 images, got {images.dtype}")
     device = next(net.parameters()).device
     # Contiguous NCHW, as ToTensor + default_collate give: a channels-last view (a permuted
     # N x H x W x 3 array) would run other conv kernels and change the features' last bits.
     x = images.to(device, non_blocking=True).contiguous().float().div(255)
-    pred = net(x)[0]
+    with full_fp32(device):
+        pred = net(x)[0]
     if pred.shape[2:] != (1, 1):  # blocks before pool3 (dims < 2048): pooled as pytorch-fid does
         pred = torch.nn.functional.adaptive_avg_pool2d(pred, output_size=(1, 1))
     return pred.flatten(1)

@@ -94,9 +94,9 @@ class Evaluator:
 
     @property
     def eval_precision(self) -> str:
-        """The arithmetic Inception and the statistics run in: float32 features (no TF32, no autocast),
-        float64 statistics."""
-        return "fp32"
+        """The arithmetic Inception runs in on every device (`fid.full_fp32`: no TF32, no autocast);
+        the statistics are float64."""
+        return fid.EVAL_PRECISION
 
     def provenance(self, n: int) -> dict:
         """What makes an evaluation of `n` generated samples comparable with another, as plain Python

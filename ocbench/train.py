@@ -72,15 +72,58 @@ def protocol_fingerprint(cfg: Config, run_id: str) -> str:
     return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_images(path: str, device: torch.device, placement) -> torch.Tensor:
-    """The prepared uint8 N x H x W x 3 array, whole on the GPU when it fits, else in (pinned) RAM."""
+def load_images(path: str, device: torch.device, placement, runs_per_gpu: int = 1) -> torch.Tensor:
+    """The prepared uint8 N x H x W x 3 array, whole on the GPU when it fits, else in ordinary RAM
+    (batches reach the GPU through `batch_gatherer`'s pinned buffers; pinning the whole array would
+    allocate a second, page-locked copy: 16 GiB beside the 10 GB array for CelebA)."""
     images = torch.from_numpy(load_prepared(path, mmap=False))  # read whole: batches are random gathers
     if device.type != "cuda":
         return images
     if placement == "auto":
         free, _ = torch.cuda.mem_get_info(device)
-        placement = images.numel() < 0.6 * free  # leave room for the networks and Inception
-    return images.to(device) if placement else images.pin_memory()
+        placement = fits_on_device(images.numel(), free, runs_per_gpu)
+    return images.to(device) if placement else images
+
+
+def fits_on_device(nbytes: int, free_bytes: int, runs_per_gpu: int = 1) -> bool:
+    """Whether an array of `nbytes` may go on a GPU with `free_bytes` free, shared by `runs_per_gpu`
+    runs: each run budgets its share of the free memory and leaves 40% of it for the networks and
+    Inception (a run that took all of it would starve the runs that start after it)."""
+    return nbytes < 0.6 * free_bytes / max(runs_per_gpu, 1)
+
+
+class PinnedGather:
+    """Batches of a host array for a GPU: each batch is gathered into one of two pinned buffers and
+    copied from there asynchronously, so the gather of the next batch overlaps the copy of this one.
+    A buffer is refilled only once the copy out of it (two batches ago) is done. `event` makes the
+    marker of a finished copy (a CUDA event; tests pass None on the CPU, where copies are synchronous)."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, pin: bool = True,
+                 event=torch.cuda.Event):
+        shape = (batch_size, *images.shape[1:])
+        self.buffers = [torch.empty(shape, dtype=images.dtype, pin_memory=pin) for _ in range(2)]
+        self.copied = [None, None]  # per buffer: the event recorded after the copy out of it
+        self.images, self.device, self.event, self.turn = images, device, event, 0
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        buffer, done = self.buffers[self.turn][: len(indices)], self.copied[self.turn]
+        if done is not None:
+            done.synchronize()
+        torch.index_select(self.images, 0, indices, out=buffer)
+        batch = buffer.to(self.device, non_blocking=True, copy=True)
+        if self.event is not None:
+            self.copied[self.turn] = self.event()
+            self.copied[self.turn].record()
+        self.turn ^= 1
+        return batch
+
+
+def batch_gatherer(images: torch.Tensor, device: torch.device, batch_size: int):
+    """`gather(indices)` -> that batch of `images` (uint8) on `device`: a plain index where the array
+    lives on the device (or everything is on the CPU), pinned double buffers from host RAM to a GPU."""
+    if images.is_cuda or device.type != "cuda":
+        return images.__getitem__
+    return PinnedGather(images, batch_size, device)
 
 
 def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -90,12 +133,18 @@ def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: boo
 
 
 def configure_backends(tc, device: torch.device) -> None:
-    """Deterministic algorithms when asked (bit-exact resume), else cuDNN's autotuner on a GPU."""
+    """Deterministic algorithms when asked (bit-exact resume), else cuDNN's autotuner on a GPU; the
+    run's GPU as the current device, so that streams, graphs and allocations are made on it."""
     if tc.deterministic:
+        # cuBLAS reads this when it starts (the first matmul): without it, deterministic mode raises
+        # on the generator's Linear with CUDA >= 10.2. Harmless on the CPU; a user's own value stays.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # algorithm choice only; precision stays the default
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
 
 
 def make_optimizer(params, opt, device: torch.device | None = None, capturable: bool = False) -> torch.optim.Optimizer:
@@ -109,6 +158,34 @@ def make_optimizer(params, opt, device: torch.device | None = None, capturable: 
     if opt.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=opt.lr, capturable=capturable)
     raise OcbenchError(f"unknown optimizer {opt.name!r}; allowed: adam, rmsprop")
+
+
+OPTIMIZER_FLAGS = ("capturable", "fused", "foreach", "differentiable")
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
+    """`opt.load_state_dict(saved)`, but the run's current settings win over the saved ones.
+
+    torch restores `param_groups` as saved, flags included: a run started without CUDA graphs and
+    resumed with them would keep `capturable=False` and fail at capture, and one started on the CPU
+    would stay unfused on a GPU. The flags are put back to those `opt` was built with, and every
+    state tensor follows its parameter: the same device and memory format (fused Adam rejects an
+    `exp_avg` left contiguous beside a channels-last weight), and `step` where the flags want it
+    (on the device for capturable or fused, else on the CPU)."""
+    flags = [{k: group[k] for k in OPTIMIZER_FLAGS if k in group} for group in opt.param_groups]
+    opt.load_state_dict(saved)
+    for group, own in zip(opt.param_groups, flags):
+        group.update(own)
+        step_on_device = bool(group.get("capturable") or group.get("fused"))
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            for name, value in state.items():
+                if not torch.is_tensor(value):
+                    continue
+                if name == "step":
+                    state[name] = value.to(p.device if step_on_device else "cpu")
+                elif value.shape == p.shape:
+                    state[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)  # p's device and strides
 
 
 def atomic_write(path: Path, write, previous: Path | None = None) -> None:
@@ -220,19 +297,45 @@ def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
     return torch.ones(2, device=device)
 
 
-def rng_state(noise_rng: torch.Generator, data_rng: torch.Generator) -> dict:
+def rng_state(noise_rng: torch.Generator, data_rng: torch.Generator, device: torch.device) -> dict:
+    """Every random state a run draws from: the CPU's, the run's noise and shuffle generators, and
+    the run's own GPU's (only that one: another process may see fewer GPUs when it resumes)."""
     state = {"torch": torch.get_rng_state(), "noise": noise_rng.get_state(), "data": data_rng.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict, noise_rng: torch.Generator, data_rng: torch.Generator) -> None:
+def set_rng_state(state: dict, noise_rng: torch.Generator, data_rng: torch.Generator, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     noise_rng.set_state(state["noise"])
     data_rng.set_state(state["data"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # checkpoints before 2026-11-29 kept every visible GPU's state
+        cuda = cuda[0] if cuda else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> dict:
+    """What a checkpoint holds of the networks, their optimisers and every random stream (and the
+    device type they were on); `restore_training_state` puts it back. Preflight round-trips it too."""
+    return {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "rng": rng_state(noise_rng, data_rng, device), "device": device.type}
+
+
+def restore_training_state(state: dict, G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> None:
+    G.load_state_dict(state["G"]), D.load_state_dict(state["D"])
+    load_optimizer_state(opt_g, state["opt_g"]), load_optimizer_state(opt_d, state["opt_d"])
+    set_rng_state(state["rng"], noise_rng, data_rng, device)
+
+
+def checkpoint_device_type(ckpt: dict) -> str:
+    """The device type a checkpoint was trained on: recorded since 2026-11-29; before, read off the
+    noise generator's state (a CPU generator's is 5,056 bytes, a CUDA generator's 16)."""
+    if "device" in ckpt:
+        return ckpt["device"]
+    return "cpu" if ckpt["rng"]["noise"].numel() == torch.Generator().get_state().numel() else "cuda"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,8 +378,9 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
     # ---- setup
     device = resolve_device(tc.device)
     configure_backends(tc, device)
-    images = load_images(cfg.data.prepared, device, tc.data_on_device)
+    images = load_images(cfg.data.prepared, device, tc.data_on_device, cfg.gpus.runs_per_gpu)
     n_images, batch_size = len(images), tc.batch_size
+    gather = batch_gatherer(images, device, batch_size)
     n_batches = n_images // batch_size  # the last incomplete batch is dropped
     if n_batches == 0:
         raise OcbenchError(f"{n_images} prepared images make no batch of {batch_size}; lower train.batch_size")
@@ -294,9 +398,13 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
                 "elapsed": 0.0, "perm": None}
     rows: list[dict] = []
     if ckpt is not None:
-        G.load_state_dict(ckpt["G"]), D.load_state_dict(ckpt["D"])
-        opt_g.load_state_dict(ckpt["opt_g"]), opt_d.load_state_dict(ckpt["opt_d"])
-        set_rng_state(ckpt["rng"], noise_rng, data_rng)
+        if checkpoint_device_type(ckpt) != device.type:  # its noise generator cannot move between device types
+            saved = checkpoint_device_type(ckpt)
+            raise OcbenchError(
+                f"{checkpoint_path} was trained on {saved} and this run is on {device.type}: a resumed run "
+                f"continues its {saved} random streams; resume it on {saved} (--set train.device={saved}), "
+                f"or delete {state_dir} to train {run_id} afresh on {device.type}")
+        restore_training_state(ckpt, G, D, opt_g, opt_d, noise_rng, data_rng, device)
         position, rows = ckpt["position"], ckpt["rows"]
         log(f"{run_id}: resuming at epoch {position['epoch'] + 1}, batch {position['batch']}/{n_batches}")
     saved_at = {"epoch": position["epoch"], "batch": position["batch"]} if ckpt is not None else None
@@ -317,9 +425,7 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
         nonlocal saved_at
         state = {
             "fingerprint": fingerprint, "run": run_id, "finished": finished,
-            "G": G.state_dict(), "D": D.state_dict(),
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": rng_state(noise_rng, data_rng), "position": position, "rows": rows,
+            **training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device), "position": position, "rows": rows,
         }
         with writing(checkpoint_path):
             atomic_write(checkpoint_path, lambda f: torch.save(state, f), state_dir / PREVIOUS_CHECKPOINT)
@@ -350,7 +456,7 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
         bar = progress(range(position["batch"], n_batches), initial=position["batch"], total=n_batches,
                        desc=f"{run_id} epoch {epoch + 1}/{tc.epochs}", unit="it", leave=False, mininterval=0.5)
         for batch_index in bar:
-            real = to_model_input(images[perm[batch_index * batch_size:(batch_index + 1) * batch_size]],
+            real = to_model_input(gather(perm[batch_index * batch_size:(batch_index + 1) * batch_size]),
                                   device, tc.channels_last)
 
             loss_d, loss_g = step(real, beta_t, gan.critic.g_turn(batch_index, position["g_updates"]))
@@ -527,43 +633,72 @@ def make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params
     return step
 
 
+class CudaGraphs:
+    """The device side of `make_cuda_graph_step`: eager calls on a side stream (as capture requires
+    of the calls before it: cuDNN's autotuning, the optimisers' lazily made state, torch.compile),
+    and capture into a graph that replays. Tests on the CPU pass a stand-in with the same methods."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.side = device, torch.cuda.Stream(device)
+
+    def eager(self, fn, *inputs):
+        current = torch.cuda.current_stream(self.device)
+        self.side.wait_stream(current)
+        with torch.cuda.stream(self.side):
+            out = fn(*inputs)
+        current.wait_stream(self.side)
+        return out
+
+    def capture(self, fn, *inputs):
+        """`fn(*inputs)` captured once; returns `replay()`, which runs it again and returns a copy of
+        its output (the graph's output buffer is overwritten by the next replay). Captured on the
+        current device, which `configure_backends` set to the run's."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn(*inputs)
+
+        def replay():
+            graph.replay()
+            return out.clone()
+
+        return replay
+
+
 def make_cuda_graph_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params=None,
-                         warmup: int = 3):
+                         warmup: int = 3, graphs=None):
     """The same iteration as `make_step`, with the D step and the G step each captured once as a
     CUDA graph and then replayed: one launch per half instead of hundreds of small kernels.
 
     Inputs reach the graphs through static buffers: the real batch is copied in and each z is drawn
     into its buffer from the run's noise generator, the same draws in the same order as the eager
     step makes. beta must be the same tensor (or None) on every call: train updates it in place.
-    The first `warmup` iterations run eagerly on a side stream, as capture requires (cuDNN's
-    autotuning, the optimisers' state); they are ordinary training iterations.
+    Each half runs eagerly `warmup` times before it is captured, counted apart: with several critic
+    steps per G step (and after a resume in the middle of that schedule) the first G step may come
+    many iterations after the first D step. Those eager calls are ordinary training iterations.
+    `graphs`: the device side (`CudaGraphs(device)` unless a test passes a stand-in).
     """
-    if device.type != "cuda":
-        raise OcbenchError(f"train.cuda_graphs needs a CUDA device, not {device}; set train.cuda_graphs=false")
+    if graphs is None:
+        if device.type != "cuda":
+            raise OcbenchError(f"train.cuda_graphs needs a CUDA device, not {device}; set train.cuda_graphs=false")
+        graphs = CudaGraphs(device)
     d_step, g_step = step_parts(G, D, opt_g, opt_d, gan, autocast, D_params)
-    eager = make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params)
     shape = (tc.batch_size, tc.latent_dim)
     z_d, z_g = torch.empty(shape, device=device), torch.empty(shape, device=device)
     eps = torch.empty(tc.batch_size, 1, 1, 1, device=device) if gan.gradient_penalty else None
-    static: dict = {}  # "real", "beta"; "d", "g": (graph, its loss output)
-    side = torch.cuda.Stream(device)
-    calls = 0
+    static: dict = {}  # "real", "beta": the inputs every call shares
+    eager_calls = {d_step: 0, g_step: 0}
+    replays: dict = {}  # half -> its replay(), once captured
 
-    def capture(fn, *inputs):
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            loss = fn(*inputs)
-        return graph, loss
+    def run(half, *inputs):
+        if half in replays:
+            return replays[half]()
+        if eager_calls[half] < warmup:
+            eager_calls[half] += 1
+            return graphs.eager(half, *inputs)
+        replays[half] = graphs.capture(half, *inputs)  # capture records without running:
+        return replays[half]()  # the first replay is this iteration's step
 
     def step(real: torch.Tensor, beta, g_turn: bool):
-        nonlocal calls
-        calls += 1
-        if calls <= warmup:
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):
-                out = eager(real, beta, g_turn)
-            torch.cuda.current_stream(device).wait_stream(side)
-            return out
         if "real" not in static:
             static["real"], static["beta"] = torch.empty_like(real), beta
         if beta is not static["beta"]:
@@ -572,17 +707,11 @@ def make_cuda_graph_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocas
         z_d.normal_(generator=noise_rng)
         if eps is not None:
             eps.uniform_(generator=noise_rng)  # what interpolation_weights draws, into the static buffer
-        if "d" not in static:
-            static["d"] = capture(d_step, static["real"], z_d, beta, eps)
-        static["d"][0].replay()
-        loss_d = static["d"][1].clone()  # the graph's output buffer is overwritten by the next replay
+        loss_d = run(d_step, static["real"], z_d, beta, eps)
         if not g_turn:
             return loss_d, None
         z_g.normal_(generator=noise_rng)
-        if "g" not in static:
-            static["g"] = capture(g_step, z_g, beta)
-        static["g"][0].replay()
-        return loss_d, static["g"][1].clone()
+        return loss_d, run(g_step, z_g, beta)
 
     return step
 

@@ -176,7 +176,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
 def test_profile_asks_slurm_for_one_gpu_per_training_job():
     profile = yaml.safe_load(PROFILE.read_text())
     assert profile["executor"] == "slurm"
-    for rule in ("train", "fid_stats"):
+    for rule in ("train", "fid_stats", "preflight"):
         res = profile["set-resources"][rule]
         # SLURM's GPU request is `gres`; the local `gpu` counter is zeroed so a `gpu=1` limit
         # (workflow/profiles/default) cannot hold SLURM to one GPU job at a time.
@@ -194,7 +194,7 @@ def test_profile_dry_run_submits_every_training_run_as_its_own_job(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("rule train:") == 15
     train_resources = [line for line in proc.stdout.splitlines() if "gres=gpu:1" in line]
-    assert len(train_resources) == 16 and all("gpu=0" in line for line in train_resources)
+    assert len(train_resources) == 17 and all("gpu=0" in line for line in train_resources)  # + fid_stats, preflight
 
 
 def slurm_profile_for_this_node(dest: Path) -> Path:
@@ -243,11 +243,11 @@ def test_smoke_dag_through_slurm(slurm, tmp_path):
     queue = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%k|%T|%b"], env=env, capture_output=True,
                            text=True)
     jobs = {line.split("|")[0]: line.split("|")[1:] for line in queue.stdout.splitlines()}
-    expected = {"rule_synth", "rule_fid_weights", "rule_prepare", "rule_fid_stats", "rule_aggregate",
+    expected = {"rule_synth", "rule_fid_weights", "rule_preflight", "rule_prepare", "rule_fid_stats", "rule_aggregate",
                 "rule_figures", "rule_summary", "rule_claims"} | {f"rule_train_wildcards_{run}" for run in RUNS}
     assert set(jobs) == expected, queue.stdout + queue.stderr
     assert all(state == "COMPLETED" for state, _ in jobs.values()), queue.stdout
-    for name in ("rule_fid_stats", *(f"rule_train_wildcards_{run}" for run in RUNS)):
+    for name in ("rule_fid_stats", "rule_preflight", *(f"rule_train_wildcards_{run}" for run in RUNS)):
         assert "gpu:1" in jobs[name][1], queue.stdout  # the GPU request reached SLURM
     for run in RUNS:  # ... and SLURM's CUDA_VISIBLE_DEVICES reached ocbench with-gpu
         log = (workdir / f"results/smoke/logs/train/{run}.log").read_text()

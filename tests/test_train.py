@@ -162,6 +162,27 @@ def test_a_checkpoint_from_another_run_is_refused(setup, cli):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_a_checkpoint_from_a_gpu_is_refused_on_the_cpu_in_one_line(setup, cli):
+    """A run killed on a GPU and rerun where only the CPU is left: its noise generator's state (16
+    bytes of a CUDA generator, 5,056 of a CPU one) cannot be resumed there. A checkpoint records its
+    device; one written before that is recognised by its noise state."""
+    root, config = setup
+    src = root / "results" / "tiny" / "state" / "dcgan_oct_s0" / "checkpoint.pt"
+    ckpt = torch.load(src, weights_only=True)
+    assert ckpt["device"] == "cpu"
+    del ckpt["device"]  # as a checkpoint of a GPU run written before devices were recorded
+    ckpt["rng"]["noise"] = torch.zeros(16, dtype=torch.uint8)
+    ckpt["finished"] = False
+    gpu_state = root / "gpu" / "tiny" / "state" / "dcgan_oct_s0" / "checkpoint.pt"
+    gpu_state.parent.mkdir(parents=True)
+    torch.save(ckpt, gpu_state)
+    proc = cli("train", "--config", config, "--set", f"paths.results={root / 'gpu'}", "--run", "dcgan_oct_s0")
+    assert proc.returncode == 1
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "was trained on cuda and this run is on cpu" in line and "train.device=cuda" in line, proc.stderr
+    assert "delete" in line and "Traceback" not in proc.stderr
+
+
 def test_divergence_stops_cleanly_and_the_job_succeeds(setup, cli):
     root, config = setup
     proc = cli("train", "--config", config, "--run", "lsgan_baseline_s0",

@@ -45,8 +45,8 @@ def test_dry_run_lists_the_paper_protocol(tmp_path):
     proc = snakemake("-n", "--cores", "1", workdir=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert job_counts(proc.stdout) == {
-        "fetch_images": 1, "fetch_partition": 1, "prepare": 1, "fid_weights": 1, "fid_stats": 1,
-        "train": 15, "aggregate": 1, "figures": 1, "summary": 1, "claims": 1, "all": 1, "total": 25}
+        "fetch_images": 1, "fetch_partition": 1, "prepare": 1, "fid_weights": 1, "fid_stats": 1, "preflight": 1,
+        "train": 15, "aggregate": 1, "figures": 1, "summary": 1, "claims": 1, "all": 1, "total": 26}
 
 
 def test_claims_preset_trains_three_seeds_of_every_run_and_judges_the_claims(tmp_path):

@@ -20,10 +20,9 @@ after (eigh), and in memory vs the authors' route (PNG files + the pytorch-fid C
    save_image, then `python -m pytorch_fid DIR STATS.npz` in a new process (it loads Inception and
    the stats again every epoch, and computes no precision/recall).
 4. --cpu-check M: the first M generated images (the same uint8 pixels) through Inception on the CPU
-   and on the device, with the device's default convolution precision and with TF32 off; the FIDs
-   of the three feature sets against the same reference. On Ampere and newer GPUs PyTorch runs
-   convolutions in TF32 by default (`torch.backends.cudnn.allow_tf32`), and so does the pytorch-fid
-   CLI on the same card; the header prints both TF32 switches.
+   and on the device; the FIDs of both feature sets against the same reference. ocbench runs
+   Inception in full fp32 on every device (`fid.full_fp32`: no TF32, which PyTorch uses for
+   convolutions by default on Ampere and newer, and so does the pytorch-fid CLI on the same card).
 
 Weights: the official file when torch.hub's cache has it, else seeded placeholder weights in a
 temporary TORCH_HOME (same network, same cost; the FID values then mean nothing). Reference stats
@@ -114,7 +113,7 @@ def frechet_step(device: torch.device, dim: int = fid.FEATURE_DIM, samples: int 
 
 
 def cpu_check(ev: Evaluator, sample, m: int, device: torch.device) -> None:
-    """The same M uint8 images through Inception on the CPU and on `device` (TF32 default, TF32 off)."""
+    """The same M uint8 images through Inception on the CPU and on `device`."""
     with torch.no_grad():
         images = torch.cat([fid.to_uint8(sample(s, min(ev.batch_size, m - s))).cpu()
                             for s in range(0, m, ev.batch_size)])
@@ -126,13 +125,7 @@ def cpu_check(ev: Evaluator, sample, m: int, device: torch.device) -> None:
         mu, sigma = fid.statistics(feats, ev.batch_size)
         return other.frechet_distance(mu, sigma, m), feats.cpu(), seconds
 
-    default_tf32 = torch.backends.cudnn.allow_tf32
-    fid_dev, feats_dev, s_dev = score(ev.net)
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        fid_fp32, feats_fp32, s_fp32 = score(ev.net)
-    finally:
-        torch.backends.cudnn.allow_tf32 = default_tf32
+    fid_dev, feats_dev, s_dev = score(ev.net)  # full fp32 on every device (fid.full_fp32)
     fid_cpu, feats_cpu, s_cpu = score(copy.deepcopy(ev.net).cpu())
 
     def line(name, value, feats, seconds):
@@ -141,8 +134,7 @@ def cpu_check(ev: Evaluator, sample, m: int, device: torch.device) -> None:
                 f"max |feature - CPU feature| {diff:.1e}  Inception {seconds:.2f} s")
 
     print(f"CPU check, the first {m} generated images (same uint8 pixels), FID against the same reference:")
-    print(line(f"{device} (cudnn.allow_tf32={default_tf32})", fid_dev, feats_dev, s_dev))
-    print(line(f"{device} (cudnn.allow_tf32=False)", fid_fp32, feats_fp32, s_fp32))
+    print(line(f"{device} (Inception in full fp32)", fid_dev, feats_dev, s_dev))
     print(line(f"cpu ({torch.get_num_threads()} threads)", fid_cpu, feats_cpu, s_cpu))
 
 
@@ -166,7 +158,7 @@ def bench_eval(n: int = 200, real: int | None = None, width: int = 8, batch_size
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
           f"n {n}, real {n_real}, width {width}, batch {bs}, weights {'official' if weights.official else 'placeholder'}")
-    print(f"TF32: torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} (convolutions, Inception), "
+    print(f"TF32: torch.backends.cudnn.allow_tf32={torch.backends.cudnn.allow_tf32} (training convolutions; Inception runs in full fp32), "
           f"torch.backends.cuda.matmul.allow_tf32={torch.backends.cuda.matmul.allow_tf32} (matmuls), "
           f"float32_matmul_precision={torch.get_float32_matmul_precision()}"
           + ("" if device.type == "cuda" else " (CUDA switches: no effect on the CPU)"))

@@ -179,7 +179,7 @@ def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, itera
     tc, variant = cfg.train, cfg.variants[variant_name]
     device = resolve_device(tc.device)
     configure_backends(tc, device)
-    images = load_images(cfg.data.prepared, device, tc.data_on_device) if images is None else images
+    images = load_images(cfg.data.prepared, device, tc.data_on_device, cfg.gpus.runs_per_gpu) if images is None else images
     evaluator = Evaluator.from_config(cfg, device) if evaluator is None else evaluator
     G, step, autocast = build(cfg, gan_name, variant.alpha, device)
     beta = first_epoch_beta(variant.beta, tc.epochs, device)
@@ -316,7 +316,7 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
 
     cases = []
     configure_backends(tc, device)
-    images = load_images(cfg.data.prepared, device, tc.data_on_device) if jobs == 1 else None
+    images = load_images(cfg.data.prepared, device, tc.data_on_device, jobs) if jobs == 1 else None
     evaluator = Evaluator.from_config(cfg, device) if jobs == 1 else None
     with tempfile.TemporaryDirectory(prefix="bench_protocol_") as tmp:
         if authors:

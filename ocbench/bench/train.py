@@ -23,7 +23,8 @@ import torch
 from ocbench.config import Config
 from ocbench.device import resolve_device
 from ocbench.bench import sync
-from ocbench.train import build_networks, configure_backends, load_images, to_model_input, training_step
+from ocbench.train import (batch_gatherer, build_networks, configure_backends, load_images, to_model_input,
+                           training_step)
 
 
 def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
@@ -55,11 +56,11 @@ def build(cfg: Config, gan_name: str, alpha: float, device: torch.device):
 
 def our_batches(images: torch.Tensor, batch_size: int, device: torch.device, channels_last: bool):
     """Training's data path, endlessly: a shuffled gather from the prepared array, converted on the device."""
-    n = len(images)
+    n, gather = len(images), batch_gatherer(images, device, batch_size)
     while True:
         perm = torch.randperm(n, device=images.device)
         for b in range(n // batch_size):
-            yield to_model_input(images[perm[b * batch_size:(b + 1) * batch_size]], device, channels_last)
+            yield to_model_input(gather(perm[b * batch_size:(b + 1) * batch_size]), device, channels_last)
 
 
 def authors_batches(loader, device: torch.device):
@@ -69,8 +70,10 @@ def authors_batches(loader, device: torch.device):
             yield x.to(device)
 
 
-def seconds_per_iteration(step, batches, device, iterations: int, beta=(1.0, 1.0), g_turn: bool = True) -> float:
-    """Mean seconds of `step` over `iterations` batches of `batches` (an endless iterator)."""
+def seconds_per_iteration(step, batches, device, iterations: int, beta=None, g_turn: bool = True) -> float:
+    """Mean seconds of `step` over `iterations` batches of `batches` (an endless iterator). `beta`
+    None: no weighting (the baseline's and OCT's (1, 1)); one object on every call, as a CUDA-graph
+    step requires."""
     sync(device)
     start = time.perf_counter()
     for _ in range(iterations):
@@ -84,7 +87,7 @@ def compare(loops: dict, step, device, warmup: int, iterations: int, rounds: int
     loops see the same neighbours, so their ratio means something even when the rates do not."""
     for batches in loops.values():
         for _ in range(warmup):
-            step(next(batches), (1.0, 1.0), True)
+            step(next(batches), None, True)
     rates = {name: [] for name in loops}
     for _ in range(rounds):
         for name, batches in loops.items():
@@ -97,7 +100,7 @@ def bench_train(cfg: Config, iterations: int, warmup: int, rounds: int = 3, alph
     tc = cfg.train
     device = resolve_device(tc.device)
     configure_backends(tc, device)
-    images = load_images(cfg.data.prepared, device, tc.data_on_device)
+    images = load_images(cfg.data.prepared, device, tc.data_on_device, cfg.gpus.runs_per_gpu)
     n = len(images)
     host_images = images.cpu().numpy()
     rows = []

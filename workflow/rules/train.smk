@@ -12,6 +12,7 @@ rule train:
         prepared=PREPARED,
         stats=STATS,
         weights=WEIGHTS,
+        preflight=PREFLIGHT,
     output:
         metrics=f"{RESULTS}/runs/{{run}}/metrics.csv",
         summary=f"{RESULTS}/runs/{{run}}/run.json",
