@@ -57,6 +57,21 @@ def cmd_train(args) -> None:
     train(cfg, args.run)
 
 
+def cmd_status(args) -> None:
+    import time
+
+    from ocbench.status import table
+
+    cfg = load_config(args)
+    while True:
+        text = table(cfg)
+        if not args.watch:
+            print(text)
+            return
+        print("\033[H\033[J" + time.strftime("%H:%M:%S ") + text, flush=True)  # clear the screen, redraw
+        time.sleep(args.watch)
+
+
 def cmd_fid_weights(args) -> None:
     from ocbench import fid
 
@@ -221,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(p)
     p.add_argument("--run", required=True, help="run id, e.g. dcgan_oct_s0")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("status", help="every run of the config: state, epoch, FID, speed, time left, lock")
+    add_config_args(p)
+    p.add_argument("--watch", type=float, nargs="?", const=60.0, default=None, metavar="SECONDS",
+                   help="redraw every SECONDS (default 60) until Ctrl-C")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("fid", help="Inception weights, reference statistics, FID and precision/recall")
     fid_sub = p.add_subparsers(dest="fid_command", required=True, metavar="FID_COMMAND")
