@@ -4,6 +4,7 @@ refusal of a foreign checkpoint, divergence, and the official WGAN critic schedu
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,13 @@ def setup(tmp_path_factory):
     return root, config
 
 
+def tensorboard_events(log_dir: Path):
+    """A run's TensorBoard events as TensorBoard reads them (purged steps hidden)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
+
+
 def read_rows(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -102,7 +110,9 @@ def test_ramp_schedule_reaches_the_metrics(setup, cli):
     ("wgan_combi_s1", 3, 1), ("sngan_oct_s0", 1, 0), ("wgan_gp_oct_s0", 1, 0)])
 def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, kill_epoch):
     root, config = setup
-    base = ["--config", config, "--set", f"train.epochs={epochs}", "--set", "metrics.fid_samples=8"]
+    # log.every 4: TensorBoard loss points inside epochs, where the kill falls
+    base = ["--config", config, "--set", f"train.epochs={epochs}", "--set", "metrics.fid_samples=8",
+            "--set", "log.every=4"]
     # The uninterrupted reference, in its own results folder.
     cli("train", *base, "--set", f"paths.results={root / 'reference'}", "--run", run, check=True)
 
@@ -127,9 +137,28 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, 
     assert killed_at is not None, "the run finished before it could be killed mid-epoch"
     on_disk = torch.load(state, weights_only=True)["position"]
     assert on_disk["epoch"] == kill_epoch and 0 < on_disk["batch"] < 12  # really a mid-epoch checkpoint
+    # `ocbench status` says so: failed (no trainer alive) in that epoch; another run not started.
+    gan, variant, seed = run.rsplit("_", 2)
+    runs = f"run={{gans: [{gan}], variants: [{variant}], seeds: [{seed[1:]}, 5]}}"
+    table = cli("status", *base, "--set", runs, check=True).stdout
+    assert re.search(rf"^{run}\s+failed\s+{kill_epoch + 1}/{epochs} \(\d+/12\)\s", table, re.M), table
+    assert re.search(rf"^{run[:-1]}5\s+not started\s", table, re.M), table
 
     resumed = cli("train", *base, "--run", run, check=True)
     assert f"resuming at epoch {kill_epoch + 1}" in resumed.stdout
+    table = cli("status", *base, "--set", runs, check=True).stdout
+    assert re.search(rf"^{run}\s+finished\s+{epochs}/{epochs}\s+{12 * epochs}\s", table, re.M), table
+
+    # TensorBoard shows each step once, none missing: what the killed attempt wrote past its last
+    # checkpoint is purged. The same steps and FIDs as the uninterrupted run.
+    ours_tb = tensorboard_events(root / "results" / "tiny" / "tensorboard" / run)
+    ref_tb = tensorboard_events(root / "reference" / "tiny" / "tensorboard" / run)
+    for tag in ("loss/d", "loss/g", "beta/h", "fid", "recall"):
+        steps = [e.step for e in ours_tb.Scalars(tag)]
+        assert steps == [e.step for e in ref_tb.Scalars(tag)] and len(set(steps)) == len(steps), tag
+    assert [e.step for e in ours_tb.Scalars("loss/d")] == list(range(4, 12 * epochs + 1, 4))
+    assert [e.value for e in ours_tb.Scalars("fid")] == [e.value for e in ref_tb.Scalars("fid")]
+    assert [e.step for e in ours_tb.Images("samples")] == [12 * (e + 1) for e in range(epochs)]
 
     ours = torch.load(state, weights_only=True)
     ref = torch.load(root / "reference" / "tiny" / "state" / run / "checkpoint.pt", weights_only=True)
@@ -278,6 +307,8 @@ def test_a_second_trainer_of_a_run_refuses_until_the_first_dies(setup, cli):
 
         second = cli("train", *base)
         assert_one_line_error(second, f"run {RUN} of config tiny", f"process {first.pid}", lock)
+        table = cli("status", *base[:4], check=True).stdout  # its trainer holds the lock: training
+        assert re.search(rf"^{RUN}\s+training\s.*PID {first.pid}$", table, re.M), table
     finally:
         os.kill(first.pid, signal.SIGKILL)  # the kernel releases the lock of a killed process
         first.wait()
