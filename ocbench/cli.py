@@ -126,6 +126,12 @@ def cmd_data_prepare(args) -> None:
     prepare(load_config(args), skip_corrupt=args.skip_corrupt, workers=args.workers)
 
 
+def cmd_data_verify(args) -> None:
+    from ocbench.data import verify_prepared
+
+    verify_prepared(load_config(args))
+
+
 def cmd_data_synth(args) -> None:
     from ocbench.synth import write_synthetic
 
@@ -280,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="CelebA: fetch, prepare, or write a synthetic one")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    q = data_sub.add_parser("fetch", help="download img_align_celeba.zip and list_eval_partition.txt, check md5s")
+    q = data_sub.add_parser("fetch", help="download img_align_celeba.zip (data.sources, then the known mirrors), "
+                                          "write list_eval_partition.txt; verify both")
     add_config_args(q)
     q.add_argument("--only", choices=["images", "partition"], default=None,
                    help="fetch/check just data.images or just data.partition (one file per workflow rule)")
@@ -291,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out JPEGs that fail to decode (recorded in the JSON) instead of failing")
     q.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
     q.set_defaults(func=cmd_data_prepare)
+    q = data_sub.add_parser("verify", help="check the prepared array against the sha256 prepare recorded")
+    add_config_args(q)
+    q.set_defaults(func=cmd_data_verify)
     q = data_sub.add_parser("synth", help="write a synthetic CelebA zip + partition file (tests, smoke runs)")
     add_config_args(q)
     q.add_argument("--out", metavar="ZIP", help="zip to write (partition file beside it); default: the config's")

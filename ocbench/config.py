@@ -60,6 +60,7 @@ class DataConfig:
     resize: str = "bilinear"
     image_size: int = 128
     synthetic: dict | None = None
+    sources: list[str] = field(default_factory=list)  # copies of the zip tried before the built-in ones
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
 """CelebA: fetch the archive, check it, and prepare it as one uint8 array.
 
-`fetch` downloads `img_align_celeba.zip` and `list_eval_partition.txt` from Google Drive with
-torchvision's helpers (which use gdown) and checks their md5s. Google Drive often answers with an HTML
-"quota exceeded" page instead of the file, and its links have moved before, so every check ends in a
-one-line error that says what was found and where to put a file downloaded by hand.
+`fetch` puts `img_align_celeba.zip` at data.images from the first source that gives exactly its bytes:
+the user's own `data.sources` (a lab share, a mirror), then the copies in CELEBA_ZIP_MIRRORS (the
+PyTorch tutorials' HTTPS copy, then Google Drive); ocbench/download.py resumes, verifies size, md5
+and sha256 while the bytes stream in, and renames only a verified file into place. It writes
+`list_eval_partition.txt` itself: CelebA's split is three contiguous ranges, and the generated file is
+byte for byte the official one (its md5 is checked). A file already in place is checked, and a wrong
+one is set aside as `*.invalid`; every failure ends in a one-line error that says what was found and
+where to put a file downloaded by hand.
 
 `prepare` reads the JPEGs straight from the zip (or from an extracted folder), crops, resizes and
 writes them into one N x S x S x 3 uint8 `.npy`, in parallel over all cores. The recipe, which the
@@ -15,7 +19,8 @@ tests check pixel for pixel against PIL:
 
 The array is written into a temporary file beside the target and renamed at the end, so a killed or
 failed prepare leaves either no array or a complete one; a JSON with the same stem records where the
-images came from (path and md5), the settings and any skipped files.
+images came from (path and md5), the settings, any skipped files and the array's own sha256 (hashed in
+file order while the workers fill it), which `ocbench data verify` checks again on demand.
 """
 
 from __future__ import annotations
@@ -31,27 +36,30 @@ import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ocbench import download
+from ocbench.download import Expected
 from ocbench.errors import OcbenchError
 
 
-@dataclass(frozen=True)
-class DriveFile:
-    name: str
-    drive_id: str  # the ids torchvision's CelebA class downloads from
-    md5: str
-
-
-# Module constants, not literals in the code, so that tests can point the checks at small files.
-CELEBA_ZIP = DriveFile("img_align_celeba.zip", "0B7EVK8r0v71pZjFTYXZWM3FlRnM", "00d2c5bc6d35e252742224ab0c1e8fcb")
-CELEBA_PARTITION = DriveFile(
-    "list_eval_partition.txt", "0B7EVK8r0v71pY0NSMzRuSXJEVkk", "d32c9cbf5e040fd4025c592c306e6668"
+# CelebA's two files: what they must be, and the copies of the zip known to hold exactly its bytes,
+# tried in this order after the user's data.sources. Functions take these as defaults, so that tests
+# can point every check at a small file.
+CELEBA_ZIP = Expected("img_align_celeba.zip", 1_443_490_838, "00d2c5bc6d35e252742224ab0c1e8fcb",
+                      "46fb89443c578308acf364d7d379fe1b9efb793042c0af734b6112e4fd3a8c74")
+CELEBA_ZIP_MIRRORS = (
+    # The PyTorch tutorials' copy (its sha256 is the one torchvision pins for the Drive file): plain
+    # HTTPS with Range requests, no quota pages.
+    "https://s3.amazonaws.com/pytorch-tutorial-assets/img_align_celeba.zip",
+    # The Google Drive id torchvision's CelebA class uses; answered 404/403/login pages since 2022.
+    "https://drive.google.com/uc?id=0B7EVK8r0v71pZjFTYXZWM3FlRnM",
 )
+CELEBA_PARTITION = Expected("list_eval_partition.txt", 2_836_386, "d32c9cbf5e040fd4025c592c306e6668",
+                            "fc955bcb3ef8fbdf7d5640d9a8693a8431b5f2ee291a5c1449a1549e7e073fe7")
 CELEBA_PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 CELEBA_COUNTS = {"all": 202_599, "train": 162_770, "valid": 19_867, "test": 19_962}
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
@@ -89,11 +97,18 @@ def file_md5(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     md5 = digest.hexdigest()
+    remember_md5(path, md5)
+    return md5
+
+
+def remember_md5(path: Path, md5: str) -> None:
+    """Write `file_md5`'s cache for a file whose md5 is known (computed while it was downloaded)."""
+    st = path.stat()
     try:
-        sidecar.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}))
+        path.with_name(path.name + ".md5cache").write_text(
+            json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}))
     except OSError:  # a read-only data folder: just hash again next time
         pass
-    return md5
 
 
 def what_is_wrong(path: Path, kind: str) -> str | None:
@@ -106,11 +121,9 @@ def what_is_wrong(path: Path, kind: str) -> str | None:
         return "is empty"
     with open(path, "rb") as f:
         head = f.read(4096)
-    low = head.lstrip().lower()
-    if low.startswith((b"<!doctype html", b"<html")) or b"<html" in low[:1024]:
-        m = re.search(rb"<title>(.*?)</title>", head, re.I | re.S)
-        title = f" titled {' '.join(m.group(1).decode('utf-8', 'replace').split())!r}" if m else ""
-        return f"is an HTML page{title}, not the file (Google Drive sends one when its quota is exceeded)"
+    title = download.html_title(head)
+    if title is not None:
+        return f"is {download.describe_html(title)} (Google Drive sends one when its quota is exceeded)"
     if kind == "zip" and not zipfile.is_zipfile(path):
         if head.startswith(b"PK\x03\x04"):
             return f"is a truncated zip ({size:,} bytes, the complete one is about 1.4 GB)"
@@ -122,13 +135,14 @@ def what_is_wrong(path: Path, kind: str) -> str | None:
     return None
 
 
-def manual_hint(path: Path, spec: DriveFile) -> str:
+def manual_hint(path: Path, expected: Expected = CELEBA_ZIP) -> str:
     """Where to get a file by hand and where to put it (the end of every fetch error)."""
-    hint = (f"download {spec.name} by hand (https://drive.google.com/uc?id={spec.drive_id} or the links on "
-            f"{CELEBA_PAGE}) and place it at {path.resolve()} (md5 {spec.md5})")
-    if spec is CELEBA_ZIP:
-        hint += ", or set data.images to an extracted img_align_celeba/ folder"
-    return hint
+    if expected.name == CELEBA_PARTITION.name:
+        return (f"`ocbench data fetch` writes CelebA's official {expected.name} at {path.resolve()} "
+                f"({expected.checksums()}) when no file is there, without a download")
+    return (f"download {expected.name} by hand (the links on {CELEBA_PAGE}) and place it at {path.resolve()} "
+            f"({expected.checksums()}), or list a copy (URL or path) in data.sources, or set data.images to an "
+            f"extracted img_align_celeba/ folder")
 
 
 def set_aside(path: Path) -> Path:
@@ -139,43 +153,28 @@ def set_aside(path: Path) -> Path:
     return bad
 
 
-def verify(path: Path, spec: DriveFile, kind: str, accept_other_md5: bool = False, origin: str = "") -> None:
-    """Raise (after setting the file aside) unless `path` is the file `spec` describes."""
+def verify(path: Path, expected: Expected, kind: str, accept_other: bool = False) -> None:
+    """Raise (after setting the file aside) unless `path`, placed there by hand or an earlier fetch, is
+    `expected`: its size first (no need to hash 1.4 GB of the wrong length), then its md5 (cached)."""
     problem = what_is_wrong(path, kind)
+    size = path.stat().st_size
+    if problem is None and accept_other:
+        print(f"{path}: {size:,} bytes, not checked against the official file's digests because data.subset is true")
+        return
+    if problem is None and size != expected.size:
+        problem = f"is {size:,} bytes, not {expected.size:,}"
     if problem is None:
         md5 = file_md5(path)
-        if md5 == spec.md5:
+        if md5 == expected.md5:
             print(f"{path}: md5 {md5} ok")
             return
-        if accept_other_md5:
-            print(f"{path}: md5 {md5} is not the official zip's; accepted because data.subset is true")
-            return
-        problem = f"has md5 {md5}, not {spec.md5}"
+        problem = f"has md5 {md5}, not {expected.md5}"
     bad = set_aside(path)
-    raise OcbenchError(f"{path}{origin} {problem}; kept it as {bad.name}. To fix: {manual_hint(path, spec)}")
+    raise OcbenchError(f"{path} {problem}; kept it as {bad.name}. To fix: {manual_hint(path, expected)}")
 
 
 # --------------------------------------------------------------------------------------------------
 # fetch
-
-
-def fetch_file(path: Path, spec: DriveFile, kind: str, accept_other_md5: bool = False) -> None:
-    """Check `path`, downloading it first from Google Drive when it is not there."""
-    if path.exists():
-        verify(path, spec, kind, accept_other_md5)
-        return
-    from torchvision.datasets.utils import download_file_from_google_drive
-
-    print(f"downloading {spec.name} from Google Drive into {path.parent} ...")
-    try:
-        download_file_from_google_drive(spec.drive_id, str(path.parent), path.name, spec.md5)
-    except Exception as exc:  # gdown, requests, or torchvision's "corrupted" after a bad download
-        if not path.exists():
-            raise OcbenchError(
-                f"could not download {spec.name} from Google Drive ({type(exc).__name__}: {_one_line(exc)}); "
-                f"no network or the link is refused: {manual_hint(path, spec)}"
-            ) from None
-    verify(path, spec, kind, accept_other_md5, origin=" (downloaded)")
 
 
 def fetch(cfg, only: str | None = None) -> None:
@@ -196,13 +195,15 @@ def fetch(cfg, only: str | None = None) -> None:
             f"run `ocbench data synth --config ...` to write {images} and {partition}"
         )
     if only != "partition":
-        fetch_images(images, d.subset)
+        fetch_images(images, d.subset, [*d.sources, *CELEBA_ZIP_MIRRORS])
     if only != "images":
-        fetch_file(partition, CELEBA_PARTITION, "partition")
+        fetch_partition(partition)
 
 
-def fetch_images(images: Path, subset: bool) -> None:
-    """An extracted folder is taken as it is; a zip is checked, or downloaded when absent."""
+def fetch_images(images: Path, subset: bool, sources: list[str], expected: Expected = CELEBA_ZIP,
+                 **download_options) -> None:
+    """An extracted folder is taken as it is; a zip is checked when present, else fetched from the
+    first of `sources` that gives exactly its bytes (see ocbench/download.py)."""
     if images.is_dir():
         n = sum(1 for _ in _folder_jpegs(images))
         if n == 0:
@@ -212,8 +213,41 @@ def fetch_images(images: Path, subset: bool) -> None:
     elif images.suffix.lower() != ".zip" and not images.exists():
         raise OcbenchError(f"data.images {images} does not exist and is not a .zip path to download to; "
                            f"extract img_align_celeba.zip there or set data.images to .../img_align_celeba.zip")
+    elif images.exists():
+        verify(images, expected, "zip", accept_other=subset)
     else:
-        fetch_file(images, CELEBA_ZIP, "zip", accept_other_md5=subset)
+        fetched = download.fetch(images, sources, expected, hint=manual_hint(images, expected), **download_options)
+        remember_md5(images, fetched.md5)  # prepare records it without reading 1.4 GB again
+
+
+def official_partition() -> bytes:
+    """CelebA's list_eval_partition.txt, byte for byte: its split is three contiguous ranges of file
+    numbers (train, valid, test), written as `NNNNNN.jpg S` lines with CRLF endings."""
+    lines, first = [], 1
+    for split in ("train", "valid", "test"):
+        count = CELEBA_COUNTS[split]
+        lines += [f"{i:06d}.jpg {SPLIT_CODES[split]}\r\n" for i in range(first, first + count)]
+        first += count
+    return "".join(lines).encode("ascii")
+
+
+def fetch_partition(path: Path, expected: Expected = CELEBA_PARTITION) -> None:
+    """A file already at `path` (the user's own copy) is checked and used; else the official one is
+    written, checked against its md5 first."""
+    if path.exists():
+        verify(path, expected, "partition")
+        return
+    content = official_partition()
+    md5 = hashlib.md5(content).hexdigest()
+    if md5 != CELEBA_PARTITION.md5 or len(content) != CELEBA_PARTITION.size:  # a guard against editing the ranges
+        raise OcbenchError(f"the generated {CELEBA_PARTITION.name} has md5 {md5}, not {CELEBA_PARTITION.md5}; "
+                           f"a bug in ocbench: report it, or place the official file at {path.resolve()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+    remember_md5(path, md5)
+    print(f"wrote {path}: CelebA's split, {len(content):,} bytes, md5 {md5} (the official file's)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,8 +339,34 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
+class _FileOrderSha256:
+    """sha256 of the .npy being filled, computed while it is written: the header at once, then each
+    chunk's rows as soon as every chunk before it is done (workers finish out of order), read back
+    from the page cache while later chunks are still being decoded. No second read of the array."""
+
+    def __init__(self, tmp: Path, tasks):
+        self.array = np.load(tmp, mmap_mode="r")
+        with open(tmp, "rb") as f:
+            self.sha256 = hashlib.sha256(f.read(self.array.offset))
+        self.chunks = [(start, start + len(part)) for start, part in tasks]
+        self.done: set[int] = set()
+        self.next = 0  # index of the first chunk not hashed yet
+
+    def add(self, start: int) -> None:
+        self.done.add(start)
+        while self.next < len(self.chunks) and self.chunks[self.next][0] in self.done:
+            begin, end = self.chunks[self.next]
+            self.sha256.update(self.array[begin:end])
+            self.next += 1
+
+    def hexdigest(self) -> str | None:
+        """The file's sha256, or None when not every chunk was written (a prepare that stopped)."""
+        return self.sha256.hexdigest() if self.next == len(self.chunks) else None
+
+
 def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress: bool, stop_on_bad: bool):
-    """Fill the array at `tmp`; returns the unreadable images, stopping at the first if `stop_on_bad`."""
+    """Fill the array at `tmp`; returns the unreadable images (stopping at the first if `stop_on_bad`)
+    and the file's sha256 (None when it stopped)."""
     from ocbench.progress import progress as progress_bar
 
     n = len(entries)
@@ -314,6 +374,7 @@ def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress
     tasks = [(s, entries[s:s + chunk]) for s in range(0, n, chunk)]
     workers = max(1, min(workers, len(tasks)))
     args = (str(source), str(tmp), *recipe)
+    digest = _FileOrderSha256(tmp, tasks)
     bad = []
     bar = progress_bar(total=n, desc="prepare", unit="img", disable=not progress, mininterval=1, smoothing=0.1)
     try:
@@ -321,24 +382,26 @@ def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress
             _init_worker(*args)
             for s, part in tasks:
                 done, b = _work(s, part)
+                digest.add(s)
                 bar.update(done)
                 bad += b
                 if b and stop_on_bad:
                     break
             _worker.clear()
-            return bad
+            return bad, digest.hexdigest()
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=args) as pool:
-            futures = [pool.submit(_work, s, part) for s, part in tasks]
+            futures = {pool.submit(_work, s, part): s for s, part in tasks}
             try:
                 for fut in as_completed(futures):
                     done, b = fut.result()
+                    digest.add(futures[fut])
                     bar.update(done)
                     bad += b
                     if b and stop_on_bad:
                         break
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
-        return sorted(bad)
+        return sorted(bad), digest.hexdigest()
     except BrokenProcessPool:
         raise OcbenchError(f"a prepare worker died (out of memory, or out of disk space in {tmp.parent}?); "
                            f"no array was written") from None
@@ -392,7 +455,8 @@ def _check_inputs(cfg) -> tuple[Path, Path]:
             raise OcbenchError(f"{source} {problem}; {manual_hint(source, CELEBA_ZIP)}, then rerun "
                                f"(`ocbench data fetch` checks it)")
     if not partition.exists():
-        fix = how if d.synthetic is not None else f"{how}, or {manual_hint(partition, CELEBA_PARTITION)}"
+        fix = how if d.synthetic is not None else (
+            f"{how}: it writes CelebA's official split there without a download (md5 {CELEBA_PARTITION.md5})")
         raise OcbenchError(f"partition file {partition} not found; run {fix}")
     problem = what_is_wrong(partition, "partition")
     if problem:
@@ -520,14 +584,15 @@ def prepare(cfg, skip_corrupt: bool = False, workers: int | None = None, progres
     try:
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()  # header + sparse file
         recipe = (d.crop, d.resize, d.image_size)
-        bad = _decode_all(source, tmp, entries, recipe, workers or default_workers(), progress,
-                          stop_on_bad=not skip_corrupt)
+        bad, sha256 = _decode_all(source, tmp, entries, recipe, workers or default_workers(), progress,
+                                  stop_on_bad=not skip_corrupt)
         if bad and not skip_corrupt:
             _, name, why = bad[0]
             raise OcbenchError(f"{name} in {source} is not a readable JPEG ({why}); re-download the archive "
                                f"(`ocbench data fetch` checks its md5), or rerun with --skip-corrupt to leave it out")
         if bad:
             _drop_rows(tmp, {i for i, _, _ in bad})
+            sha256 = download.sha256_of(tmp)  # a new file (rare: corrupt JPEGs), hashed once more
             print(f"skipped {len(bad)} unreadable JPEG(s): {', '.join(n for _, n, _ in bad[:10])}"
                   f"{' ...' if len(bad) > 10 else ''} (listed in {meta_path})")
         seconds = time.perf_counter() - t0
@@ -539,6 +604,7 @@ def prepare(cfg, skip_corrupt: bool = False, workers: int | None = None, progres
             "count": count,
             "shape": [count, *shape[1:]],
             "dtype": "uint8",
+            "sha256": sha256,  # of the .npy file as written; `ocbench data verify` checks it
             "skipped": [{"name": n, "error": why} for _, n, why in bad],
             "recipe": "crop: centred square, top = (h - w) // 2; then PIL Image.resize((S, S), filter)"
                       if d.crop == "center" else "whole frame; PIL Image.resize((S, S), filter)",
@@ -559,3 +625,27 @@ def prepare(cfg, skip_corrupt: bool = False, workers: int | None = None, progres
     print(f"wrote {prepared}: {count:,} images {d.image_size}x{d.image_size} in {seconds:.1f} s "
           f"({count / seconds:,.0f} images/s)")
     return {**meta, "seconds": seconds, "images_per_s": count / seconds}
+
+
+def verify_prepared(cfg, progress: bool = True) -> str:
+    """`ocbench data verify`: the prepared array's sha256 against the one prepare recorded in its JSON
+    (a copy cut short, a flipped bit on a disk or a network share). Returns the sha256."""
+    prepared = Path(cfg.data.prepared)
+    meta_path = _meta_path(prepared)
+    rebuild = f"delete {prepared} and rerun `ocbench data prepare` (with the same --config) to rebuild it"
+    if not prepared.is_file():
+        raise OcbenchError(f"prepared images {prepared} not found; run `ocbench data prepare` first")
+    try:
+        recorded = json.loads(meta_path.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise OcbenchError(f"{meta_path} cannot be read ({_one_line(exc, 80)}), so {prepared} cannot be "
+                           f"verified; {rebuild}") from None
+    if not recorded:
+        raise OcbenchError(f"{meta_path} records no sha256 (written by an older ocbench), so {prepared} cannot "
+                           f"be verified; {rebuild}")
+    actual = download.sha256_of(prepared, show=progress)
+    if actual != recorded:
+        raise OcbenchError(f"{prepared} has sha256 {actual}, not the {recorded} prepare recorded in "
+                           f"{meta_path.name}: the file changed since it was written; {rebuild}")
+    print(f"{prepared}: sha256 {actual} ok (as recorded in {meta_path.name})")
+    return actual

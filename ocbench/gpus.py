@@ -5,16 +5,39 @@ job would land on GPU 0. Each job instead claims a slot, a lock file per (GPU, k
 k < runs_per_gpu, with an exclusive `flock`, sets CUDA_VISIBLE_DEVICES to that GPU and execs the
 command, which inherits the locked descriptor. The kernel drops the lock when the process ends,
 however it ends (SIGKILL included), so a killed job's slot frees itself. When every slot is taken
-the job waits for one. Inside a SLURM job, SLURM has already chosen the GPU: no slot is claimed.
+the job waits for one.
+
+Which GPUs: gpus.devices (or --devices) when given, else CUDA_VISIBLE_DEVICES when set, else every
+GPU `nvidia-smi -L` lists (a MIG-enabled GPU as its MIG devices). A GPU is named to CUDA as
+nvidia-smi numbers it, so the command runs with CUDA_DEVICE_ORDER=PCI_BUS_ID (CUDA's own default
+order, fastest first, can differ from nvidia-smi's), or by its `GPU-`/`MIG-` UUID. Its lock files
+are named by the physical device, its UUID from nvidia-smi, so that jobs which name one GPU
+differently (an index, a UUID, another CUDA_VISIBLE_DEVICES) still share its slots.
+
+Inside a SLURM job, SLURM has chosen the job's GPUs and set CUDA_VISIBLE_DEVICES; with device
+confinement (cgroups) the job sees them as 0, 1, ..., so these names mean other GPUs in another
+job on the same node, and nvidia-smi there may or may not number the GPUs as CUDA does. So:
+  - one visible GPU (an sbatch job with --gres=gpu:1, the SLURM profile's case): nothing to
+    choose, no slot is claimed; a lock would be harmless only if its file named the physical GPU
+    for certain, and it cannot add anything SLURM has not already ensured;
+  - several (snakemake inside `salloc --gres=gpu:4`): jobs claim among them, in a lock folder of
+    this SLURM job's own (SLURM never gives one GPU to two jobs, so only jobs of this allocation
+    can share a GPU, and they all see the same names);
+  - none (CUDA_VISIBLE_DEVICES unset: the job asked SLURM for no GPU): the command runs as is.
+
+Several users of one machine share slots when they share the lock folder: it is created like /tmp
+(mode 1777: anyone adds files, nobody removes another's) and its files are 0o666 whatever the umask.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ocbench.errors import OcbenchError, UsageError
@@ -22,34 +45,124 @@ from ocbench.lock import try_lock
 
 DEFAULT_LOCK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "ocbench-gpu-slots"
 
-
-def visible_gpus() -> list[str]:
-    """The GPUs this process may use: CUDA_VISIBLE_DEVICES when set (SLURM sets it), else all."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [d.strip() for d in env.split(",") if d.strip() and d.strip() != "-1"]
-    if shutil.which("nvidia-smi"):
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True)
-        if out.returncode == 0:
-            return [line.strip() for line in out.stdout.splitlines() if line.strip()]
-    return []
+# `nvidia-smi -L`:  "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5d5b...)" and, under a MIG-enabled
+# GPU, "  MIG 3g.40gb     Device  0: (UUID: MIG-c6d4...)" (drivers before R470: MIG-GPU-<uuid>/1/0).
+GPU_LINE = re.compile(r"^GPU (\d+): .*\(UUID: (GPU-[^)\s]+)\)")
+MIG_LINE = re.compile(r"^\s+MIG .*\(UUID: (MIG-[^)\s]+)\)")
 
 
-def claim(devices: list[str], runs_per_gpu: int, lock_dir: Path, poll: float = 1.0,
-          timeout: float | None = None) -> tuple[str, int]:
-    """Lock a free slot, preferring the least-loaded GPU; returns (device, fd of the held lock)."""
+@dataclass(frozen=True)
+class Gpu:
+    name: str  # what CUDA_VISIBLE_DEVICES gets: nvidia-smi's index, or a GPU-/MIG- UUID
+    key: str   # the physical device, which names its lock files: its UUID, or gpu<index> if unknown
+
+
+class NoNvidiaSmi(OcbenchError):
+    """nvidia-smi is not on PATH: no list of GPUs can be had."""
+
+
+def nvidia_smi_gpus() -> list[tuple[str, str, list[str]]]:
+    """(index, GPU UUID, MIG UUIDs) of every GPU `nvidia-smi -L` lists, in its order (PCI bus id)."""
+    if shutil.which("nvidia-smi") is None:
+        raise NoNvidiaSmi("nvidia-smi is not on PATH")
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise OcbenchError("nvidia-smi -L did not answer in 120 s: the NVIDIA driver is stuck; "
+                           "check the GPUs (or name them in gpus.devices) before starting GPU jobs") from None
+    if out.returncode != 0:
+        said = next((line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip()), "")
+        raise OcbenchError(f"nvidia-smi -L failed (exit {out.returncode}): {said or 'no message'}; fix the "
+                           "NVIDIA driver, or name the GPUs in gpus.devices ([] to run without claiming one)")
+    gpus: list[tuple[str, str, list[str]]] = []
+    for line in out.stdout.splitlines():
+        if m := GPU_LINE.match(line):
+            gpus.append((m[1], m[2], []))
+        elif (m := MIG_LINE.match(line)) and gpus:
+            gpus[-1][2].append(m[1])
+    return gpus
+
+
+def parse_visible(value: str) -> list[str]:
+    """The device names in a CUDA_VISIBLE_DEVICES value ("" and "-1": none)."""
+    return [d.strip() for d in value.split(",") if d.strip() and d.strip() != "-1"]
+
+
+def gpus_to_claim(devices: list[str] | None) -> list[Gpu]:
+    """The GPUs to choose among: `devices` when given, else CUDA_VISIBLE_DEVICES when set, else
+    every GPU nvidia-smi lists (a MIG-enabled one as its MIG devices); each with its physical key.
+    Raises NoNvidiaSmi when there is neither a list nor nvidia-smi, OcbenchError when it fails."""
+    if devices is None and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        # CUDA cannot use a MIG-enabled GPU whole, only its MIG devices: each is a GPU of its own here.
+        return [gpu for index, uuid, migs in nvidia_smi_gpus()
+                for gpu in ([Gpu(mig, mig) for mig in migs] or [Gpu(index, uuid)])]
+    names = parse_visible(os.environ["CUDA_VISIBLE_DEVICES"]) if devices is None else devices
+    if not names:
+        return []
+    try:
+        uuid_of = {index: uuid for index, uuid, _ in nvidia_smi_gpus()}
+    except NoNvidiaSmi:
+        uuid_of = None  # the names are all there is: an index stands for itself
+    gpus = []
+    for name in names:
+        if not name.isdigit():
+            gpus.append(Gpu(name, name))  # a GPU- or MIG- UUID names the device itself
+        elif uuid_of is None:
+            gpus.append(Gpu(name, f"gpu{name}"))
+        elif name in uuid_of:
+            gpus.append(Gpu(name, uuid_of[name]))
+        else:
+            raise OcbenchError(f"GPU {name} is not among the GPUs nvidia-smi lists ({', '.join(uuid_of) or 'none'}); "
+                               "fix CUDA_VISIBLE_DEVICES or gpus.devices")
+    return gpus
+
+
+def slot_path(lock_dir: Path, gpu: Gpu, k: int) -> Path:
+    # Old MIG UUIDs hold slashes (MIG-GPU-<uuid>/1/0): a file name keeps letters, digits, - . _ only.
+    return lock_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', gpu.key)}-slot{k}.lock"
+
+
+def make_shared_dir(path: Path) -> None:
+    """Create `path` (and its missing parents) like /tmp, 1777, so every user can add slots to it."""
+    for folder in [*reversed(path.parents), path]:
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        except PermissionError as err:
+            raise open_error(folder, err) from None
+        folder.chmod(0o1777)  # not left to the umask, which would keep other users out
+
+
+def open_error(path: Path, err: OSError) -> OcbenchError:
+    """The one line a slot file or folder that this user cannot open or create gets."""
+    where = path if path.exists() else path.parent
+    st = where.stat()
+    what = "GPU slot file" if where == path else "GPU slot folder"
+    fix = ("its owner can make it 666 (chmod 666, or remove it)" if where == path
+           else "its owner can make it 1777 like /tmp (chmod 1777)")
+    return OcbenchError(f"cannot open {what} {where} (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o}): "
+                        f"{err.strerror}; {fix}, or set gpus.lock_dir to a folder of your own")
+
+
+def claim(gpus: list[Gpu], runs_per_gpu: int, lock_dir: Path, poll: float = 1.0,
+          timeout: float | None = None) -> tuple[Gpu, int]:
+    """Lock a free slot, preferring the least-loaded GPU; returns (GPU, fd of the held lock)."""
     if runs_per_gpu < 1:
         raise UsageError(f"gpus.runs_per_gpu must be at least 1, got {runs_per_gpu}")
-    lock_dir.mkdir(parents=True, exist_ok=True)
+    make_shared_dir(lock_dir)
     # Slot k of every GPU before slot k + 1 of any: jobs spread over the GPUs before they share.
-    slots = [(dev, k) for k in range(runs_per_gpu) for dev in devices]
+    slots = [(gpu, k) for k in range(runs_per_gpu) for gpu in gpus]
     started, waiting_said = time.monotonic(), False
     while True:
-        for dev, k in slots:
-            fd = try_lock(lock_dir / f"gpu{dev}-slot{k}.lock")
+        for gpu, k in slots:
+            path = slot_path(lock_dir, gpu, k)
+            try:
+                fd = try_lock(path, shared=True)
+            except PermissionError as err:
+                raise open_error(path, err) from None
             if fd is not None:
-                return dev, fd
+                return gpu, fd
         if timeout is not None and time.monotonic() - started > timeout:
             raise OcbenchError(f"no free GPU slot in {lock_dir} after {timeout:.0f} s")
         if not waiting_said:
@@ -63,19 +176,31 @@ def exec_with_gpu(command: list[str], devices: list[str] | None, runs_per_gpu: i
     """Claim a slot, then replace this process with `command` on that GPU (never returns)."""
     if not command:
         raise UsageError("with-gpu needs a command after --, e.g. ocbench with-gpu -- ocbench train ...")
-    if devices is None and "SLURM_JOB_ID" in os.environ:
-        # SLURM gave this job its GPU(s) and set CUDA_VISIBLE_DEVICES; with device confinement
-        # every job sees its own GPU as 0, so a node-wide lock on "GPU 0" would serialise them.
-        chosen = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if chosen:
-            print(f"ocbench: running on GPU {chosen} (chosen by SLURM)", file=sys.stderr)
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # GPU N is nvidia-smi's GPU N
+    job = os.environ.get("SLURM_JOB_ID")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if job and devices is None and (visible is None or len(parse_visible(visible)) <= 1):
+        # See the module's docstring: SLURM chose this job's one GPU (or none), nothing to claim.
+        print(f"ocbench: running on GPU {visible} (chosen by SLURM)" if visible and parse_visible(visible)
+              else "ocbench: this SLURM job has no GPU (CUDA_VISIBLE_DEVICES unset); running as is",
+              file=sys.stderr)
+        gpus = []
     else:
-        devices = visible_gpus() if devices is None else devices
-        if devices:
-            dev, fd = claim(devices, runs_per_gpu, lock_dir)
-            os.set_inheritable(fd, True)  # the lock lives as long as the command does
-            os.environ["CUDA_VISIBLE_DEVICES"] = dev
-            print(f"ocbench: running on GPU {dev}", file=sys.stderr)
+        try:
+            gpus = gpus_to_claim(devices)
+        except NoNvidiaSmi:
+            gpus = []
+            print("ocbench: no GPU slot claimed: nvidia-smi is not on PATH and CUDA_VISIBLE_DEVICES is "
+                  "unset, so there is no list of GPUs (on a GPU machine, put nvidia-smi on PATH or set "
+                  "gpus.devices)", file=sys.stderr)
+    if gpus:
+        if job:  # the names are this allocation's own; only its jobs may share its GPUs
+            lock_dir = lock_dir / f"slurm-job-{job}"
+        gpu, fd = claim(gpus, runs_per_gpu, lock_dir)
+        os.set_inheritable(fd, True)  # the lock lives as long as the command does
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu.name
+        physical = f" ({gpu.key})" if gpu.key not in (gpu.name, f"gpu{gpu.name}") else ""
+        print(f"ocbench: running on GPU {gpu.name}{physical}", file=sys.stderr)
     try:
         os.execvp(command[0], command)
     except FileNotFoundError:

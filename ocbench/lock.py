@@ -12,10 +12,29 @@ import os
 from pathlib import Path
 
 
-def try_lock(path: Path) -> int | None:
-    """An exclusive flock on `path` (created if absent): the open descriptor that holds it, or None
-    when another process holds it. Closing the descriptor (or ending the process) releases it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+def open_lock_file(path: Path, shared: bool = False) -> int:
+    """`path` opened for reading and writing, created if absent; `shared`: made 0o666 when this
+    process creates it, whatever the umask, so that other users can take the lock too."""
+    try:
+        # An existing file is opened without O_CREAT: with fs.protected_regular (systemd sets it),
+        # O_CREAT on another user's file in a sticky folder like /tmp fails even where it is 0o666.
+        return os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:  # another process created it in between
+        return os.open(path, os.O_RDWR)
+    if shared:
+        os.fchmod(fd, 0o666)
+    return fd
+
+
+def try_lock(path: Path, shared: bool = False) -> int | None:
+    """An exclusive flock on `path` (created if absent, see open_lock_file): the open descriptor
+    that holds it, or None when another process holds it. Closing the descriptor (or ending the
+    process) releases it. PermissionError when this user may not open or create the file."""
+    fd = open_lock_file(path, shared)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

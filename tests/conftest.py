@@ -9,10 +9,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args, cwd=None, env=None, check=False, timeout=900):
-    """Run the installed `ocbench` console script as a user would; returns the CompletedProcess."""
+    """Run the installed `ocbench` console script as a user would; returns the CompletedProcess.
+
+    The script imports the package of this checkout (PYTHONPATH), not the one the virtualenv was
+    installed from: a venv shared by several checkouts would otherwise test another copy's code."""
     exe = Path(sys.executable).with_name("ocbench")
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     proc = subprocess.run(
-        [str(exe), *map(str, args)], cwd=cwd, env={**os.environ, **(env or {})},
+        [str(exe), *map(str, args)], cwd=cwd, env={**os.environ, "PYTHONPATH": pythonpath, **(env or {})},
         capture_output=True, text=True, timeout=timeout,
     )
     if check and proc.returncode != 0:

@@ -5,8 +5,10 @@ or the library functions where a test must point the md5 checks at a small file 
 zip (the md5s are module constants for that reason).
 """
 
+import hashlib
 import io
 import json
+import socket
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from PIL import Image
 
 from ocbench import config as config_mod
 from ocbench import data, synth
+from ocbench.download import Expected
 from ocbench.errors import OcbenchError
 
 N, SEED = 40, 7
@@ -132,6 +135,7 @@ def test_prepare_round_trip_matches_pil(tmp_path, cli, archive):
     assert meta["count"] == N and meta["crop"] == "center" and meta["resize"] == "bilinear"
     assert meta["split"] == "all" and meta["skipped"] == [] and meta["source_kind"] == "zip"
     assert meta["source_md5"] == data.file_md5(archive[0])
+    assert meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()  # hashed while written
     assert leftovers(tmp_path / "out") == ["celeba128.json", "celeba128.npy"]
 
     # Up to date: nothing is rewritten.
@@ -144,6 +148,23 @@ def test_prepare_round_trip_matches_pil(tmp_path, cli, archive):
     cfg1 = synthetic_config(tmp_path, archive, prepared=str(tmp_path / "one" / "x.npy"))
     assert cli("data", "prepare", "--config", cfg1, "--workers", "1").returncode == 0
     np.testing.assert_array_equal(np.load(tmp_path / "one" / "x.npy"), arr)
+    assert json.loads((tmp_path / "one" / "x.json").read_text())["sha256"] == meta["sha256"]
+
+
+def test_data_verify_rechecks_the_prepared_array(tmp_path, cli, archive):
+    cfg = synthetic_config(tmp_path, archive)
+    assert cli("data", "prepare", "--config", cfg, "--workers", "2").returncode == 0
+    out = tmp_path / "out" / "celeba128.npy"
+    sha256 = hashlib.sha256(out.read_bytes()).hexdigest()
+    proc = cli("data", "verify", "--config", cfg)
+    assert proc.returncode == 0 and f"sha256 {sha256} ok" in proc.stdout, proc.stderr
+
+    flipped = bytearray(out.read_bytes())
+    flipped[-1000] ^= 1  # one bit, deep in the pixels: shape and header still fine
+    out.write_bytes(flipped)
+    proc = cli("data", "verify", "--config", cfg)
+    assert_one_line_error(proc, f"{out} has sha256 {hashlib.sha256(flipped).hexdigest()}, not the {sha256}",
+                          f"delete {out} and rerun `ocbench data prepare`")
 
 
 def test_crop_null_other_size_and_split(tmp_path, cli, archive):
@@ -224,19 +245,19 @@ HTML = (b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title
         b"<body>Too many users have viewed or downloaded this file recently.</body></html>")
 
 
-@pytest.mark.parametrize("kind", ["html", "truncated", "wrong_md5"])
+@pytest.mark.parametrize("kind", ["html", "truncated", "wrong_size"])
 def test_bad_zip(tmp_path, cli, archive, kind):
     zip_path = tmp_path / "img_align_celeba.zip"
     whole = archive[0].read_bytes()
-    zip_path.write_bytes({"html": HTML, "truncated": whole[: len(whole) // 2], "wrong_md5": whole}[kind])
+    zip_path.write_bytes({"html": HTML, "truncated": whole[: len(whole) // 2], "wrong_size": whole}[kind])
     cfg = write_config(tmp_path, partition=str(archive[1]))
     expected = {
         "html": "is an HTML page titled 'Google Drive - Quota exceeded'",
         "truncated": "is a truncated zip",
-        "wrong_md5": f"has md5 {data.file_md5(archive[0])}, not 00d2c5bc6d35e252742224ab0c1e8fcb",
+        "wrong_size": f"is {len(whole):,} bytes, not 1,443,490,838",
     }[kind]
 
-    if kind != "wrong_md5":  # prepare refuses it too (it checks the count, not the md5)
+    if kind != "wrong_size":  # prepare refuses it too (it checks the count, not the md5)
         proc = cli("data", "prepare", "--config", cfg)
         assert_one_line_error(proc, expected, str(zip_path.resolve()))
         assert leftovers(tmp_path / "out") == []
@@ -248,48 +269,82 @@ def test_bad_zip(tmp_path, cli, archive, kind):
     assert leftovers(tmp_path / "out") == []
 
 
-def test_no_network(tmp_path, cli):
-    # A proxy nobody listens on: the real download path fails at once, network or not.
+def test_offline_every_source_is_listed_in_one_line(tmp_path, cli):
+    """No network: the user's source (nothing listening on its port) and the built-in ones (through a
+    proxy nobody listens on, so no traffic leaves 127.0.0.1) all fail, in one line, nothing left behind."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mine = f"http://127.0.0.1:{port}/img_align_celeba.zip"
     proxy = "http://127.0.0.1:9"
     env = {"HTTPS_PROXY": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy, "http_proxy": proxy,
-           "NO_PROXY": "", "no_proxy": ""}
-    proc = cli("data", "fetch", "--config", write_config(tmp_path), env=env, timeout=120)
-    assert_one_line_error(proc, "could not download img_align_celeba.zip from Google Drive",
-                          f"place it at {(tmp_path / 'img_align_celeba.zip').resolve()}")
-    assert not (tmp_path / "img_align_celeba.zip").exists()
+           "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
+    proc = cli("data", "fetch", "--config", write_config(tmp_path, sources=[mine]), env=env, timeout=120)
+    assert_one_line_error(proc, "could not fetch img_align_celeba.zip from any of its 3 sources",
+                          f"(1) {mine}: cannot connect (Connection refused)",
+                          f"(2) {data.CELEBA_ZIP_MIRRORS[0]}: cannot connect",
+                          f"(3) {data.CELEBA_ZIP_MIRRORS[1]}: cannot connect",
+                          f"place it at {(tmp_path / 'img_align_celeba.zip').resolve()}",
+                          "md5 00d2c5bc6d35e252742224ab0c1e8fcb")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml"]
 
 
-def test_fetch_accepts_verified_files(tmp_path, archive, monkeypatch, capsys):
-    """With the expected md5s pointed at the synthetic files, fetch checks and keeps them, no download."""
+def test_the_partition_file_is_written_byte_for_byte_without_a_download(tmp_path, cli):
+    content = data.official_partition()
+    # The official file's size and digests (torchvision pins the md5 and sha256), not ocbench's table.
+    assert len(content) == 2_836_386
+    assert hashlib.md5(content).hexdigest() == "d32c9cbf5e040fd4025c592c306e6668"
+    assert hashlib.sha256(content).hexdigest() == "fc955bcb3ef8fbdf7d5640d9a8693a8431b5f2ee291a5c1449a1549e7e073fe7"
+    lines = content.split(b"\r\n")
+    assert lines[0] == b"000001.jpg 0" and lines[162_770] == b"162771.jpg 1" and lines[182_637] == b"182638.jpg 2"
+    assert lines[-2:] == [b"202599.jpg 2", b""]  # CRLF after the last line too
+
+    part = tmp_path / "list_eval_partition.txt"
+    proxy = "http://127.0.0.1:9"  # would refuse any download attempt
+    proc = cli("data", "fetch", "--config", write_config(tmp_path), "--only", "partition",
+               env={"HTTPS_PROXY": proxy, "https_proxy": proxy, "NO_PROXY": "", "no_proxy": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert part.read_bytes() == content and "md5 d32c9cbf5e040fd4025c592c306e6668" in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yaml", "list_eval_partition.txt",
+                                                          "list_eval_partition.txt.md5cache"]
+
+
+def test_fetch_accepts_verified_files(tmp_path, archive, capsys):
+    """With the expected size and md5s pointed at the synthetic files, fetch checks and keeps them, no download."""
     zip_path, part = archive
-    monkeypatch.setattr(data, "CELEBA_ZIP", data.CELEBA_ZIP.__class__(
-        "img_align_celeba.zip", data.CELEBA_ZIP.drive_id, data.file_md5(zip_path)))
-    monkeypatch.setattr(data, "CELEBA_PARTITION", data.CELEBA_PARTITION.__class__(
-        "list_eval_partition.txt", data.CELEBA_PARTITION.drive_id, data.file_md5(part)))
-    cfg = config_mod.load([write_config(tmp_path, images=str(zip_path), partition=str(part))])
-    data.fetch(cfg)
+
+    def expected_of(path):
+        return Expected(path.name, path.stat().st_size, data.file_md5(path))
+
+    data.fetch_images(zip_path, False, [], expected=expected_of(zip_path))
+    data.fetch_partition(part, expected=expected_of(part))
     assert capsys.readouterr().out.count("ok") == 2
     assert zip_path.exists() and zip_path.with_name(zip_path.name + ".md5cache").exists()
 
     # An extracted folder needs only the partition file (a folder has no md5).
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(tmp_path)
-    cfg = config_mod.load([write_config(tmp_path, images=str(tmp_path / "img_align_celeba"), partition=str(part))])
+    cfg = config_mod.load([write_config(tmp_path, images=str(tmp_path / "img_align_celeba"))])
     data.fetch(cfg)
     assert f"{N} JPEGs" in capsys.readouterr().out
 
     # --only partition leaves data.images alone, even a bad one (the workflow fetches each in its own rule).
     html_zip = tmp_path / "img_align_celeba.zip"
     html_zip.write_bytes(HTML)
-    data.fetch(config_mod.load([write_config(tmp_path, partition=str(part))]), only="partition")
-    assert html_zip.read_bytes() == HTML and "ok" in capsys.readouterr().out
+    data.fetch(config_mod.load([write_config(tmp_path)]), only="partition")
+    assert html_zip.read_bytes() == HTML
 
-    # The partition file is still checked: a wrong one is set aside with the same kind of message.
+    # A file of the right size but another md5 is set aside; so is a wrong partition file of the user's.
+    other = tmp_path / "other.zip"
+    whole = bytearray(zip_path.read_bytes())
+    whole[len(whole) // 2] ^= 1  # inside a JPEG: still a zip, same size
+    other.write_bytes(whole)
+    with pytest.raises(OcbenchError, match=f"has md5 .*, not {expected_of(zip_path).md5}; kept it as other.zip.invalid"):
+        data.fetch_images(other, False, [], expected=expected_of(zip_path))
     bad_part = tmp_path / "list_eval_partition.txt"
     bad_part.write_text("000001.jpg 0\n")
-    cfg = config_mod.load([write_config(tmp_path, images=str(zip_path))])
-    with pytest.raises(OcbenchError, match="has md5 .* kept it as list_eval_partition.txt.invalid"):
-        data.fetch(cfg)
+    with pytest.raises(OcbenchError, match="is 13 bytes, not 2,836,386; kept it as list_eval_partition.txt.invalid"):
+        data.fetch(config_mod.load([write_config(tmp_path, images=str(zip_path), subset=True)]))
 
 
 def test_a_truncated_prepared_array_is_named_and_prepare_rebuilds_it(tmp_path, cli, archive):

@@ -1,22 +1,37 @@
-"""GPU slots for concurrent jobs, with a pretend list of devices (no GPU needed)."""
+"""GPU slots for concurrent jobs, with a pretend list of devices (no GPU needed): --devices, a
+CUDA_VISIBLE_DEVICES as SLURM sets it, or a fake `nvidia-smi` first on PATH that prints what the
+real one prints."""
 
 import os
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-EXE = str(Path(sys.executable).with_name("ocbench"))
+import pytest
+
+from conftest import REPO
+
+# `python -m ocbench` with this checkout first on the path, as the workflow's rules run it (the
+# venv's `ocbench` script imports the package wherever it was installed from).
+EXE = [sys.executable, "-m", "ocbench"]
+# No nvidia-smi on PATH (the venv's bin has none) and no SLURM job or CUDA_VISIBLE_DEVICES of the
+# shell running the tests; a test adds what it pretends.
+ENV = {**{k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")},
+       "PYTHONPATH": str(REPO), "PATH": str(Path(sys.executable).parent)}
 REPORT = "import os, sys, time; print(os.environ['CUDA_VISIBLE_DEVICES'], time.time(), flush=True); " \
          "time.sleep(float(sys.argv[1])); print(time.time(), flush=True)"
+SHOW = "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ.get('CUDA_DEVICE_ORDER'))"
 
 
 def start(lock_dir, devices, seconds, runs_per_gpu=1):
     return subprocess.Popen(
-        [EXE, "with-gpu", "--devices", devices, "--runs-per-gpu", str(runs_per_gpu), "--lock-dir",
+        [*EXE, "with-gpu", "--devices", devices, "--runs-per-gpu", str(runs_per_gpu), "--lock-dir",
          str(lock_dir), "--", sys.executable, "-c", REPORT, str(seconds)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
 
 
 def finish(proc):
@@ -63,19 +78,19 @@ def test_a_killed_jobs_slot_is_freed(tmp_path):
 
 
 def test_no_devices_runs_the_command_unchanged(tmp_path):
-    proc = subprocess.run([EXE, "with-gpu", "--devices", "", "--lock-dir", str(tmp_path), "--",
+    proc = subprocess.run([*EXE, "with-gpu", "--devices", "", "--lock-dir", str(tmp_path), "--",
                            sys.executable, "-c", "import os; print(os.environ.get('CUDA_VISIBLE_DEVICES'))"],
-                          capture_output=True, text=True, env={k: v for k, v in os.environ.items()
+                          capture_output=True, text=True, env={k: v for k, v in ENV.items()
                                                                if k != "CUDA_VISIBLE_DEVICES"})
     assert proc.returncode == 0 and proc.stdout.strip() == "None"
 
 
 def test_inside_a_slurm_job_slurm_has_chosen_the_gpu(tmp_path):
-    env = {**os.environ, "SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "0"}
+    env = {**ENV, "SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "0"}
     holder = start(tmp_path, "0", 600)  # another job holds this machine's slot for "GPU 0"
     try:
         assert holder.stdout.readline().split()[0] == "0"
-        proc = subprocess.run([EXE, "with-gpu", "--lock-dir", str(tmp_path), "--", sys.executable, "-c",
+        proc = subprocess.run([*EXE, "with-gpu", "--lock-dir", str(tmp_path), "--", sys.executable, "-c",
                                "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
                               capture_output=True, text=True, env=env, timeout=60)
         assert proc.returncode == 0 and proc.stdout.strip() == "0" and "waiting" not in proc.stderr
@@ -83,3 +98,194 @@ def test_inside_a_slurm_job_slurm_has_chosen_the_gpu(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# --- GPU lists as nvidia-smi prints them, SLURM's CUDA_VISIBLE_DEVICES, MIG, several users ---------
+
+def uuid(n: int) -> str:
+    return f"GPU-{n:08x}-1c2d-3e4f-5a6b-7c8d9e0f1a2b"
+
+
+def fake_nvidia_smi(bin_dir: Path, gpus: list[list[str]] | None) -> None:
+    """An `nvidia-smi` in bin_dir printing what the real one prints for `-L` and for
+    `--query-gpu=index,uuid,pci.bus_id --format=csv,noheader`: one H100 per entry of `gpus`, each
+    with the MIG devices its list names. gpus=None: one whose driver is gone (the real one's words
+    and exit status 9)."""
+    bin_dir.mkdir(exist_ok=True)
+    if gpus is None:
+        body = ('echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver. '
+                'Make sure that the latest NVIDIA driver is installed and running."\nexit 9\n')
+    else:
+        listing, csv = [], []
+        for i, migs in enumerate(gpus):
+            listing.append(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: {uuid(i)})")
+            listing += [f"  MIG 3g.40gb     Device  {j}: (UUID: {mig})" for j, mig in enumerate(migs)]
+            csv.append(f"{i}, {uuid(i)}, 00000000:{0x19 + 0x20 * i:02X}:00.0")
+
+        def lines(rows):  # printf, a shell builtin: the tests' PATH holds no coreutils
+            return "printf '%s\\n' " + " ".join(f"'{row}'" for row in rows)
+
+        body = ('case "$*" in\n'
+                f'  "-L") {lines(listing)} ;;\n'
+                f'  "--query-gpu=index,uuid,pci.bus_id --format=csv,noheader") {lines(csv)} ;;\n'
+                '  *) echo "fake nvidia-smi: unsupported arguments: $*" >&2; exit 2 ;;\nesac\n')
+    exe = bin_dir / "nvidia-smi"
+    exe.write_text("#!/bin/sh\n" + body)
+    exe.chmod(0o755)
+
+
+def env_with(bin_dir: Path | None = None, **extra) -> dict:
+    return {**ENV, **extra, **({"PATH": f"{bin_dir}:{ENV['PATH']}"} if bin_dir else {})}
+
+
+def start_in(env: dict, lock_dir: Path, seconds: float, *options: str) -> subprocess.Popen:
+    """`ocbench with-gpu` with the GPU list of `env`; the command prints its CUDA_VISIBLE_DEVICES,
+    CUDA_DEVICE_ORDER and start time, sleeps, then prints its end time."""
+    report = "import os, sys, time; print(os.environ['CUDA_VISIBLE_DEVICES'], os.environ['CUDA_DEVICE_ORDER'], " \
+             "time.time(), flush=True); time.sleep(float(sys.argv[1])); print(time.time(), flush=True)"
+    return subprocess.Popen([*EXE, "with-gpu", "--lock-dir", str(lock_dir), *options, "--", sys.executable,
+                             "-c", report, str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def ended(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    first, last = out.split("\n")[:2]
+    device, order, began = first.split()
+    return {"device": device, "order": order, "began": float(began), "ended": float(last), "err": err}
+
+
+def test_without_a_list_every_gpu_nvidia_smi_lists_is_claimed_in_its_order(tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", [[], []])
+    env, slots = env_with(tmp_path / "bin"), tmp_path / "shared" / "slots"
+    jobs = [ended(j) for j in [start_in(env, slots, 3) for _ in range(2)]]
+    assert sorted(j["device"] for j in jobs) == ["0", "1"]
+    assert max(j["began"] for j in jobs) < min(j["ended"] for j in jobs)  # side by side
+    # GPU N is nvidia-smi's GPU N for CUDA too (its default order, fastest first, may differ)
+    assert {j["order"] for j in jobs} == {"PCI_BUS_ID"}
+    # The slot files name the physical GPUs, and every user of the machine may take them.
+    assert sorted(p.name for p in slots.iterdir()) == [f"{uuid(0)}-slot0.lock", f"{uuid(1)}-slot0.lock"]
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 for p in slots.iterdir())
+    assert stat.S_IMODE(slots.stat().st_mode) == stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o1777
+
+
+def test_jobs_in_a_multi_gpu_slurm_allocation_spread_over_its_gpus(tmp_path):
+    """snakemake inside `salloc --gres=gpu:2`, twice on one node with device confinement: each
+    allocation sees its two GPUs as 0 and 1 (and nvidia-smi lists all four); each allocation's jobs
+    take distinct GPUs, and no allocation waits for the other's."""
+    fake_nvidia_smi(tmp_path / "bin", [[], [], [], []])
+    jobs = {alloc: [start_in(env_with(tmp_path / "bin", SLURM_JOB_ID=alloc, CUDA_VISIBLE_DEVICES="0,1"),
+                             tmp_path / "slots", 3) for _ in range(2)] for alloc in ("41", "42")}
+    runs = {alloc: [ended(j) for j in procs] for alloc, procs in jobs.items()}
+    for alloc, done in runs.items():
+        assert sorted(j["device"] for j in done) == ["0", "1"], alloc
+    every = runs["41"] + runs["42"]
+    assert max(j["began"] for j in every) < min(j["ended"] for j in every)
+    assert not any("waiting" in j["err"] for j in every)
+
+
+def test_one_gpu_named_by_index_or_by_uuid_has_one_slot(tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", [[], []])
+    first = start_in(env_with(tmp_path / "bin"), tmp_path / "slots", 2, "--devices", "1")
+    assert first.stdout.readline().split()[0] == "1"  # it holds GPU 1's only slot
+    second = start_in(env_with(tmp_path / "bin", CUDA_VISIBLE_DEVICES=uuid(1)), tmp_path / "slots", 0)
+    first_ended = float(first.communicate(timeout=60)[0].split()[0])
+    b = ended(second)
+    assert b["device"] == uuid(1) and "waiting" in b["err"] and b["began"] >= first_ended
+
+
+def test_mig_devices_are_gpus_of_their_own(tmp_path):
+    """A MIG-enabled GPU is claimed as its MIG devices, by UUID, also as drivers before R470 wrote
+    them (MIG-GPU-<uuid>/<gi>/<ci>), with lock files that stay in the slot folder."""
+    old_style = f"MIG-{uuid(0)}/1/0"
+    new_style = "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"
+    fake_nvidia_smi(tmp_path / "bin", [[new_style, old_style], []])
+    env, slots = env_with(tmp_path / "bin"), tmp_path / "slots"
+    jobs = [ended(j) for j in [start_in(env, slots, 3) for _ in range(3)]]
+    assert sorted(j["device"] for j in jobs) == sorted([new_style, old_style, "1"])
+    assert sorted(p.name for p in slots.iterdir()) == sorted(
+        [f"{new_style}-slot0.lock", f"MIG-{uuid(0)}_1_0-slot0.lock", f"{uuid(1)}-slot0.lock"])
+    # ... and MIG UUIDs as CUDA_VISIBLE_DEVICES (SLURM's or a user's) are claimed among as they are
+    shown = ended(start_in(env_with(CUDA_VISIBLE_DEVICES=new_style), tmp_path / "other", 0))
+    assert shown["device"] == new_style
+
+
+def test_a_failing_nvidia_smi_stops_the_job_in_one_line(tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", None)
+    proc = subprocess.run([*EXE, "with-gpu", "--lock-dir", str(tmp_path / "slots"), "--", sys.executable, "-c", SHOW],
+                          capture_output=True, text=True, env=env_with(tmp_path / "bin"), timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""  # the command did not run, on GPU 0 or the CPU
+    assert proc.stderr.count("\n") == 1 and "nvidia-smi -L failed (exit 9): NVIDIA-SMI has failed" in proc.stderr
+    assert "gpus.devices" in proc.stderr
+
+
+def test_a_missing_nvidia_smi_is_named_and_the_command_runs_as_is(tmp_path):
+    proc = subprocess.run([*EXE, "with-gpu", "--lock-dir", str(tmp_path / "slots"), "--", sys.executable, "-c", SHOW],
+                          capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.split() == ["None", "PCI_BUS_ID"]
+    assert proc.stderr.count("\n") == 1 and "nvidia-smi is not on PATH" in proc.stderr
+
+
+def as_user(uid: int) -> dict:
+    return {"user": uid, "group": uid, "extra_groups": [], "umask": 0o022}
+
+
+@pytest.fixture(scope="module")
+def other_users_python():
+    """An interpreter other users may run (the venv's may live under a 0700 home): the slot code
+    needs nothing beyond the standard library. Skipped unless root, which may start their processes."""
+    if os.geteuid() != 0:
+        pytest.skip("other users' processes need root to start")
+    for python in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
+        try:
+            if subprocess.run([python, "-c", "import sys; assert sys.version_info >= (3, 10)"],
+                              capture_output=True, **as_user(65534)).returncode == 0:
+                return python
+        except OSError:  # not there, or not theirs to run
+            continue
+    pytest.skip("no Python >= 3.10 that other users may run")
+
+
+def with_gpu_as(uid: int, python: str, slots: Path) -> subprocess.CompletedProcess:
+    """ocbench with-gpu --devices 0 as user `uid`, through the function the CLI calls (whose
+    config loading needs the venv's packages), with the CLI's one-line error."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path\n"
+            "from ocbench.errors import OcbenchError; from ocbench.gpus import exec_with_gpu\n"
+            f"try: exec_with_gpu([sys.executable, '-c', {SHOW!r}], ['0'], 1, Path({str(slots)!r}))\n"
+            "except OcbenchError as e: sys.exit(f'ocbench: error: {e}')")
+    return subprocess.run([python, "-c", code], capture_output=True, text=True, env=ENV, timeout=60,
+                          **as_user(uid))
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder like /tmp, where other users may add theirs (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="ocbench-test-"))
+    path.chmod(0o1777)
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=True)
+
+
+def test_another_user_takes_the_same_slot(shared_tmp, other_users_python):
+    """User A's job creates the slot folder and file under umask 022; user B's job after it takes
+    the same slot (the folder is 1777 like /tmp, the file 0o666)."""
+    slots = shared_tmp / "slots"
+    for uid in (65534, 1):  # nobody, then daemon
+        proc = with_gpu_as(uid, other_users_python, slots)
+        assert proc.returncode == 0 and proc.stdout.split()[0] == "0", proc.stderr
+    slot = slots / "gpu0-slot0.lock"
+    assert slot.stat().st_uid == 65534 and stat.S_IMODE(slot.stat().st_mode) == 0o666
+    assert slots.stat().st_uid == 65534 and stat.S_IMODE(slots.stat().st_mode) == 0o1777
+
+
+def test_a_slot_file_this_user_cannot_open_is_named_in_one_line(shared_tmp, other_users_python):
+    slots = shared_tmp / "slots"
+    slots.mkdir()
+    slots.chmod(0o1777)
+    (slots / "gpu0-slot0.lock").write_text("")
+    (slots / "gpu0-slot0.lock").chmod(0o600)  # root's, as an old ocbench under umask 077 left it
+    proc = with_gpu_as(65534, other_users_python, slots)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert f"cannot open GPU slot file {slots / 'gpu0-slot0.lock'}" in proc.stderr and "chmod 666" in proc.stderr

@@ -7,8 +7,8 @@ import yaml
 
 from conftest import REPO
 
-CONDA_NAMES = {"pytorch": "torch"}  # conda's name -> PyPI's
-CONDA_ONLY = {"python", "pip", "pytorch-cuda"}
+CONDA_NAMES = {"pytorch-gpu": "torch", "pytorch": "torch"}  # conda's name -> PyPI's
+CONDA_ONLY = {"python", "pip", "cuda-version"}
 
 
 def name(requirement: str) -> str:
@@ -26,3 +26,16 @@ def test_environment_yml_and_pyproject_name_the_same_packages():
         else:
             conda.add(CONDA_NAMES.get(name(dep), name(dep)))
     assert conda - CONDA_ONLY == pip_names
+
+
+def test_environment_yml_takes_cuda_pytorch_from_conda_forge_only():
+    """The `pytorch` channel (and `nvidia` beside it, `pytorch-cuda` from it) stopped publishing
+    after PyTorch 2.5 (pytorch/pytorch#138506): an environment from them is stuck at 2.5."""
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    assert set(env["channels"]) <= {"conda-forge", "nodefaults"}, env["channels"]
+    specs = [dep for dep in env["dependencies"] if isinstance(dep, str)]
+    assert not [s for s in specs if "::" in s], "a package from another channel (channel::name)"
+    names = {name(s) for s in specs}
+    assert "pytorch-cuda" not in names and not names & {"cudatoolkit", "cpuonly"}
+    # conda-forge's CUDA build: pytorch-gpu, or pytorch with a cuda* build string
+    assert "pytorch-gpu" in names or any(re.match(r"pytorch[ =].*=cuda", s) for s in specs), specs

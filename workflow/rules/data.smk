@@ -27,6 +27,8 @@ if CFG.data.synthetic:
 else:
     # One rule per file: Snakemake deletes a job's existing outputs before running it, so a
     # single rule for both would delete a hand-placed zip when only the partition file is missing.
+    # fetch_images tries data.sources, then the built-in mirrors; fetch_partition writes CelebA's
+    # official split file itself (no download).
     if IMAGES_ARE_ZIP:
 
         rule fetch_images:
