@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import checkout_env
 from ocbench.train import GRID_PADDING, METRIC_COLUMNS, TIMING_COLUMNS, grid_columns
 
 
@@ -119,7 +120,7 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, 
     # The same run, killed with SIGKILL in the middle of an epoch, then rerun with the same command.
     exe = Path(sys.executable).with_name("ocbench")
     state = root / "results" / "tiny" / "state" / run / "checkpoint.pt"
-    proc = subprocess.Popen([str(exe), "train", *map(str, base), "--run", run],
+    proc = subprocess.Popen([str(exe), "train", *map(str, base), "--run", run], env=checkout_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at = None
     deadline = time.monotonic() + 300
@@ -294,7 +295,7 @@ def test_a_second_trainer_of_a_run_refuses_until_the_first_dies(setup, cli):
     base = ["--config", config, "--set", f"paths.results={root / 'lock'}", "--run", RUN]
     lock = root / "lock" / "tiny" / "state" / RUN / "train.lock"
     first = subprocess.Popen([str(Path(sys.executable).with_name("ocbench")), "train", *map(str, base)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             env=checkout_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None:
