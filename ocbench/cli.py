@@ -62,6 +62,8 @@ def cmd_status(args) -> None:
 
     from ocbench.status import table
 
+    if args.watch is not None and not args.watch > 0:
+        raise UsageError(f"--watch {args.watch:g}: the seconds between redraws must be positive, e.g. --watch 60")
     cfg = load_config(args)
     while True:
         text = table(cfg)

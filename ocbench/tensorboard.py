@@ -32,12 +32,15 @@ import numpy as np
 class RunLog:
     """The SummaryWriter of one run, with the tag scheme above."""
 
-    def __init__(self, log_dir: Path, resume_step: int | None):
+    def __init__(self, log_dir: Path, resumed: dict | None):
         from torch.utils.tensorboard import SummaryWriter
 
-        purge_step = 0 if resume_step is None else resume_step + 1
+        purge_step = 0 if resumed is None else resumed["iterations"] + 1
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
         self._last = None  # (g_mean, d_mean, g_steps, d_steps) at the previous loss point
+        if resumed is not None:  # the first window after a resume starts at the checkpoint
+            g_sum, d_sum, g_steps, d_steps = resumed["sums"]  # the epoch's sums so far, plain floats
+            self._last = (g_sum / max(g_steps, 1), d_sum / max(d_steps, 1), g_steps, d_steps)
 
     def losses(self, step: int, g_mean: float, d_mean: float, g_steps: int, d_steps: int, beta) -> None:
         """A loss point from the epoch's running means over `g_steps` G and `d_steps` D steps: the
@@ -94,9 +97,9 @@ def run_log_dir(cfg, run_id: str) -> Path:
     return cfg.results_dir / "tensorboard" / run_id
 
 
-def open_run_log(cfg, run_id: str, resume_step: int | None) -> RunLog | NoLog:
-    """The run's log as the config asks; `resume_step`: the iteration of the checkpoint resumed
-    from, None for a fresh start."""
+def open_run_log(cfg, run_id: str, resumed: dict | None) -> RunLog | NoLog:
+    """The run's log as the config asks; `resumed`: the position of the checkpoint resumed from
+    (train.py's `position`), None for a fresh start."""
     if not cfg.log.tensorboard:
         return NoLog()
-    return RunLog(run_log_dir(cfg, run_id), resume_step)
+    return RunLog(run_log_dir(cfg, run_id), resumed)

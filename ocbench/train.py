@@ -299,7 +299,7 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
         position, rows = ckpt["position"], ckpt["rows"]
         log(f"{run_id}: resuming at epoch {position['epoch'] + 1}, batch {position['batch']}/{n_batches}")
     saved_at = {"epoch": position["epoch"], "batch": position["batch"]} if ckpt is not None else None
-    tb = tensorboard.open_run_log(cfg, run_id, position["iterations"] if ckpt is not None else None)
+    tb = tensorboard.open_run_log(cfg, run_id, position if ckpt is not None else None)
 
     @contextlib.contextmanager
     def writing(path: Path):

@@ -65,6 +65,13 @@ def tensorboard_events(log_dir: Path):
     return EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
 
 
+def test_status_reads_the_files_train_writes():
+    """ocbench/status.py repeats train.py's file names (so that it need not import torch)."""
+    from ocbench import status, train
+
+    assert (status.CHECKPOINT, status.POSITION, status.LOCK) == (train.CHECKPOINT, train.POSITION, train.LOCK)
+
+
 def read_rows(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
