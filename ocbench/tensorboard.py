@@ -28,12 +28,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ocbench.errors import OcbenchError
+
 
 class RunLog:
     """The SummaryWriter of one run, with the tag scheme above."""
 
     def __init__(self, log_dir: Path, resumed: dict | None):
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:  # e.g. a GPU machine's image with torch but not tensorboard
+            raise OcbenchError(f"log.tensorboard is on but {exc}; install tensorboard (pip install "
+                               f"tensorboard), or set log.tensorboard: false") from None
 
         purge_step = 0 if resumed is None else resumed["iterations"] + 1
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
