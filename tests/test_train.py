@@ -145,6 +145,14 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, 
     assert killed_at is not None, "the run finished before it could be killed mid-epoch"
     on_disk = torch.load(state, weights_only=True)["position"]
     assert on_disk["epoch"] == kill_epoch and 0 < on_disk["batch"] < 12  # really a mid-epoch checkpoint
+    # A killed writer can leave events past its checkpoint on disk: it flushes before each checkpoint,
+    # but also every 120 s and whenever its file buffer fills (a sample grid does). Here checkpoints
+    # come every iteration, so the kill rarely catches one: put the next loss point on disk as such a
+    # writer would. The resumed run must hide it (purge_step), else TensorBoard shows that step twice.
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(root / "results" / "tiny" / "tensorboard" / run)) as late:
+        late.add_scalar("loss/d", 1e6, -(-(on_disk["iterations"] + 1) // 4) * 4)  # log.every 4
     # `ocbench status` says so: failed (no trainer alive) in that epoch; another run not started.
     gan, variant, seed = run.rsplit("_", 2)
     runs = f"run={{gans: [{gan}], variants: [{variant}], seeds: [{seed[1:]}, 5]}}"
