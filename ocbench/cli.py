@@ -69,6 +69,23 @@ def cmd_preflight(args) -> None:
         raise OcbenchError(f"preflight: {len(report.failed)} check(s) failed ({names}); each fix is in the table above")
 
 
+def cmd_status(args) -> None:
+    import time
+
+    from ocbench.status import table
+
+    if args.watch is not None and not args.watch > 0:
+        raise UsageError(f"--watch {args.watch:g}: the seconds between redraws must be positive, e.g. --watch 60")
+    cfg = load_config(args)
+    while True:
+        text = table(cfg)
+        if not args.watch:
+            print(text)
+            return
+        print("\033[H\033[J" + time.strftime("%H:%M:%S ") + text, flush=True)  # clear the screen, redraw
+        time.sleep(args.watch)
+
+
 def cmd_fid_weights(args) -> None:
     from ocbench import fid
 
@@ -250,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated images of the FID check (default 256 on a GPU, 8 on the CPU)")
     p.add_argument("--json", metavar="PATH", help="also write the checks as JSON")
     p.set_defaults(func=cmd_preflight)
+
+    p = sub.add_parser("status", help="every run of the config: state, epoch, FID, speed, time left, lock")
+    add_config_args(p)
+    p.add_argument("--watch", type=float, nargs="?", const=60.0, default=None, metavar="SECONDS",
+                   help="redraw every SECONDS (default 60) until Ctrl-C")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("fid", help="Inception weights, reference statistics, FID and precision/recall")
     fid_sub = p.add_subparsers(dest="fid_command", required=True, metavar="FID_COMMAND")

@@ -135,6 +135,12 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    tensorboard: bool = True
+    every: int = 50
+
+
+@dataclass(frozen=True)
 class GpusConfig:
     devices: str | list = "auto"
     runs_per_gpu: int = 1
@@ -182,6 +188,7 @@ class Config:
     metrics: MetricsConfig
     figures: FiguresConfig
     raw: dict = field(repr=False, compare=False)  # the merged, validated dictionary
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def results_dir(self) -> Path:
@@ -361,6 +368,7 @@ def from_dict(raw: dict) -> Config:
         metrics=MetricsConfig(**raw["metrics"]),
         figures=FiguresConfig(**raw["figures"]),
         raw=raw,
+        log=LogConfig(**raw.get("log", {})),
     )
 
 

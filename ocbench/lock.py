@@ -51,3 +51,19 @@ def holder(path: Path) -> str:
         return Path(path).read_text().strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+def probe(path: Path) -> str | None:
+    """Who holds `path` now (the PID it wrote), or None when nobody does, without taking it: a
+    shared flock tried and dropped at once. Reads only; a missing file is not held."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return holder(path)
+    finally:
+        os.close(fd)  # closing drops the shared lock, if it was taken
+    return None

@@ -10,7 +10,9 @@ samples/epoch_EEE.png, generator_epoch_EEE.pt, run.json (written last: the run i
 The resumable state lives in results/<config>/state/<run id>/, outside what Snakemake declares,
 because Snakemake deletes the declared outputs of an unfinished job before rerunning it:
 checkpoint.pt, the previous one beside it (checkpoint.prev.pt, the fallback when the newest cannot
-be read), and train.lock, which one `ocbench train` of the run holds while it runs.
+be read), checkpoint.json (where the newest stands, for `ocbench status`, which loads no checkpoint),
+and train.lock, which one `ocbench train` of the run holds while it runs. TensorBoard event files go
+to results/<config>/tensorboard/<run id>/ (ocbench/tensorboard.py).
 
 Every file is written whole to `<name>.tmp` and renamed (`atomic_write`): a kill or a full disk
 leaves the previous version, and a failed write stops the run with one line; rerunning resumes.
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ocbench import losses, schedules
+from ocbench import losses, schedules, tensorboard
 from ocbench.config import Config
 from ocbench.data import load_prepared
 from ocbench.device import resolve_device
@@ -52,6 +54,7 @@ METRIC_COLUMNS = [
 TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only non-reproducible ones
 EVAL_SEED = 1_000_000  # the FID samples after epoch index e use seed EVAL_SEED + e (eval_seed)
 CHECKPOINT, PREVIOUS_CHECKPOINT, LOCK = "checkpoint.pt", "checkpoint.prev.pt", "train.lock"
+POSITION = "checkpoint.json"  # the newest checkpoint's position, small: what `ocbench status` reads
 CHECKPOINT_KEYS = {"fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "position", "rows"}
 
 
@@ -408,6 +411,7 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
         position, rows = ckpt["position"], ckpt["rows"]
         log(f"{run_id}: resuming at epoch {position['epoch'] + 1}, batch {position['batch']}/{n_batches}")
     saved_at = {"epoch": position["epoch"], "batch": position["batch"]} if ckpt is not None else None
+    tb = tensorboard.open_run_log(cfg, run_id, position if ckpt is not None else None)
 
     @contextlib.contextmanager
     def writing(path: Path):
@@ -427,8 +431,13 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
             "fingerprint": fingerprint, "run": run_id, "finished": finished,
             **training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device), "position": position, "rows": rows,
         }
+        tb.flush()  # every event up to this step on disk before the checkpoint: a resume misses none
         with writing(checkpoint_path):
             atomic_write(checkpoint_path, lambda f: torch.save(state, f), state_dir / PREVIOUS_CHECKPOINT)
+            where = {"run": run_id, "finished": finished, "epochs": tc.epochs, "n_batches": n_batches,
+                     "batch_size": batch_size, "time": time.time(),
+                     **{k: position[k] for k in ("epoch", "batch", "iterations", "elapsed")}}
+            atomic_write(state_dir / POSITION, lambda f: f.write(json.dumps(where).encode()))
         saved_at = {"epoch": position["epoch"], "batch": position["batch"]}
 
     with writing(metrics_path):
@@ -469,9 +478,10 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
                 position["g_updates"] += 1
             position["batch"] = batch_index + 1
 
-            if batch_index % 50 == 49 or batch_index == n_batches - 1:
+            if batch_index % cfg.log.every == cfg.log.every - 1 or batch_index == n_batches - 1:
                 g_mean, d_mean = float(sums[0]) / max(sums[2], 1), float(sums[1]) / max(sums[3], 1)
                 bar.set_postfix(g=f"{g_mean:.3f}", d=f"{d_mean:.3f}", refresh=False)
+                tb.losses(position["iterations"], g_mean, d_mean, sums[2], sums[3], beta)
                 if not (math.isfinite(g_mean) and math.isfinite(d_mean)):
                     status = "diverged"
                     break
@@ -522,6 +532,7 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
                        frechet=evaluator.frechet, kid=float("nan"), kid_std=float("nan"), fid_inf=float("nan"))
         row.update(evaluator.provenance(cfg.metrics.fid_samples))
         row["eval_seconds"] = round(time.monotonic() - eval_started, 3)
+        tb.epoch(position["iterations"], row, grid_path if status == "ok" else None)
         rows.append(row)
         with writing(metrics_path):
             write_metrics(metrics_path, rows)
@@ -544,6 +555,7 @@ def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
         "eval_seconds": round(sum(r["eval_seconds"] for r in rows), 1),
     }
     save_checkpoint(finished=True)
+    tb.close()
     with writing(run_json):
         atomic_write(run_json, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
     return summary

@@ -4,6 +4,7 @@ refusal of a foreign checkpoint, divergence, and the official WGAN critic schedu
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import checkout_env
 from ocbench.train import GRID_PADDING, METRIC_COLUMNS, TIMING_COLUMNS, grid_columns
 
 
@@ -54,6 +56,20 @@ def setup(tmp_path_factory):
     run_cli("fid", "weights", "--config", config, check=True)
     run_cli("fid", "stats", "--config", config, check=True)
     return root, config
+
+
+def tensorboard_events(log_dir: Path):
+    """A run's TensorBoard events as TensorBoard reads them (purged steps hidden)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
+
+
+def test_status_reads_the_files_train_writes():
+    """ocbench/status.py repeats train.py's file names (so that it need not import torch)."""
+    from ocbench import status, train
+
+    assert (status.CHECKPOINT, status.POSITION, status.LOCK) == (train.CHECKPOINT, train.POSITION, train.LOCK)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -108,14 +124,16 @@ def test_ramp_schedule_reaches_the_metrics(setup, cli):
     ("wgan_combi_s1", 3, 1), ("sngan_oct_s0", 1, 0), ("wgan_gp_oct_s0", 1, 0)])
 def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, kill_epoch):
     root, config = setup
-    base = ["--config", config, "--set", f"train.epochs={epochs}", "--set", "metrics.fid_samples=8"]
+    # log.every 4: TensorBoard loss points inside epochs, where the kill falls
+    base = ["--config", config, "--set", f"train.epochs={epochs}", "--set", "metrics.fid_samples=8",
+            "--set", "log.every=4"]
     # The uninterrupted reference, in its own results folder.
     cli("train", *base, "--set", f"paths.results={root / 'reference'}", "--run", run, check=True)
 
     # The same run, killed with SIGKILL in the middle of an epoch, then rerun with the same command.
     exe = Path(sys.executable).with_name("ocbench")
     state = root / "results" / "tiny" / "state" / run / "checkpoint.pt"
-    proc = subprocess.Popen([str(exe), "train", *map(str, base), "--run", run],
+    proc = subprocess.Popen([str(exe), "train", *map(str, base), "--run", run], env=checkout_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at = None
     deadline = time.monotonic() + 300
@@ -133,9 +151,36 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, 
     assert killed_at is not None, "the run finished before it could be killed mid-epoch"
     on_disk = torch.load(state, weights_only=True)["position"]
     assert on_disk["epoch"] == kill_epoch and 0 < on_disk["batch"] < 12  # really a mid-epoch checkpoint
+    # A killed writer can leave events past its checkpoint on disk: it flushes before each checkpoint,
+    # but also every 120 s and whenever its file buffer fills (a sample grid does). Here checkpoints
+    # come every iteration, so the kill rarely catches one: put the next loss point on disk as such a
+    # writer would. The resumed run must hide it (purge_step), else TensorBoard shows that step twice.
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(root / "results" / "tiny" / "tensorboard" / run)) as late:
+        late.add_scalar("loss/d", 1e6, -(-(on_disk["iterations"] + 1) // 4) * 4)  # log.every 4
+    # `ocbench status` says so: failed (no trainer alive) in that epoch; another run not started.
+    gan, variant, seed = run.rsplit("_", 2)
+    runs = f"run={{gans: [{gan}], variants: [{variant}], seeds: [{seed[1:]}, 5]}}"
+    table = cli("status", *base, "--set", runs, check=True).stdout
+    assert re.search(rf"^{run}\s+failed\s+{kill_epoch + 1}/{epochs} \(\d+/12\)\s", table, re.M), table
+    assert re.search(rf"^{run[:-1]}5\s+not started\s", table, re.M), table
 
     resumed = cli("train", *base, "--run", run, check=True)
     assert f"resuming at epoch {kill_epoch + 1}" in resumed.stdout
+    table = cli("status", *base, "--set", runs, check=True).stdout
+    assert re.search(rf"^{run}\s+finished\s+{epochs}/{epochs}\s+{12 * epochs}\s", table, re.M), table
+
+    # TensorBoard shows each step once, none missing: what the killed attempt wrote past its last
+    # checkpoint is purged. The same steps and FIDs as the uninterrupted run.
+    ours_tb = tensorboard_events(root / "results" / "tiny" / "tensorboard" / run)
+    ref_tb = tensorboard_events(root / "reference" / "tiny" / "tensorboard" / run)
+    for tag in ("loss/d", "loss/g", "beta/h", "fid", "recall"):
+        steps = [e.step for e in ours_tb.Scalars(tag)]
+        assert steps == [e.step for e in ref_tb.Scalars(tag)] and len(set(steps)) == len(steps), tag
+    assert [e.step for e in ours_tb.Scalars("loss/d")] == list(range(4, 12 * epochs + 1, 4))
+    assert [e.value for e in ours_tb.Scalars("fid")] == [e.value for e in ref_tb.Scalars("fid")]
+    assert [e.step for e in ours_tb.Images("samples")] == [12 * (e + 1) for e in range(epochs)]
 
     ours = torch.load(state, weights_only=True)
     ref = torch.load(root / "reference" / "tiny" / "state" / run / "checkpoint.pt", weights_only=True)
@@ -292,7 +337,7 @@ def test_a_second_trainer_of_a_run_refuses_until_the_first_dies(setup, cli):
     base = ["--config", config, "--set", f"paths.results={root / 'lock'}", "--run", RUN]
     lock = root / "lock" / "tiny" / "state" / RUN / "train.lock"
     first = subprocess.Popen([str(Path(sys.executable).with_name("ocbench")), "train", *map(str, base)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             env=checkout_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and first.poll() is None:
@@ -305,6 +350,8 @@ def test_a_second_trainer_of_a_run_refuses_until_the_first_dies(setup, cli):
 
         second = cli("train", *base)
         assert_one_line_error(second, f"run {RUN} of config tiny", f"process {first.pid}", lock)
+        table = cli("status", *base[:4], check=True).stdout  # its trainer holds the lock: training
+        assert re.search(rf"^{RUN}\s+training\s.*PID {first.pid}$", table, re.M), table
     finally:
         os.kill(first.pid, signal.SIGKILL)  # the kernel releases the lock of a killed process
         first.wait()

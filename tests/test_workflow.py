@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from ocbench.claims import CLAIMS
+from ocbench.train import TIMING_COLUMNS
 
 BIN = Path(sys.executable).parent
 SMOKE = REPO / "workflow" / "config" / "smoke.yaml"
@@ -27,6 +28,13 @@ def snakemake(*args, workdir, timeout=1200, **kwargs):
     return subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
                            str(workdir), *map(str, args)], env=env, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
+
+
+def tensorboard_events(log_dir: Path):
+    """A run's TensorBoard events as TensorBoard reads them (purged steps hidden)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
 
 
 def job_counts(output: str) -> dict:
@@ -141,11 +149,40 @@ def test_jobs_on_the_cpu_get_the_cores_they_are_given(tmp_path):
         assert threads["train"] == threads["fid_stats"] == threads["prepare"] == {expected}, threads
 
 
+def test_a_stale_snakemake_lock_goes_only_when_no_snakemake_of_the_workflow_is_alive(tmp_path):
+    """The lock a killed Snakemake leaves stays while another Snakemake of the workflow lives in the
+    directory (it is named), and goes once that one is dead (SIGKILL: the kernel's word)."""
+    stale = tmp_path / ".snakemake/locks/0.output.lock"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(str(tmp_path / "results/smoke/metrics.csv") + "\n")
+    # A live one: a process registered as a Snakemake of the workflow here, as the Snakefile does.
+    code = "import sys, time; from ocbench.workflow_lock import register; register(); print('in', flush=True); time.sleep(600)"
+    alive = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert alive.stdout.readline() == "in\n"
+        proc = snakemake("-n", "--cores", "1", "--configfile", SMOKE, workdir=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert f"another snakemake of this workflow is running in {tmp_path}: PID {alive.pid}" in proc.stderr
+        assert stale.exists()
+        status = run_cli("status", "--config", SMOKE, cwd=tmp_path, check=True).stdout
+        assert f"snakemake: running here (PID {alive.pid})" in status, status
+    finally:
+        alive.kill()
+        alive.wait()
+    status = run_cli("status", "--config", SMOKE, cwd=tmp_path, check=True).stdout
+    assert "stale lock" in status and "removes it" in status, status
+    proc = snakemake("-n", "--cores", "1", "--configfile", SMOKE, workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "removed the lock a killed snakemake left" in proc.stderr and not stale.exists()
+
+
 @pytest.mark.slow
 def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
     """`snakemake --configfile smoke.yaml` as CI runs it, killed (SIGKILL, the whole process
-    group) while a run is half trained, then unlocked and rerun: the run resumes from its
-    checkpoint, and everything a user looks at is there."""
+    group: a power loss) while a run is half trained, then the same command again, with no
+    --unlock: the stale lock goes, the run resumes from its checkpoint with the numbers of an
+    uninterrupted run, and everything a user looks at is there, TensorBoard's event files too."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(tmp_path / "torch")}
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
            "--cores", "2", "--resources", "gpu=1", "--configfile", str(SMOKE)]
@@ -171,12 +208,50 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
     assert victim is not None, "the DAG finished or stalled before a run could be killed mid-training"
     assert not (runs / victim / "run.json").exists()
 
-    unlock = subprocess.run(cmd + ["--unlock"], env=env, capture_output=True, text=True)
-    assert unlock.returncode == 0, unlock.stderr
-    rerun = subprocess.run(cmd + ["--rerun-incomplete"], env=env, capture_output=True, text=True, timeout=1500)
+    assert list((tmp_path / ".snakemake/locks").glob("*.lock")), "the killed snakemake left no lock"
+    status = run_cli("status", "--config", SMOKE, cwd=tmp_path, check=True).stdout
+    assert re.search(rf"^{victim}\s+failed\s+[23]/3", status, re.M), status
+    assert "stale lock" in status and "removes it and resumes" in status, status
+
+    # The README's command again, as it was: no --unlock, no extra flag.
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1500)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "removed the lock a killed snakemake left" in rerun.stderr, rerun.stderr[-3000:]
     log = (tmp_path / f"results/smoke/logs/train/{victim}.log").read_text()
     assert "resuming at epoch" in log, log
+    status = run_cli("status", "--config", SMOKE, cwd=tmp_path, check=True).stdout
+    assert status.count(" finished ") == 15 and "not running here, no lock" in status, status
+
+    # The killed run's numbers are an uninterrupted run's: the same run trained alone, in one go.
+    # Bit-equal although smoke.yaml leaves train.deterministic false: on the CPU, deterministic mode
+    # swaps kernels only for indexing backward, index_put/put_ with accumulate and index_copy
+    # (torch.use_deterministic_algorithms' list), none of which training runs; convolutions, batch
+    # norm and Adam on the CPU give the same bits for the same thread count: the train job's
+    # (OMP_NUM_THREADS=2 from --cores 2), given here too.
+    alone = tmp_path / "uninterrupted"
+    run_cli("train", "--config", tmp_path / "results/smoke/config.yaml", "--set", f"paths.results={alone}",
+            "--run", victim, cwd=tmp_path, env={"OMP_NUM_THREADS": "2"}, check=True)
+    ours, ref = tmp_path / f"results/smoke/runs/{victim}", alone / f"smoke/runs/{victim}"
+    drop = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]  # noqa: E731
+    with open(ours / "metrics.csv") as f, open(ref / "metrics.csv") as g:
+        assert drop(list(csv.DictReader(f))) == drop(list(csv.DictReader(g)))
+    for epoch in (1, 2, 3):
+        name = f"samples/epoch_{epoch:03d}.png"
+        assert (ours / name).read_bytes() == (ref / name).read_bytes(), name
+    for epoch in (2, 3):
+        a = torch.load(ours / f"generator_epoch_{epoch:03d}.pt", weights_only=True)["generator"]
+        b = torch.load(ref / f"generator_epoch_{epoch:03d}.pt", weights_only=True)["generator"]
+        assert all(torch.equal(a[k], b[k]) for k in b), f"generator of epoch {epoch} differs"
+
+    # TensorBoard: every run has the tags, at its iterations (12 a epoch), each step once, the
+    # killed one too (what the killed attempt wrote past its checkpoint is purged).
+    for run in {victim, "dcgan_oct_s0"}:
+        events = tensorboard_events(tmp_path / f"results/smoke/tensorboard/{run}")
+        assert {"loss/d", "loss/g", "beta/h", "beta/l", "fid", "precision", "recall",
+                "speed/images_per_s", "epoch"} <= set(events.Tags()["scalars"]), run
+        for tag in ("loss/d", "fid"):
+            assert [e.step for e in events.Scalars(tag)] == [12, 24, 36], (run, tag)
+        assert [e.step for e in events.Images("samples")] == [12, 24, 36], run
 
     # What a user checks: 15 runs x 3 epochs of metrics, every figure, the summary, the report.
     with open(tmp_path / "results/smoke/metrics.csv") as f:
