@@ -40,3 +40,12 @@ def test_environment_yml_takes_cuda_pytorch_from_conda_forge_only():
     assert "pytorch-cuda" not in names and not names & {"cudatoolkit", "cpuonly"}
     # conda-forge's CUDA build: pytorch-gpu, or pytorch with a cuda* build string
     assert "pytorch-gpu" in names or any(re.match(r"pytorch[ =].*=cuda", s) for s in specs), specs
+
+
+def test_pyproject_installs_every_package_of_ocbench():
+    """A non-editable install (`pip install .`, a wheel for a GPU machine) ships only the packages
+    pyproject lists: a subpackage left out (ocbench.bench was) breaks `ocbench bench` and preflight."""
+    from setuptools import find_packages
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert set(find_packages(str(REPO), include=["ocbench", "ocbench.*"])) == listed
