@@ -151,7 +151,9 @@ def test_two_samples_of_one_distribution_near_zero(decades):
     the 40-digit value. Condition 2e9 (decades = 4): the smallest eigenvalues of S1 S2 (~1e-16 of the
     largest) are below what any float64 eigensolver resolves, their square roots are ~1e-7, and both
     routes land ~1e-7 from the 40-digit value on either side (2e-7 apart here): there the issue's
-    1e-7 between the two is out of reach for both, and eigh is no further from the truth than scipy.
+    1e-7 between the two is out of reach for both, and each is within 3e-7 of the truth (which is the
+    closer depends on the machine's LAPACK: eigh on an AMD EPYC; on an Intel Xeon eigh 2.05e-7 off,
+    scipy 1.96e-7).
     """
     d, n = 32, 20000
     mixing = np.random.default_rng(0).normal(size=(d, d)) * np.geomspace(1, 10.0**-decades, d)[:, None]
@@ -169,7 +171,7 @@ def test_two_samples_of_one_distribution_near_zero(decades):
         assert abs(ours - theirs) <= 1e-7
         assert abs(ours - exact) <= 1e-7 and abs(theirs - exact) <= 1e-7
     else:
-        assert abs(ours - exact) <= abs(theirs - exact) <= 3e-7
+        assert abs(ours - exact) <= 3e-7 and abs(theirs - exact) <= 3e-7
 
 
 def test_identical_statistics_give_zero():
