@@ -43,15 +43,16 @@ class RunLog:
 
         purge_step = 0 if resumed is None else resumed["iterations"] + 1
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
-        self._last = None  # (g_mean, d_mean, g_steps, d_steps) at the previous loss point
-        if resumed is not None:  # the first window after a resume starts at the checkpoint
-            g_sum, d_sum, g_steps, d_steps = resumed["sums"]  # the epoch's sums so far, plain floats
-            self._last = (g_sum / max(g_steps, 1), d_sum / max(d_steps, 1), g_steps, d_steps)
+        # (g_mean, d_mean, g_steps, d_steps) at the previous loss point. After a resume the first
+        # window reaches back to the epoch's start: the sums at the previous point are not in the
+        # checkpoint, and a window from the checkpoint could hold no G step where the uninterrupted
+        # run's has one (WGAN's critic schedule), leaving its loss/g step out.
+        self._last = None
 
     def losses(self, step: int, g_mean: float, d_mean: float, g_steps: int, d_steps: int, beta) -> None:
         """A loss point from the epoch's running means over `g_steps` G and `d_steps` D steps: the
-        mean over the iterations since the previous point of this epoch (after a resume: since the
-        checkpoint)."""
+        mean over the iterations since the previous point of this epoch (the first point after a
+        resume: since the epoch's start)."""
         last = self._last if self._last is not None and self._last[3] <= d_steps else (0.0, 0.0, 0, 0)
         if d_steps > last[3]:
             self.writer.add_scalar("loss/d", (d_mean * d_steps - last[1] * last[3]) / (d_steps - last[3]), step)
