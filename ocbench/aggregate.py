@@ -20,7 +20,7 @@ import pandas as pd
 
 from ocbench.config import Config
 from ocbench.errors import OcbenchError
-from ocbench.train import METRIC_COLUMNS
+from ocbench.formats import METRIC_COLUMNS, atomic_write
 
 # The columns after `status` came later: a metrics.csv written before them still aggregates and plots.
 ADDED_COLUMNS = METRIC_COLUMNS[METRIC_COLUMNS.index("status") + 1 :]
@@ -124,7 +124,4 @@ def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> Pa
     require_finished(runs, allow_partial, config_args)
     out = cfg.results_dir / "metrics.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    runs.metrics.to_csv(tmp, index=False)
-    tmp.replace(out)
-    return out
+    return atomic_write(out, runs.metrics.to_csv(index=False))

@@ -24,6 +24,7 @@ import pandas as pd
 
 from ocbench.aggregate import Runs, collect, label, require_finished
 from ocbench.config import Config, run_id
+from ocbench.formats import atomic_write
 from ocbench.summary import PROVENANCE, STD_WINDOW, per_run, provenance, provenance_line, weights_header
 
 # --------------------------------------------------------------------------------------------------
@@ -519,8 +520,8 @@ def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> li
     result = evaluate(cfg, runs)
     md, csv, *figures = output_paths(cfg)
     md.parent.mkdir(parents=True, exist_ok=True)
-    result.to_csv(csv, index=False)
-    md.write_text(markdown(cfg, runs, result))
+    atomic_write(csv, result.to_csv(index=False))
+    atomic_write(md, markdown(cfg, runs, result))
     cfg.figures_dir.mkdir(parents=True, exist_ok=True)
     fig = forest_plot(cfg, runs, result)
     try:

@@ -44,6 +44,7 @@ from PIL import Image
 from ocbench import download
 from ocbench.download import Expected
 from ocbench.errors import OcbenchError
+from ocbench.formats import atomic_write
 
 
 # CelebA's two files: what they must be, and the copies of the zip known to hold exactly its bytes,
@@ -105,8 +106,8 @@ def remember_md5(path: Path, md5: str) -> None:
     """Write `file_md5`'s cache for a file whose md5 is known (computed while it was downloaded)."""
     st = path.stat()
     try:
-        path.with_name(path.name + ".md5cache").write_text(
-            json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}))
+        cache = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "md5": md5}
+        atomic_write(path.with_name(path.name + ".md5cache"), json.dumps(cache))
     except OSError:  # a read-only data folder: just hash again next time
         pass
 
@@ -243,9 +244,7 @@ def fetch_partition(path: Path, expected: Expected = CELEBA_PARTITION) -> None:
         raise OcbenchError(f"the generated {CELEBA_PARTITION.name} has md5 {md5}, not {CELEBA_PARTITION.md5}; "
                            f"a bug in ocbench: report it, or place the official file at {path.resolve()}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(content)
-    os.replace(tmp, path)
+    atomic_write(path, content)
     remember_md5(path, md5)
     print(f"wrote {path}: CelebA's split, {len(content):,} bytes, md5 {md5} (the official file's)")
 

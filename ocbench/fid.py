@@ -43,6 +43,7 @@ from pytorch_fid import inception as pf_inception
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 from ocbench.errors import OcbenchError
+from ocbench.formats import atomic_write, replacing
 
 WEIGHTS_URL = pf_inception.FID_WEIGHTS_URL
 WEIGHTS_NAME = os.path.basename(urllib.parse.urlparse(WEIGHTS_URL).path)
@@ -122,9 +123,8 @@ def write_placeholder_weights(path: Path, seed: int = PLACEHOLDER_SEED) -> Path:
             torch.nn.init.normal_(m.weight, 0.0, 0.01, generator=gen)
             torch.nn.init.zeros_(m.bias)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(net.state_dict(), tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:  # a path, not a file: torch.save names the archive inside after it,
+        torch.save(net.state_dict(), tmp)  # and the file's sha256 is recorded in every metrics row
     return path
 
 
@@ -436,6 +436,16 @@ def compute_reference(
     return Reference(mu.cpu().numpy(), sigma.cpu().numpy(), torch.cat(kept).numpy(), images=n)
 
 
+def image_files(folder: str | Path) -> list[Path]:
+    """pytorch-fid's choice of files: every file with an image extension, sorted by path."""
+    from pytorch_fid.fid_score import IMAGE_EXTENSIONS
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise OcbenchError(f"image folder {folder} does not exist")
+    return sorted(f for ext in IMAGE_EXTENSIONS for f in folder.glob(f"*.{ext}"))
+
+
 def save_reference(ref: Reference, path: str | Path) -> None:
     """An .npz that `python -m pytorch_fid` reads (it takes only mu and sigma), written atomically."""
     path = Path(path)
@@ -449,14 +459,7 @@ def save_reference(ref: Reference, path: str | Path) -> None:
         arrays["images"] = np.array(ref.images)
     if ref.split is not None:
         arrays["split"] = np.array(ref.split)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # a file object: np.savez adds no ".npz" to the name
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # a file object: np.savez adds no ".npz"
 
 
 def load_reference(path: str | Path) -> Reference:

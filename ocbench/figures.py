@@ -36,7 +36,7 @@ from ocbench import schedules  # noqa: E402
 from ocbench.aggregate import Runs, collect, label, require_finished  # noqa: E402
 from ocbench.config import Config  # noqa: E402
 from ocbench.errors import OcbenchError  # noqa: E402
-from ocbench.train import GRID_PADDING as PADDING, grid_columns  # noqa: E402
+from ocbench.formats import GRID_PADDING as PADDING, atomic_write, grid_columns  # noqa: E402
 
 STABILISER_GANS = ("dcgan", "sngan", "wgan_gp")  # Figure 8's panels in paper.yaml: no stabiliser, SN, GP
 PNG_DPI = 200
@@ -588,9 +588,7 @@ def save(fig, path: Path) -> None:
     vector = path.suffix.lower() in (".pdf", ".svg", ".eps")
     for image in fig.findobj(AxesImage):
         image.set_interpolation("none" if vector else "antialiased")
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=PNG_DPI, format=path.suffix.lstrip("."))
-    tmp.replace(path)
+    atomic_write(path, lambda f: fig.savefig(f, dpi=PNG_DPI, format=path.suffix.lstrip(".")))
 
 
 def render(cfg: Config, allow_partial: bool = False, config_args: str = "", log=print) -> list[Path]:

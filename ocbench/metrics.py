@@ -20,19 +20,17 @@ The same evaluator scores a folder of images or a generator checkpoint (`ocbench
 
 from __future__ import annotations
 
-import contextlib
 import math
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from ocbench import fid, kid, prdc
 from ocbench.device import resolve_device
-from ocbench.errors import OcbenchError, UsageError
-
-Sampler = Callable[[int, int], torch.Tensor]
+from ocbench.errors import OcbenchError
+from ocbench.sample import Sampler, generator_sampler
 
 
 class Evaluator:
@@ -220,7 +218,7 @@ class Evaluator:
 
     def evaluate_images(self, folder: str | Path) -> dict:
         """Score the image files in `folder`, chosen and read as `python -m pytorch_fid` does."""
-        files = image_files(folder)
+        files = fid.image_files(folder)
         if len(files) < 2:
             raise OcbenchError(f"{folder} holds {len(files)} image files; FID needs at least 2")
         return self.score_features(self.features(read_images(files, self.batch_size), len(files)))
@@ -235,16 +233,6 @@ class Evaluator:
 # sources of images
 
 
-def image_files(folder: str | Path) -> list[Path]:
-    """pytorch-fid's choice of files: every file with an image extension, sorted by path."""
-    from pytorch_fid.fid_score import IMAGE_EXTENSIONS
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise OcbenchError(f"image folder {folder} does not exist")
-    return sorted(f for ext in IMAGE_EXTENSIONS for f in folder.glob(f"*.{ext}"))
-
-
 def read_images(files: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
     """uint8 batches B x 3 x H x W; PIL `.convert("RGB")` as pytorch-fid's ImagePathDataset."""
     from PIL import Image
@@ -254,59 +242,6 @@ def read_images(files: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
         if len({a.shape for a in arrays}) > 1:
             raise OcbenchError(f"images in {files[0].parent} differ in size; pytorch-fid needs one size")
         yield torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-
-
-def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
-    """(Generator in eval mode, beta, evaluation) from a `generator_epoch_EEE.pt` written by training:
-    a dict with "generator" (state_dict), "alpha", "width", "latent_dim", "beta" ([bh, bl]) and
-    "evaluation" ({"seed", "samples"}: the latents its epoch's FID was computed on; None for a
-    snapshot without it, e.g. one saved by hand)."""
-    from ocbench.nn import Generator
-
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise OcbenchError(f"generator checkpoint {path} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        g = Generator(ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
-        g.load_state_dict(ckpt["generator"])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise OcbenchError(
-            f"{path} is not a generator checkpoint (keys generator, alpha, width, latent_dim, beta): "
-            f"{str(exc).splitlines()[0]}"
-        ) from None
-    return g.to(device).eval(), tuple(float(b) for b in ckpt["beta"]), ckpt.get("evaluation")
-
-
-def latents(n: int, latent_dim: int, seed: int) -> torch.Tensor:
-    """n latents drawn up front from `seed` by a CPU generator: the same on every device and for every
-    batch size, so a saved generator and its seed give back the images an evaluation scored."""
-    return torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
-
-
-def latent_sampler(G, beta, z: torch.Tensor, device, autocast=contextlib.nullcontext) -> Sampler:
-    """`sample(start, count)`: G (in eval mode) on rows start:start+count of the latents z."""
-
-    def sample(start: int, count: int) -> torch.Tensor:
-        with torch.no_grad(), autocast():
-            return G(z[start : start + count].to(device), beta).float()
-
-    return sample
-
-
-def generator_sampler(checkpoint: str | Path, device, n: int | None = None,
-                      seed: int | None = None) -> tuple[Sampler, int]:
-    """`(sample, n)` for a checkpoint. With n and seed left out: the images its epoch's evaluation
-    scored in training (count and seed kept in the snapshot), whose FID is the one in metrics.csv."""
-    g, beta, evaluation = load_generator(checkpoint, device)
-    evaluation = evaluation or {}
-    n = evaluation.get("samples") if n is None else n
-    if n is None:
-        raise UsageError(f"{checkpoint} does not record its evaluation's sample count; give -n N")
-    if n < 1:
-        raise UsageError(f"-n must be at least 1, got {n}")
-    seed = evaluation.get("seed", 0) if seed is None else seed
-    return latent_sampler(g, beta, latents(n, g.latent_dim, seed), device), n
 
 
 # --------------------------------------------------------------------------------------------------

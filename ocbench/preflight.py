@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import platform
 import shutil
 import subprocess
@@ -45,8 +44,9 @@ from ocbench.config import Config
 from ocbench.data import CELEBA_COUNTS, CELEBA_PARTITION, CELEBA_ZIP, file_md5, load_prepared
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
-from ocbench.train import (beta_tensor, build_networks, configure_backends, restore_training_state,
-                           to_model_input, training_state, training_step)
+from ocbench.formats import atomic_write
+from ocbench.train import (beta_tensor, build_networks, build_step, configure_backends, restore_training_state,
+                           to_model_input, training_state)
 
 PASS, FAIL, SKIP = "✔", "✘", "–"
 SPEED_OPTIONS = ("compile", "cuda_graphs", "channels_last", "bf16")
@@ -141,14 +141,14 @@ def output_bytes(cfg: Config) -> int:
     not there yet (the zip is counted by fetch)."""
     from ocbench.nn import Discriminator, Generator
 
-    tc, total = cfg.train, 0
+    train_cfg, total = cfg.train, 0
     for gan_name in cfg.run.gans:
         for variant_name in cfg.run.variants:
             alpha = cfg.variants[variant_name].alpha
-            g = sum(p.numel() for p in Generator(alpha, tc.width, tc.latent_dim).parameters()) * 4
-            d = sum(p.numel() for p in Discriminator(alpha, tc.width).parameters()) * 4
-            snapshots = len({e for e in tc.snapshot_epochs if e <= tc.epochs} | {tc.epochs})
-            total += len(cfg.run.seeds) * (2 * 3 * (g + d) + snapshots * g + tc.epochs * 200_000)
+            g = sum(p.numel() for p in Generator(alpha, train_cfg.width, train_cfg.latent_dim).parameters()) * 4
+            d = sum(p.numel() for p in Discriminator(alpha, train_cfg.width).parameters()) * 4
+            snapshots = len({e for e in train_cfg.snapshot_epochs if e <= train_cfg.epochs} | {train_cfg.epochs})
+            total += len(cfg.run.seeds) * (2 * 3 * (g + d) + snapshots * g + train_cfg.epochs * 200_000)
     if not Path(cfg.data.prepared).exists():
         total += expected_images(cfg) * cfg.data.image_size ** 2 * 3
     return total
@@ -162,17 +162,17 @@ def free_bytes(path: Path) -> int:
 
 
 def check_environment(cfg: Config, report: Report) -> torch.device | None:
-    tc = cfg.train
+    train_cfg = cfg.train
     cuda = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
     v = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     cudnn = f", cuDNN {v // 10000}.{v // 100 % 100}.{v % 100}" if v else ""
     report.add("environment", "torch", True, f"{torch.__version__}, {cuda}{cudnn}")
     try:
-        device = resolve_device(tc.device)
+        device = resolve_device(train_cfg.device)
     except OcbenchError as exc:
         report.add("environment", "device", False, str(exc).split("; ")[0], str(exc).split("; ", 1)[-1])
         return None
-    configure_backends(tc, device)
+    configure_backends(train_cfg, device)
     report.device = str(device)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -181,13 +181,13 @@ def check_environment(cfg: Config, report: Report) -> torch.device | None:
                    f"driver {nvidia_driver()}")
         tf32 = "on" if torch.backends.cudnn.allow_tf32 else "off"
         report.add("environment", "precision", True,
-                   f"training: {'bf16 autocast' if tc.bf16 else 'fp32'} with cuDNN TF32 {tf32} for convolutions "
+                   f"training: {'bf16 autocast' if train_cfg.bf16 else 'fp32'} with cuDNN TF32 {tf32} for convolutions "
                    f"(torch's default), matmul TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}; "
                    f"Inception: full {fid.EVAL_PRECISION}")
     else:
         report.device = f"cpu ({cpu_name()})"
         report.add("environment", "device", True, f"cpu: {cpu_name()}, {torch.get_num_threads()} threads"
-                   + ("" if tc.device == "cpu" else "; no GPU found (see the projection)"))
+                   + ("" if train_cfg.device == "cpu" else "; no GPU found (see the projection)"))
         report.add("environment", "precision", True, f"training and Inception in {fid.EVAL_PRECISION}")
     need, free = output_bytes(cfg), free_bytes(cfg.results_dir)
     report.add("environment", "disk", free > need,
@@ -261,17 +261,17 @@ def random_batches(n: int, batch_size: int, size: int, seed: int = 0) -> list[to
 class Trainer:
     """One run's networks, optimisers and step as `train` builds them (seed 0), on given batches."""
 
-    def __init__(self, cfg: Config, gan_name: str, variant_name: str, tc, device: torch.device):
-        self.gan, self.tc, self.device = cfg.gans[gan_name], tc, device
+    def __init__(self, cfg: Config, gan_name: str, variant_name: str, train_cfg, device: torch.device):
+        self.gan, self.train_cfg, self.device = cfg.gans[gan_name], train_cfg, device
         variant = cfg.variants[variant_name]
         torch.manual_seed(0)
-        self.G, self.D = build_networks(variant.alpha, self.gan, tc, device)
+        self.G, self.D = build_networks(variant.alpha, self.gan, train_cfg, device)
         self.noise_rng, self.data_rng = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)
-        self.opt_g, self.opt_d, self.step, self.autocast = training_step(self.G, self.D, self.gan, tc, device,
-                                                                         self.noise_rng)
+        self.step = build_step(self.G, self.D, self.gan, train_cfg, device, self.noise_rng)
+        self.opt_g, self.opt_d, self.autocast = self.step.opt_g, self.step.opt_d, self.step.autocast
         self.beta = beta_tensor(variant.beta, device)
         if self.beta is not None:
-            self.beta.copy_(torch.tensor(schedules.beta(variant.beta, 0, tc.epochs)))
+            self.beta.copy_(torch.tensor(schedules.beta(variant.beta, 0, train_cfg.epochs)))
         self.g_updates = 0
 
     def run(self, batches, start: int = 0) -> tuple[list[tuple[float, float | None]], float]:
@@ -282,7 +282,8 @@ class Trainer:
                 sync(self.device)
                 started = time.perf_counter()
             g_turn = self.gan.critic.g_turn(i, self.g_updates)
-            loss_d, loss_g = self.step(to_model_input(batch, self.device, self.tc.channels_last), self.beta, g_turn)
+            real = to_model_input(batch, self.device, self.train_cfg.channels_last)
+            loss_d, loss_g = self.step(real, self.beta, g_turn)
             self.g_updates += loss_g is not None
             losses.append((float(loss_d), None if loss_g is None else float(loss_g)))
         sync(self.device)
@@ -346,11 +347,11 @@ def training_cases(cfg: Config, device: torch.device) -> list[tuple[str, str]]:
 def check_training(cfg: Config, device: torch.device, k: int, report: Report) -> dict:
     """Per (GAN, variant): eager, the speed options against eager, a checkpoint round trip.
     Returns the measured seconds per iteration of each case, as training will run it."""
-    tc = cfg.train
-    eager_tc = dataclasses.replace(tc, **{option: False for option in SPEED_OPTIONS})
-    fast = [option for option in SPEED_OPTIONS if getattr(tc, option)]
-    tol = BF16_TOLERANCE if tc.bf16 else FP32_TOLERANCE
-    batches = random_batches(2 * k, tc.batch_size, cfg.data.image_size)
+    train_cfg = cfg.train
+    eager_tc = dataclasses.replace(train_cfg, **{option: False for option in SPEED_OPTIONS})
+    fast = [option for option in SPEED_OPTIONS if getattr(train_cfg, option)]
+    tol = BF16_TOLERANCE if train_cfg.bf16 else FP32_TOLERANCE
+    batches = random_batches(2 * k, train_cfg.batch_size, cfg.data.image_size)
     rates = {}
     for gan_name, variant_name in training_cases(cfg, device):
         case = f"{gan_name}/{variant_name}"
@@ -362,14 +363,14 @@ def check_training(cfg: Config, device: torch.device, k: int, report: Report) ->
                        "a loss is NaN or infinite from the first iterations: report it with this table")
             uninterrupted = eager_run  # as training runs it, when no speed option is on
             if fast:
-                uninterrupted = Trainer(cfg, gan_name, variant_name, tc, device)
+                uninterrupted = Trainer(cfg, gan_name, variant_name, train_cfg, device)
                 got, seconds = uninterrupted.run(batches)
                 ok, worst = losses_close(eager, got, tol)
                 report.add("training", f"{case} {'+'.join(fast)}", ok,
                            f"losses within rel {tol['rel']:g} + abs {tol['abs']:g} of eager (worst rel {worst:.1e})",
                            f"turn off {', '.join('train.' + o for o in fast)} and report it")
             rates[(gan_name, variant_name)] = seconds
-            resumed_ok, detail = check_resume(cfg, gan_name, variant_name, tc, device, batches, k, uninterrupted)
+            resumed_ok, detail = check_resume(cfg, gan_name, variant_name, train_cfg, device, batches, k, uninterrupted)
             report.add("training", f"{case} resume", resumed_ok, detail,
                        "resumed training would not continue the run: report it with this table")
         except Exception as exc:  # whatever breaks here would break the run: say so, go on
@@ -378,15 +379,15 @@ def check_training(cfg: Config, device: torch.device, k: int, report: Report) ->
     return rates
 
 
-def check_resume(cfg, gan_name, variant_name, tc, device, batches, k, uninterrupted) -> tuple[bool, str]:
+def check_resume(cfg, gan_name, variant_name, train_cfg, device, batches, k, uninterrupted) -> tuple[bool, str]:
     """k iterations, a checkpoint through bytes as train writes and reads it, a new trainer that
     loads it and runs k more: equal to 2k uninterrupted iterations."""
-    first = Trainer(cfg, gan_name, variant_name, tc, device)
+    first = Trainer(cfg, gan_name, variant_name, train_cfg, device)
     first.run(batches[:k])
-    resumed = Trainer(cfg, gan_name, variant_name, tc, device)
+    resumed = Trainer(cfg, gan_name, variant_name, train_cfg, device)
     resumed.restore(first.state(), first.g_updates)
     resumed.run(batches[k:], start=k)
-    exact = tc.deterministic
+    exact = train_cfg.deterministic
     ok_g, worst_g = weights_equal(uninterrupted.G, resumed.G, exact)
     ok_d, worst_d = weights_equal(uninterrupted.D, resumed.D, exact)
     how = "bit for bit (deterministic)" if exact else f"within {RESUME_WEIGHT_ATOL:g}"
@@ -406,12 +407,12 @@ def check_evaluation(cfg: Config, device: torch.device, m: int, report: Report) 
     except OcbenchError:
         report.add("evaluation", "fid", None, "no Inception weights (see data/inception)")
         return None
-    tc = cfg.train
+    train_cfg = cfg.train
     torch.manual_seed(0)
-    G, _ = build_networks(cfg.variants[cfg.run.variants[0]].alpha, cfg.gans[cfg.run.gans[0]], tc, device)
+    G, _ = build_networks(cfg.variants[cfg.run.variants[0]].alpha, cfg.gans[cfg.run.gans[0]], train_cfg, device)
     G.eval()
     with torch.no_grad():
-        z = torch.randn(m, tc.latent_dim, generator=torch.Generator().manual_seed(0))
+        z = torch.randn(m, train_cfg.latent_dim, generator=torch.Generator().manual_seed(0))
         images = torch.cat([fid.to_uint8(G(z[i:i + 64].to(device), None)).cpu() for i in range(0, m, 64)])
     net = fid.load_inception(weights, device, cfg.metrics.dims)
     sync(device)
@@ -448,9 +449,9 @@ def check_projection(cfg: Config, device: torch.device, rates: dict, seconds_per
     """Device-hours of the configured protocol from the measured rates, as `bench protocol` projects
     (every iteration at the rate with a G step: an upper bound for critic schedules); on a CPU that
     the config did not ask for, a failed check with the presets that fit."""
-    tc = cfg.train
+    train_cfg = cfg.train
     n_images = len(load_prepared(cfg.data.prepared)) if Path(cfg.data.prepared).exists() else expected_images(cfg)
-    batches_per_epoch = n_images // tc.batch_size
+    batches_per_epoch = n_images // train_cfg.batch_size
     evaluation = seconds_per_image * cfg.metrics.fid_samples
     measured_per_gan = {g: seconds for (g, _), seconds in rates.items()}
     hours, runs = 0.0, 0
@@ -460,18 +461,18 @@ def check_projection(cfg: Config, device: torch.device, rates: dict, seconds_per
             seconds = rates.get((gan_name, variant_name), measured_per_gan.get(gan_name))
             if seconds is None:
                 continue
-            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, tc.epochs)
+            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, train_cfg.epochs)
             case = Case(gan_name, variant_name, len(cfg.run.seeds), with_g, without_g,
                         Timing(seconds, seconds, evaluation), None, 1)
-            hours += project(case, tc.epochs)["ours_device_h"]
+            hours += project(case, train_cfg.epochs)["ours_device_h"]
             runs += len(cfg.run.seeds)
-    report.projection = {"runs": runs, "epochs": tc.epochs, "images": n_images, "device_hours": hours,
+    report.projection = {"runs": runs, "epochs": train_cfg.epochs, "images": n_images, "device_hours": hours,
                          "evaluation_s_per_epoch": evaluation,
                          "seconds_per_iteration": {f"{g}/{v}": s for (g, v), s in rates.items()}}
-    detail = (f"{runs} runs x {tc.epochs} epochs of {batches_per_epoch:,} iterations: about {hours:.1f} "
+    detail = (f"{runs} runs x {train_cfg.epochs} epochs of {batches_per_epoch:,} iterations: about {hours:.1f} "
               f"{device.type.upper()}-hours ({hours / max(runs, 1) * 60:.0f} min a run, of which evaluation "
-              f"{evaluation * tc.epochs / 60:.0f} min)")
-    if device.type == "cpu" and tc.device != "cpu":
+              f"{evaluation * train_cfg.epochs / 60:.0f} min)")
+    if device.type == "cpu" and train_cfg.device != "cpu":
         report.add("projection", "time", False, detail + " on this CPU: no GPU was found",
                    "run on a GPU machine, or a CPU preset: `make mini` (faces in ~10 min) or `make smoke`; "
                    "--set train.device=cpu trains on the CPU on purpose")
@@ -481,6 +482,4 @@ def check_projection(cfg: Config, device: torch.device, rates: dict, seconds_per
 
 def write_json(report: Report, path: str) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n")

@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 
 from ocbench.config import Config
+from ocbench.formats import CHECKPOINT, LOCK, POSITION
 from ocbench.lock import probe
 from ocbench.workflow_lock import live_instances, stale_snakemake_locks
 
-# ocbench/train.py's file names, repeated so that status does not load torch (seconds); a test
-# checks that the two agree.
-CHECKPOINT, POSITION, LOCK = "checkpoint.pt", "checkpoint.json", "train.lock"
 COLUMNS = ("run", "state", "epoch", "iteration", "fid", "best fid", "img/s", "left", "trainer")
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ocbench.aggregate import Runs, collect, label, require_finished
 from ocbench.config import Config
+from ocbench.formats import atomic_write
 
 STD_WINDOW = 10  # epochs at the end of training over which the FID's standard deviation is taken
 
@@ -170,7 +171,7 @@ def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> li
     out = cfg.results_dir
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "summary.csv", out / "summary_gans.csv", out / "summary.md"]
-    table.to_csv(paths[0], index=False)
-    gans.to_csv(paths[1], index=False)
-    paths[2].write_text(markdown(cfg, runs, table, gans))
+    atomic_write(paths[0], table.to_csv(index=False))
+    atomic_write(paths[1], gans.to_csv(index=False))
+    atomic_write(paths[2], markdown(cfg, runs, table, gans))
     return paths

@@ -13,12 +13,13 @@ face size and position, hair colour and volume, eye/mouth shape, a small head ti
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from ocbench.formats import atomic_write
 
 WIDTH, HEIGHT = 178, 218  # CelebA "Align&Cropped" frame (w x h)
 FOLDER = "img_align_celeba"
@@ -130,21 +131,17 @@ def write_synthetic(zip_path: str | Path, partition_path: str | Path | None, n: 
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     partition_path.parent.mkdir(parents=True, exist_ok=True)
 
-    tmp_zip = zip_path.with_name(f"{zip_path.name}.tmp-{os.getpid()}")
-    try:
-        with zipfile.ZipFile(tmp_zip, "w") as zf:
+    def write_zip(f):
+        with zipfile.ZipFile(f, "w") as zf:
             zf.writestr(_zip_entry(f"{FOLDER}/"), b"")
             for i in tqdm(range(n), desc="synth", unit="img", disable=not progress, mininterval=1):
                 buf = io.BytesIO()
                 face_image(seed, i).save(buf, format="JPEG", quality=quality)
                 zf.writestr(_zip_entry(f"{FOLDER}/{image_name(i)}"), buf.getvalue(), compresslevel=6)
-        os.replace(tmp_zip, zip_path)
-    finally:
-        tmp_zip.unlink(missing_ok=True)
+
+    atomic_write(zip_path, write_zip)
 
     train, valid, _ = split_sizes(n)
     lines = [f"{image_name(i)} {0 if i < train else 1 if i < train + valid else 2}\n" for i in range(n)]
-    tmp_part = partition_path.with_name(f"{partition_path.name}.tmp-{os.getpid()}")
-    tmp_part.write_text("".join(lines))
-    os.replace(tmp_part, partition_path)
+    atomic_write(partition_path, "".join(lines))
     return zip_path, partition_path

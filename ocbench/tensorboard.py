@@ -3,7 +3,7 @@ results/<config>/tensorboard`.
 
 One directory per run, results/<config>/tensorboard/<run id>/, and one tag scheme for every run, so
 that runs overlay. The x axis (TensorBoard's step) is the run's iteration count (D steps), the
-checkpoint's `position["iterations"]`, for every tag:
+checkpoint's `position.iterations`, for every tag:
 
     loss/d, loss/g      mean D and G loss over the iterations since the previous point (every
                         `log.every` iterations and at the end of each epoch)
@@ -34,14 +34,14 @@ from ocbench.errors import OcbenchError
 class RunLog:
     """The SummaryWriter of one run, with the tag scheme above."""
 
-    def __init__(self, log_dir: Path, resumed: dict | None):
+    def __init__(self, log_dir: Path, resumed_at: int | None):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # e.g. a GPU machine's image with torch but not tensorboard
             raise OcbenchError(f"log.tensorboard is on but {exc}; install tensorboard (pip install "
                                f"tensorboard), or set log.tensorboard: false") from None
 
-        purge_step = 0 if resumed is None else resumed["iterations"] + 1
+        purge_step = 0 if resumed_at is None else resumed_at + 1
         self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
         # (g_mean, d_mean, g_steps, d_steps) at the previous loss point. After a resume the first
         # window reaches back to the epoch's start: the sums at the previous point are not in the
@@ -104,9 +104,9 @@ def run_log_dir(cfg, run_id: str) -> Path:
     return cfg.results_dir / "tensorboard" / run_id
 
 
-def open_run_log(cfg, run_id: str, resumed: dict | None) -> RunLog | NoLog:
-    """The run's log as the config asks; `resumed`: the position of the checkpoint resumed from
-    (train.py's `position`), None for a fresh start."""
+def open_run_log(cfg, run_id: str, resumed_at: int | None) -> RunLog | NoLog:
+    """The run's log as the config asks; `resumed_at`: the iteration count of the checkpoint resumed
+    from, None for a fresh start."""
     if not cfg.log.tensorboard:
         return NoLog()
-    return RunLog(run_log_dir(cfg, run_id), resumed)
+    return RunLog(run_log_dir(cfg, run_id), resumed_at)

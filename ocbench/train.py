@@ -1,9 +1,13 @@
 """Train one run, `{gan}_{variant}_s{seed}`, from the config to per-epoch metrics.
 
-Read it top to bottom: setup (device, data, networks, optimisers), resume, the epoch loop (one D
-step on a real batch and on G(z) for a fresh z as two forward passes, then one G step with another
-fresh z), and the per-epoch evaluation (FID and precision/recall on `metrics.fid_samples` samples,
-a sample grid from a fixed z, generator snapshots, a metrics row).
+Read it top to bottom. `train` is the run's outline in one screen: refuse or skip on its checkpoint,
+`set_up` (device, data, networks, optimisers, the step), `resume`, then per epoch `run_epoch` (every
+batch: one D step on a real batch and on G(z) for a fresh z as two forward passes, then one G step
+with another fresh z when the GAN's critic schedule says so) and `end_of_epoch` (FID and
+precision/recall on `metrics.fid_samples` samples, a sample grid from a fixed z, a generator
+snapshot, the metrics row), and a checkpoint. One iteration is `TrainingStep.__call__`; the CUDA-graph
+step is a variant that changes only how the halves are run. Helpers follow in the order the outline
+uses them: the step, the data path, the device and optimisers, the checkpoint's contents.
 
 Outputs under results/<config>/runs/<run id>/: metrics.csv (one row per epoch, rewritten whole),
 samples/epoch_EEE.png, generator_epoch_EEE.pt, run.json (written last: the run is finished).
@@ -11,68 +15,709 @@ The resumable state lives in results/<config>/state/<run id>/, outside what Snak
 because Snakemake deletes the declared outputs of an unfinished job before rerunning it:
 checkpoint.pt, the previous one beside it (checkpoint.prev.pt, the fallback when the newest cannot
 be read), checkpoint.json (where the newest stands, for `ocbench status`, which loads no checkpoint),
-and train.lock, which one `ocbench train` of the run holds while it runs. TensorBoard event files go
-to results/<config>/tensorboard/<run id>/ (ocbench/tensorboard.py).
+and train.lock, which one `ocbench train` of the run holds while it runs (names: ocbench/formats.py).
+TensorBoard event files go to results/<config>/tensorboard/<run id>/ (ocbench/tensorboard.py).
 
-Every file is written whole to `<name>.tmp` and renamed (`atomic_write`): a kill or a full disk
-leaves the previous version, and a failed write stops the run with one line; rerunning resumes.
+Every file is written whole and renamed (`formats.atomic_write`): a kill or a full disk leaves the
+previous version, and a failed write stops the run with one line; rerunning resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
+import functools
 import hashlib
-import io
 import json
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ocbench import losses, schedules, tensorboard
-from ocbench.config import Config
+from ocbench.config import Config, GanConfig, TrainConfig, VariantConfig
 from ocbench.data import load_prepared
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
+from ocbench.formats import CHECKPOINT, LOCK, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
 from ocbench.lock import holder, try_lock
-from ocbench.metrics import latent_sampler, latents
 from ocbench.nn import Discriminator, Generator
 from ocbench.progress import progress
+from ocbench.sample import latent_sampler, latents, save_grid
 
-METRIC_COLUMNS = [
-    "epoch", "iterations", "g_updates", "g_loss", "d_loss", "fid", "precision", "recall",
-    "beta_h", "beta_l", "epoch_seconds", "images_per_s", "eval_seconds",
-    "weights_sha256", "weights_official", "frechet", "status",
-    # added later (older metrics.csv files lack them; aggregate reads those as empty): KID, FID-infinity
-    # (snapshot epochs only) and what makes the numbers comparable (Evaluator.provenance)
-    "kid", "kid_std", "fid_inf", "fid_samples", "reference_images", "reference_split", "pr_real_samples",
-    "kid_real_samples", "eval_precision",
-]
-TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only non-reproducible ones
 EVAL_SEED = 1_000_000  # the FID samples after epoch index e use seed EVAL_SEED + e (eval_seed)
-CHECKPOINT, PREVIOUS_CHECKPOINT, LOCK = "checkpoint.pt", "checkpoint.prev.pt", "train.lock"
-POSITION = "checkpoint.json"  # the newest checkpoint's position, small: what `ocbench status` reads
 CHECKPOINT_KEYS = {"fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "position", "rows"}
 
 
 # --------------------------------------------------------------------------------------------------
-# small helpers
+# the run's state between iterations: what a checkpoint keeps of where the run stands
+
+
+@dataclass
+class EpochTotals:
+    """The epoch's running loss sums and step counts. The sums stay tensors on the device while the
+    epoch runs (adding a loss does not wait for the device); they are read every `log.every`
+    iterations and at the end of the epoch."""
+
+    g_loss: float | torch.Tensor = 0.0
+    d_loss: float | torch.Tensor = 0.0
+    g_steps: int = 0
+    d_steps: int = 0
+
+    def add(self, loss_d: torch.Tensor, loss_g: torch.Tensor | None) -> None:
+        self.d_loss += loss_d
+        self.d_steps += 1
+        if loss_g is not None:
+            self.g_loss += loss_g
+            self.g_steps += 1
+
+    def means(self) -> tuple[float, float]:
+        """(mean G loss, mean D loss) of the epoch so far."""
+        return float(self.g_loss) / max(self.g_steps, 1), float(self.d_loss) / max(self.d_steps, 1)
+
+    def as_list(self) -> list:
+        """As a checkpoint keeps them: [G loss sum, D loss sum, G steps, D steps], plain numbers."""
+        return [float(s) if torch.is_tensor(s) else s for s in (self.g_loss, self.d_loss, self.g_steps, self.d_steps)]
+
+
+@dataclass
+class Position:
+    """Where the run stands, the resume cursor: after `iterations` D steps (`g_updates` G steps) in
+    all, at batch `batch` of epoch index `epoch` in the epoch's shuffle `perm`."""
+
+    epoch: int = 0
+    batch: int = 0
+    iterations: int = 0
+    g_updates: int = 0
+    totals: EpochTotals = field(default_factory=EpochTotals)
+    elapsed: float = 0.0  # training seconds of this epoch before the checkpoint (a resumed epoch's time)
+    perm: torch.Tensor | None = None  # this epoch's shuffle of the images; None: not drawn yet
+
+    def next_epoch(self) -> None:
+        self.epoch, self.batch, self.totals, self.elapsed, self.perm = self.epoch + 1, 0, EpochTotals(), 0.0, None
+
+    def as_dict(self) -> dict:
+        """The checkpoint's "position" (its keys and their order as checkpoints have always had them)."""
+        return {"epoch": self.epoch, "batch": self.batch, "iterations": self.iterations, "g_updates": self.g_updates,
+                "sums": self.totals.as_list(), "elapsed": self.elapsed, "perm": self.perm}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> Position:
+        return cls(saved["epoch"], saved["batch"], saved["iterations"], saved["g_updates"],
+                   EpochTotals(*saved["sums"]), saved["elapsed"], saved["perm"])
+
+
+@dataclass
+class RunFiles:
+    """Where a run writes: its outputs in `run_dir`, its resumable state in `state_dir`."""
+
+    run_dir: Path
+    state_dir: Path
+
+    def __post_init__(self):
+        self.metrics, self.summary = self.run_dir / "metrics.csv", self.run_dir / "run.json"
+        self.checkpoint, self.previous = self.state_dir / CHECKPOINT, self.state_dir / PREVIOUS_CHECKPOINT
+        self.position = self.state_dir / POSITION
+
+    def grid(self, epoch: int) -> Path:
+        return self.run_dir / "samples" / f"epoch_{epoch:03d}.png"
+
+    def snapshot(self, epoch: int) -> Path:
+        return self.run_dir / f"generator_epoch_{epoch:03d}.pt"
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
+    """Train `run_id` to the end (or to divergence), resuming from its checkpoint if there is one.
+
+    Returns the contents of run.json. `evaluator` (an ocbench.metrics.Evaluator) is built from the
+    config when not given. A second `train` of the same run while this one runs refuses at once.
+    """
+    cfg.parse_run(run_id)
+    state_dir = cfg.results_dir / "state" / run_id
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(state_dir, cfg, run_id):
+        return _train(cfg, run_id, RunFiles(cfg.run_dir(run_id), state_dir), evaluator, log)
+
+
+def _train(cfg: Config, run_id: str, files: RunFiles, evaluator, log) -> dict:
+    train_cfg = cfg.train
+    (files.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    fingerprint = protocol_fingerprint(cfg, run_id)
+
+    # A checkpoint of another protocol is refused; a finished run has nothing left to do.
+    ckpt = load_checkpoint(files.state_dir, run_id, log)
+    if ckpt is not None and ckpt["fingerprint"] != fingerprint:
+        raise OcbenchError(
+            f"{files.checkpoint} belongs to another config or run (fingerprint {ckpt['fingerprint']}, "
+            f"this run {fingerprint}); delete {files.state_dir} to start {run_id} afresh")
+    if ckpt is not None and ckpt["finished"] and files.summary.exists():
+        summary = json.loads(files.summary.read_text())
+        log(f"{run_id}: already finished ({summary['status']}); nothing to do")
+        return summary
+
+    # Set up the device, the data, the networks, their optimisers and the step that trains them;
+    # then put back what the checkpoint kept: weights, optimiser moments, random streams, position.
+    run = set_up(cfg, run_id)
+    position, rows = resume(run, ckpt, files, log)
+    tb = tensorboard.open_run_log(cfg, run_id, position.iterations if ckpt is not None else None)
+    checkpoints = Checkpoints(run, files, fingerprint, tb, rows, position if ckpt is not None else None)
+    with checkpoints.writing(files.metrics):
+        write_metrics(files.metrics, rows)
+    if evaluator is None:
+        from ocbench.metrics import Evaluator
+
+        evaluator = Evaluator.from_config(cfg, run.device)
+
+    log(f"{run_id}: {run.gan_name} alpha={run.variant.alpha} on {run.device}, {len(run.images)} images, "
+        f"{run.n_batches} batches of {train_cfg.batch_size}, epochs {position.epoch + 1}..{train_cfg.epochs}")
+    status = "ok"
+    while position.epoch < train_cfg.epochs and status == "ok":
+        # Train on every batch of the epoch (checkpointing every `train.checkpoint_minutes`) ...
+        epoch = run_epoch(run, position, tb, checkpoints)
+        # ... then evaluate, record the epoch's row, and checkpoint at the start of the next epoch.
+        row = end_of_epoch(run, position, epoch, evaluator, files, checkpoints)
+        status = row["status"]
+        tb.epoch(position.iterations, row, files.grid(position.epoch + 1) if status == "ok" else None)
+        rows.append(row)
+        with checkpoints.writing(files.metrics):
+            write_metrics(files.metrics, rows)
+        log(epoch_line(run, position, row, epoch))
+        position.next_epoch()
+        checkpoints.save(position)
+
+    summary = run_summary(run, status, position, rows, fingerprint, evaluator)
+    checkpoints.save(position, finished=True)
+    tb.close()
+    with checkpoints.writing(files.summary):
+        atomic_write(files.summary, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+@dataclass
+class Run:
+    """What a run's epochs work with, built once by `set_up`."""
+
+    cfg: Config
+    id: str
+    gan_name: str
+    gan_cfg: GanConfig
+    variant_name: str
+    variant: VariantConfig
+    seed: int
+    device: torch.device
+    images: torch.Tensor  # the prepared uint8 N x H x W x 3 array, on the device when it fits
+    gather: object  # gather(indices) -> that batch of `images` on the device (`batch_gatherer`)
+    n_batches: int
+    G: Generator
+    D: Discriminator
+    step: TrainingStep
+    noise_rng: torch.Generator  # z and WGAN-GP's interpolation weights, on the device
+    data_rng: torch.Generator  # the shuffles, on the CPU: the same order on any device
+    beta: torch.Tensor | None  # the networks' beta, updated in place every epoch; None: no weighting
+    grid_z: torch.Tensor  # the fixed latents of every epoch's sample grid
+
+
+def set_up(cfg: Config, run_id: str) -> Run:
+    """The run's device, data, networks, random streams and step, seeded by the run's seed. The
+    order of the draws (networks' init, then the noise, shuffle and grid generators) is the protocol's."""
+    gan_name, variant_name, seed = cfg.parse_run(run_id)
+    gan_cfg, variant, train_cfg = cfg.gans[gan_name], cfg.variants[variant_name], cfg.train
+    device = resolve_device(train_cfg.device)
+    configure_backends(train_cfg, device)
+    images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)
+    n_batches = len(images) // train_cfg.batch_size  # the last incomplete batch is dropped
+    if n_batches == 0:
+        raise OcbenchError(f"{len(images)} prepared images make no batch of {train_cfg.batch_size}; "
+                           f"lower train.batch_size")
+
+    torch.manual_seed(seed)
+    G, D = build_networks(variant.alpha, gan_cfg, train_cfg, device)
+    noise_rng = torch.Generator(device).manual_seed(seed)
+    data_rng = torch.Generator().manual_seed(seed)
+    grid_z = torch.randn(train_cfg.grid_size, train_cfg.latent_dim,
+                         generator=torch.Generator().manual_seed(seed)).to(device)
+    return Run(cfg, run_id, gan_name, gan_cfg, variant_name, variant, seed, device, images,
+               batch_gatherer(images, device, train_cfg.batch_size), n_batches, G, D,
+               build_step(G, D, gan_cfg, train_cfg, device, noise_rng), noise_rng, data_rng,
+               beta_tensor(variant.beta, device), grid_z)
+
+
+def resume(run: Run, ckpt: dict | None, files: RunFiles, log) -> tuple[Position, list[dict]]:
+    """(position, metrics rows) to go on from: the checkpoint's, its training state restored into
+    `run`; a fresh start's when there is none."""
+    if ckpt is None:
+        return Position(), []
+    saved = checkpoint_device_type(ckpt)
+    if saved != run.device.type:  # a noise generator cannot move between device types
+        raise OcbenchError(
+            f"{files.checkpoint} was trained on {saved} and this run is on {run.device.type}: a resumed run "
+            f"continues its {saved} random streams; resume it on {saved} (--set train.device={saved}), "
+            f"or delete {files.state_dir} to train {run.id} afresh on {run.device.type}")
+    restore_training_state(ckpt, run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng,
+                           run.device)
+    position = Position.from_dict(ckpt["position"])
+    log(f"{run.id}: resuming at epoch {position.epoch + 1}, batch {position.batch}/{run.n_batches}")
+    return position, ckpt["rows"]
+
+
+@dataclass
+class Epoch:
+    """How an epoch's training ended: "ok" or "diverged" (a non-finite mean loss), its training
+    seconds (a resumed epoch's include those before the checkpoint), and its beta (beta_H, beta_L)."""
+
+    status: str
+    seconds: float
+    beta: tuple[float, float]
+
+
+def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints) -> Epoch:
+    """Train on the batches of epoch `position.epoch` from `position.batch` on, advancing `position`.
+    Stops early when the running mean loss stops being finite."""
+    cfg, train_cfg, epoch = run.cfg, run.cfg.train, position.epoch
+    beta = schedules.beta(run.variant.beta, epoch, train_cfg.epochs)  # floats, for the record
+    if run.beta is not None:
+        run.beta.copy_(torch.tensor(beta))  # in place: compiled and captured steps read the new values
+    if position.perm is None:  # a fresh epoch: a new shuffle
+        position.perm = torch.randperm(len(run.images), generator=run.data_rng)
+    perm, size, totals = position.perm.to(run.images.device), train_cfg.batch_size, position.totals
+    run.G.train(), run.D.train()
+    started = time.monotonic() - position.elapsed
+    bar = progress(range(position.batch, run.n_batches), initial=position.batch, total=run.n_batches,
+                   desc=f"{run.id} epoch {epoch + 1}/{train_cfg.epochs}", unit="it", leave=False, mininterval=0.5)
+    status = "ok"
+    for batch_index in bar:
+        real = to_model_input(run.gather(perm[batch_index * size:(batch_index + 1) * size]), run.device,
+                              train_cfg.channels_last)
+        loss_d, loss_g = run.step(real, run.beta, run.gan_cfg.critic.g_turn(batch_index, position.g_updates))
+        totals.add(loss_d, loss_g)
+        position.iterations += 1
+        position.g_updates += loss_g is not None
+        position.batch = batch_index + 1
+
+        # Now and then (and at the epoch's last batch) the running losses come off the device.
+        if batch_index % cfg.log.every == cfg.log.every - 1 or batch_index == run.n_batches - 1:
+            g_mean, d_mean = totals.means()
+            bar.set_postfix(g=f"{g_mean:.3f}", d=f"{d_mean:.3f}", refresh=False)
+            tb.losses(position.iterations, g_mean, d_mean, totals.g_steps, totals.d_steps, beta)
+            if not (math.isfinite(g_mean) and math.isfinite(d_mean)):
+                status = "diverged"
+                break
+        if checkpoints.due():
+            position.elapsed = time.monotonic() - started
+            checkpoints.save(position)
+    bar.close()
+    return Epoch(status, time.monotonic() - started, beta)
+
+
+def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: RunFiles,
+                 checkpoints: Checkpoints) -> dict:
+    """The epoch's metrics row: its losses and speed, then (unless it diverged) the sample grid, FID,
+    precision/recall and KID of the generator, and at snapshot epochs the generator's weights."""
+    train_cfg, n_samples, number = run.cfg.train, run.cfg.metrics.fid_samples, position.epoch + 1
+    g_mean, d_mean = position.totals.means()
+    status = epoch.status if math.isfinite(g_mean) and math.isfinite(d_mean) else "diverged"
+    row = {
+        "epoch": number, "iterations": position.iterations, "g_updates": position.g_updates,
+        "g_loss": g_mean, "d_loss": d_mean, "beta_h": epoch.beta[0], "beta_l": epoch.beta[1],
+        "epoch_seconds": round(epoch.seconds, 3),
+        "images_per_s": round(position.totals.d_steps * train_cfg.batch_size / max(epoch.seconds, 1e-9), 1),
+        "status": status,
+    }
+    eval_started = time.monotonic()
+    run.G.eval()
+    if status == "ok":
+        with torch.no_grad(), run.step.autocast(), checkpoints.writing(files.grid(number)):
+            save_grid(run.G(run.grid_z, run.beta), files.grid(number))
+        snapshot_epoch = number in train_cfg.snapshot_epochs or number == train_cfg.epochs
+        scores = evaluator.evaluate(eval_sampler(run.G, run.beta, train_cfg.latent_dim, run.device, position.epoch,
+                                                 n_samples, run.step.autocast), n_samples, fid_inf=snapshot_epoch)
+        # plain Python types: the rows travel in the checkpoint, which loads with weights_only
+        row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
+                   recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
+                   weights_official=bool(scores["weights_official"]), frechet=str(scores["frechet"]),
+                   kid=float(scores["kid"]), kid_std=float(scores["kid_std"]), fid_inf=float(scores["fid_inf"]))
+        if snapshot_epoch:
+            snapshot = {"generator": run.G.state_dict(), "alpha": run.variant.alpha, "width": train_cfg.width,
+                        "latent_dim": train_cfg.latent_dim, "beta": list(epoch.beta), "epoch": number, "run": run.id,
+                        # the latents this epoch's FID was computed on: `ocbench sample` redraws them
+                        "evaluation": {"seed": eval_seed(position.epoch), "samples": n_samples}}
+            with checkpoints.writing(files.snapshot(number)):
+                atomic_write(files.snapshot(number), lambda f: torch.save(snapshot, f))
+    else:
+        nan = float("nan")
+        row.update(fid=nan, precision=nan, recall=nan, weights_sha256=evaluator.weights_sha256,
+                   weights_official=evaluator.weights_official, frechet=evaluator.frechet, kid=nan, kid_std=nan,
+                   fid_inf=nan)
+    row.update(evaluator.provenance(n_samples))
+    row["eval_seconds"] = round(time.monotonic() - eval_started, 3)
+    return row
+
+
+def epoch_line(run: Run, position: Position, row: dict, epoch: Epoch) -> str:
+    beta = epoch.beta
+    return (f"{run.id} epoch {row['epoch']}/{run.cfg.train.epochs}: g_loss {row['g_loss']:.4f} "
+            f"d_loss {row['d_loss']:.4f} fid {row['fid']:.2f} precision {row['precision']:.3f} "
+            f"recall {row['recall']:.3f} beta ({beta[0]:.2f}, {beta[1]:.2f}) {row['images_per_s']:.0f} img/s "
+            f"train {epoch.seconds:.1f}s eval {row['eval_seconds']:.1f}s"
+            + ("  DIVERGED" if row["status"] != "ok" else ""))
+
+
+def run_summary(run: Run, status: str, position: Position, rows: list[dict], fingerprint: str, evaluator) -> dict:
+    """run.json: how the run ended, what it did, and what its numbers were computed with."""
+    return {
+        "run": run.id, "gan": run.gan_name, "variant": run.variant_name, "seed": run.seed,
+        "alpha": run.variant.alpha, "status": status, "epochs": run.cfg.train.epochs, "epochs_done": len(rows),
+        "diverged_epoch": rows[-1]["epoch"] if status == "diverged" else None,
+        "iterations": position.iterations, "g_updates": position.g_updates,
+        "fingerprint": fingerprint, "device": str(run.device), "torch": torch.__version__,
+        "weights_sha256": evaluator.weights_sha256, "weights_official": evaluator.weights_official,
+        "train_seconds": round(sum(r["epoch_seconds"] for r in rows), 1),
+        "eval_seconds": round(sum(r["eval_seconds"] for r in rows), 1),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
 
 
 def protocol_fingerprint(cfg: Config, run_id: str) -> str:
     """What a checkpoint must agree on to be resumed: the run and every number of its protocol."""
-    gan, variant, _ = cfg.parse_run(run_id)
+    gan_name, variant_name, _ = cfg.parse_run(run_id)
     t = cfg.train
     protocol = {
-        "config": cfg.name, "run": run_id, "gan": cfg.raw["gans"][gan],
-        "variant": cfg.raw["variants"][variant],
+        "config": cfg.name, "run": run_id, "gan": cfg.raw["gans"][gan_name],
+        "variant": cfg.raw["variants"][variant_name],
         "train": [t.epochs, t.batch_size, t.latent_dim, t.width, t.init],
         "data": cfg.data.prepared, "fid_samples": cfg.metrics.fid_samples,
     }
     return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Checkpoints:
+    """The run's checkpoint policy: `save` after every epoch and, inside one, when `due` (every
+    `train.checkpoint_minutes`); `writing(path)` around every write, so that a failed write (a full
+    disk) ends the run with one line saying what failed and where a rerun resumes."""
+
+    def __init__(self, run: Run, files: RunFiles, fingerprint: str, tb, rows: list[dict],
+                 resumed_at: Position | None):
+        self.run, self.files, self.fingerprint, self.tb = run, files, fingerprint, tb
+        self.rows = rows  # the run's metrics rows, which every checkpoint carries (appended in place)
+        self.saved_at = None if resumed_at is None else (resumed_at.epoch, resumed_at.batch)
+        self.last_save = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_save > 60 * self.run.cfg.train.checkpoint_minutes
+
+    def save(self, position: Position, finished: bool = False) -> None:
+        """checkpoint.pt (the one it replaces kept as checkpoint.prev.pt), then checkpoint.json."""
+        run, files = self.run, self.files
+        state = {"fingerprint": self.fingerprint, "run": run.id, "finished": finished,
+                 **training_state(run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng,
+                                  run.device),
+                 "position": position.as_dict(), "rows": self.rows}
+        self.tb.flush()  # every event up to this step on disk before the checkpoint: a resume misses none
+        train_cfg = run.cfg.train
+        where = {"run": run.id, "finished": finished, "epochs": train_cfg.epochs, "n_batches": run.n_batches,
+                 "batch_size": train_cfg.batch_size, "time": time.time(), "epoch": position.epoch,
+                 "batch": position.batch, "iterations": position.iterations, "elapsed": position.elapsed}
+        with self.writing(files.checkpoint):
+            atomic_write(files.checkpoint, lambda f: torch.save(state, f), files.previous)
+            atomic_write(files.position, json.dumps(where))
+        self.saved_at, self.last_save = (position.epoch, position.batch), time.monotonic()
+
+    @contextlib.contextmanager
+    def writing(self, path: Path):
+        """Every write is atomic, so the checkpoint and metrics.csv stay as they were."""
+        try:
+            yield
+        except OSError as exc:
+            resume = "starts afresh" if self.saved_at is None else \
+                f"resumes at epoch {self.saved_at[0] + 1}, batch {self.saved_at[1]}/{self.run.n_batches}"
+            raise OcbenchError(f"cannot write {path}: {exc.strerror or exc}; the last checkpoint and "
+                               f"metrics.csv are intact: free space and rerun, which {resume}") from None
+
+
+def load_checkpoint(state_dir: Path, run_id: str, log) -> dict | None:
+    """The newest readable checkpoint of the run, or None when there is none.
+
+    When checkpoint.pt cannot be read (cut short, corrupt, a disk error) it is set aside as
+    checkpoint.pt.unreadable, one line says so, and the previous one is used; when no checkpoint
+    can be read, one line names the files and the fix.
+    """
+    newest, previous = state_dir / CHECKPOINT, state_dir / PREVIOUS_CHECKPOINT
+    problems = []
+    for path in (newest, previous):
+        if not path.exists():
+            continue
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= ckpt.keys():
+                raise ValueError("not a training checkpoint of ocbench")
+        except Exception as exc:  # whatever the damage, the file cannot be resumed from
+            problems.append((path, " ".join(str(exc).split())[:120] or type(exc).__name__))
+            continue
+        if problems:
+            bad, why = problems[0]
+            os.replace(bad, bad.with_name(bad.name + ".unreadable"))  # never rotated into the fallback
+            log(f"{run_id}: {bad} cannot be read ({why}); kept it as {bad.name}.unreadable and "
+                f"resuming from {path}")
+        elif path == previous:
+            log(f"{run_id}: {newest} is missing; resuming from the previous checkpoint, {path}")
+        return ckpt
+    if problems:
+        names = " and ".join(f"{p} ({why})" for p, why in problems)
+        raise OcbenchError(f"no readable checkpoint of {run_id}: {names}; put back a good copy of "
+                           f"{CHECKPOINT}, or delete {state_dir} to train {run_id} afresh")
+    return None
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: Path, cfg: Config, run_id: str):
+    """One trainer per run: an exclusive flock on state/<run>/train.lock for the whole of `train`.
+    The kernel releases it when the process ends, however it ends (SIGKILL included)."""
+    path = state_dir / LOCK
+    fd = try_lock(path)
+    if fd is None:
+        raise OcbenchError(f"run {run_id} of config {cfg.name} is being trained by process {holder(path)}, "
+                           f"which holds {path}; wait for it to end (or stop it), then rerun to resume")
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> dict:
+    """What a checkpoint holds of the networks, their optimisers and every random stream (and the
+    device type they were on); `restore_training_state` puts it back. Preflight round-trips it too."""
+    return {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "rng": rng_state(noise_rng, data_rng, device), "device": device.type}
+
+
+def restore_training_state(state: dict, G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> None:
+    G.load_state_dict(state["G"]), D.load_state_dict(state["D"])
+    load_optimizer_state(opt_g, state["opt_g"]), load_optimizer_state(opt_d, state["opt_d"])
+    set_rng_state(state["rng"], noise_rng, data_rng, device)
+
+
+def rng_state(noise_rng: torch.Generator, data_rng: torch.Generator, device: torch.device) -> dict:
+    """Every random state a run draws from: the CPU's, the run's noise and shuffle generators, and
+    the run's own GPU's (only that one: another process may see fewer GPUs when it resumes)."""
+    state = {"torch": torch.get_rng_state(), "noise": noise_rng.get_state(), "data": data_rng.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, noise_rng: torch.Generator, data_rng: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    noise_rng.set_state(state["noise"])
+    data_rng.set_state(state["data"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, list):  # checkpoints before 2026-11-29 kept every visible GPU's state
+        cuda = cuda[0] if cuda else None
+    if cuda is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
+
+
+def checkpoint_device_type(ckpt: dict) -> str:
+    """The device type a checkpoint was trained on: recorded since 2026-11-29; before, read off the
+    noise generator's state (a CPU generator's is 5,056 bytes, a CUDA generator's 16)."""
+    if "device" in ckpt:
+        return ckpt["device"]
+    return "cpu" if ckpt["rng"]["noise"].numel() == torch.Generator().get_state().numel() else "cuda"
+
+
+# --------------------------------------------------------------------------------------------------
+# one iteration
+
+
+class TrainingStep:
+    """One iteration of the protocol: `step(real, beta, g_turn)` -> (loss_d, loss_g or None).
+
+    A D step with a fresh z, then (when `g_turn`) a G step with another fresh z, both drawn from the
+    run's noise generator (and WGAN-GP's interpolation weights between them). The losses stay on the
+    device: the loop reads them only now and then. `G` and `D` may be compiled copies; `D_plain` is
+    the module behind a compiled D, for the clamp, the penalty and switching its gradients off.
+    Holds the optimisers (`opt_g`, `opt_d`) and the autocast context the run's forward passes use.
+    """
+
+    def __init__(self, G, D, opt_g, opt_d, gan_cfg: GanConfig, noise_rng: torch.Generator, *, batch_size: int,
+                 latent_dim: int, device: torch.device, autocast=contextlib.nullcontext, D_plain=None):
+        self.G, self.D, self.opt_g, self.opt_d, self.gan_cfg = G, D, opt_g, opt_d, gan_cfg
+        self.D_plain = D if D_plain is None else D_plain
+        self.d_weights = list(self.D_plain.parameters())
+        self.noise_rng, self.device, self.autocast = noise_rng, device, autocast
+        self.z_shape = (batch_size, latent_dim)
+
+    def __call__(self, real: torch.Tensor, beta, g_turn: bool):
+        z = torch.randn(self.z_shape, device=self.device, generator=self.noise_rng)
+        eps = (losses.interpolation_weights(self.z_shape[0], self.device, self.noise_rng)
+               if self.gan_cfg.gradient_penalty else None)
+        loss_d = self.d_step(real, z, beta, eps)
+        if not g_turn:
+            return loss_d, None
+        return loss_d, self.g_step(torch.randn(self.z_shape, device=self.device, generator=self.noise_rng), beta)
+
+    def d_step(self, real: torch.Tensor, z: torch.Tensor, beta, eps: torch.Tensor | None) -> torch.Tensor:
+        """D on a real batch and on G(z) as two separate forward passes (BatchNorm sees real and fake
+        apart), plus lambda x the gradient penalty at interpolates with weights `eps` when the GAN has
+        one, backward, optimiser step, then the WGAN clamp if any. Returns the loss (penalty included),
+        detached: nothing here waits for the device."""
+        gan_cfg = self.gan_cfg
+        with self.autocast():
+            with torch.no_grad():
+                fake = self.G(z, beta)  # no graph through G: the same as G(z).detach()
+            loss = losses.d_loss(gan_cfg.loss, self.D(real, beta).float(), self.D(fake, beta).float())
+            if gan_cfg.gradient_penalty:  # the plain D: torch.compile does not support double backward
+                loss = loss + gan_cfg.gradient_penalty * losses.gradient_penalty(self.D_plain, real, fake, beta, eps)
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_d.step()
+        if gan_cfg.clamp is not None:
+            losses.clamp_(self.d_weights, gan_cfg.clamp)
+        return loss.detach()
+
+    def g_step(self, z: torch.Tensor, beta) -> torch.Tensor:
+        """G through a frozen D, backward, optimiser step; returns the loss, detached."""
+        self.D_plain.requires_grad_(False)  # D's weight gradients are not needed for G's step
+        with self.autocast():
+            loss = losses.g_loss(self.gan_cfg.loss, self.D(self.G(z, beta), beta).float())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_g.step()
+        self.D_plain.requires_grad_(True)
+        return loss.detach()
+
+
+class CudaGraphStep(TrainingStep):
+    """The same iteration, with the D step and the G step each captured once as a CUDA graph and then
+    replayed: one launch per half instead of hundreds of small kernels.
+
+    Inputs reach the graphs through static buffers: the real batch is copied in and each z is drawn
+    into its buffer from the run's noise generator, the same draws in the same order as the eager
+    step makes. beta must be the same tensor (or None) on every call: train updates it in place.
+    Each half runs eagerly `warmup` times before it is captured, counted apart: with several critic
+    steps per G step (and after a resume in the middle of that schedule) the first G step may come
+    many iterations after the first D step. Those eager calls are ordinary training iterations.
+    `graphs`: the device side (`CudaGraphs(device)` unless a test passes a stand-in).
+    """
+
+    def __init__(self, *args, warmup: int = 3, graphs=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if graphs is None:
+            if self.device.type != "cuda":
+                raise OcbenchError(f"train.cuda_graphs needs a CUDA device, not {self.device}; "
+                                   f"set train.cuda_graphs=false")
+            graphs = CudaGraphs(self.device)
+        self.graphs, self.warmup = graphs, warmup
+        self.z_d = torch.empty(self.z_shape, device=self.device)  # the D step's z, drawn into in place
+        self.z_g = torch.empty(self.z_shape, device=self.device)  # the G step's
+        self.eps = torch.empty(self.z_shape[0], 1, 1, 1, device=self.device) if self.gan_cfg.gradient_penalty else None
+        self.real = self.beta = None  # the inputs every call shares, set by the first
+        self.eager_calls = {"d_step": 0, "g_step": 0}
+        self.replays: dict = {}  # half's name -> its replay(), once captured
+
+    def __call__(self, real: torch.Tensor, beta, g_turn: bool):
+        if self.real is None:
+            self.real, self.beta = torch.empty_like(real), beta
+        if beta is not self.beta:
+            raise ValueError("a CUDA-graph step needs the same beta tensor on every call (update it in place)")
+        self.real.copy_(real)
+        self.z_d.normal_(generator=self.noise_rng)
+        if self.eps is not None:
+            self.eps.uniform_(generator=self.noise_rng)  # what interpolation_weights draws, into the buffer
+        loss_d = self.run_half(self.d_step, self.real, self.z_d, beta, self.eps)
+        if not g_turn:
+            return loss_d, None
+        self.z_g.normal_(generator=self.noise_rng)
+        return loss_d, self.run_half(self.g_step, self.z_g, beta)
+
+    def run_half(self, half, *inputs):
+        name = half.__name__
+        if name in self.replays:
+            return self.replays[name]()
+        if self.eager_calls[name] < self.warmup:
+            self.eager_calls[name] += 1
+            return self.graphs.eager(half, *inputs)
+        self.replays[name] = self.graphs.capture(half, *inputs)  # capture records without running:
+        return self.replays[name]()  # the first replay is this iteration's step
+
+
+class CudaGraphs:
+    """The device side of `CudaGraphStep`: eager calls on a side stream (as capture requires of the
+    calls before it: cuDNN's autotuning, the optimisers' lazily made state, torch.compile), and
+    capture into a graph that replays. Tests on the CPU pass a stand-in with the same methods."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.side = device, torch.cuda.Stream(device)
+
+    def eager(self, fn, *inputs):
+        current = torch.cuda.current_stream(self.device)
+        self.side.wait_stream(current)
+        with torch.cuda.stream(self.side):
+            out = fn(*inputs)
+        current.wait_stream(self.side)
+        return out
+
+    def capture(self, fn, *inputs):
+        """`fn(*inputs)` captured once; returns `replay()`, which runs it again and returns a copy of
+        its output (the graph's output buffer is overwritten by the next replay). Captured on the
+        current device, which `configure_backends` set to the run's."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn(*inputs)
+
+        def replay():
+            graph.replay()
+            return out.clone()
+
+        return replay
+
+
+def build_step(G, D, gan_cfg: GanConfig, train_cfg: TrainConfig, device: torch.device,
+               noise_rng: torch.Generator) -> TrainingStep:
+    """The run's step and its optimisers, as the config's speed options ask; the benchmarks and
+    preflight build theirs here too, so that they time and check what training runs."""
+    opt_g = make_optimizer(G.parameters(), gan_cfg.optimizer, device, capturable=train_cfg.cuda_graphs)
+    opt_d = make_optimizer(D.parameters(), gan_cfg.optimizer, device, capturable=train_cfg.cuda_graphs)
+    # Compiled copies share parameters with G and D; checkpoints always hold the plain modules.
+    G_fwd, D_fwd = (torch.compile(G), torch.compile(D)) if train_cfg.compile else (G, D)
+    # autocast's weight cache must be off inside a CUDA graph (the cache would be captured stale)
+    autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=train_cfg.bf16,
+                                 cache_enabled=not train_cfg.cuda_graphs)
+    kind = CudaGraphStep if train_cfg.cuda_graphs else TrainingStep  # the fast path is its own step
+    return kind(G_fwd, D_fwd, opt_g, opt_d, gan_cfg, noise_rng, batch_size=train_cfg.batch_size,
+                latent_dim=train_cfg.latent_dim, device=device, autocast=autocast, D_plain=D)
+
+
+def build_networks(alpha: float, gan_cfg: GanConfig, train_cfg: TrainConfig,
+                   device: torch.device) -> tuple[Generator, Discriminator]:
+    """G and D of a run at `alpha`: D's normalisation and spectral norm as the GAN's config says."""
+    G = Generator(alpha, train_cfg.width, train_cfg.latent_dim, init=train_cfg.init).to(device)
+    D = Discriminator(alpha, train_cfg.width, init=train_cfg.init, norm=gan_cfg.d_norm,
+                      spectral_norm=gan_cfg.spectral_norm).to(device)
+    if train_cfg.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    return G, D
+
+
+def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
+    """The networks' beta: None when the schedule is (1, 1) throughout (OCT, LOW, the baseline: no
+    weighting at all), else a 2-element device tensor that the loop updates in place every epoch,
+    so that a compiled or captured step sees each epoch's values without recompiling."""
+    if schedules.is_identity(schedule):
+        return None
+    return torch.ones(2, device=device)
+
+
+# --------------------------------------------------------------------------------------------------
+# the data path: the prepared array to batches on the training device
 
 
 def load_images(path: str, device: torch.device, placement, runs_per_gpu: int = 1) -> torch.Tensor:
@@ -135,10 +780,14 @@ def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: boo
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def configure_backends(tc, device: torch.device) -> None:
+# --------------------------------------------------------------------------------------------------
+# the device and the optimisers
+
+
+def configure_backends(train_cfg: TrainConfig, device: torch.device) -> None:
     """Deterministic algorithms when asked (bit-exact resume), else cuDNN's autotuner on a GPU; the
     run's GPU as the current device, so that streams, graphs and allocations are made on it."""
-    if tc.deterministic:
+    if train_cfg.deterministic:
         # cuBLAS reads this when it starts (the first matmul): without it, deterministic mode raises
         # on the generator's Linear with CUDA >= 10.2. Harmless on the CPU; a user's own value stays.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -191,541 +840,8 @@ def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
                     state[name] = torch.empty_like(p, dtype=value.dtype).copy_(value)  # p's device and strides
 
 
-def atomic_write(path: Path, write, previous: Path | None = None) -> None:
-    """`write(f)` into `<path>.tmp` (a binary file), on disk (fsync), then renamed over `path`: `path`
-    is the old file or the whole new one, never a part. A failed write (a full disk) removes the
-    temporary file and raises, leaving `path` as it was. With `previous`, the file being replaced is
-    kept under that name (only once the new one is complete)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:  # a Python file: a failed write raises OSError with its errno
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if previous is not None and path.exists():
-            os.replace(path, previous)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    """The whole file, rewritten atomically after every epoch (and on resume, from the rows kept in
-    the checkpoint), so that a failed write leaves the rows written before. Not rewritten when it
-    already holds exactly these rows."""
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, METRIC_COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    data = text.getvalue().encode()
-    with contextlib.suppress(OSError):
-        if path.read_bytes() == data:
-            return
-    atomic_write(path, lambda f: f.write(data))
-
-
-def load_checkpoint(state_dir: Path, run_id: str, log) -> dict | None:
-    """The newest readable checkpoint of the run, or None when there is none.
-
-    When checkpoint.pt cannot be read (cut short, corrupt, a disk error) it is set aside as
-    checkpoint.pt.unreadable, one line says so, and the previous one is used; when no checkpoint
-    can be read, one line names the files and the fix.
-    """
-    newest, previous = state_dir / CHECKPOINT, state_dir / PREVIOUS_CHECKPOINT
-    problems = []
-    for path in (newest, previous):
-        if not path.exists():
-            continue
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= ckpt.keys():
-                raise ValueError("not a training checkpoint of ocbench")
-        except Exception as exc:  # whatever the damage, the file cannot be resumed from
-            problems.append((path, " ".join(str(exc).split())[:120] or type(exc).__name__))
-            continue
-        if problems:
-            bad, why = problems[0]
-            os.replace(bad, bad.with_name(bad.name + ".unreadable"))  # never rotated into the fallback
-            log(f"{run_id}: {bad} cannot be read ({why}); kept it as {bad.name}.unreadable and "
-                f"resuming from {path}")
-        elif path == previous:
-            log(f"{run_id}: {newest} is missing; resuming from the previous checkpoint, {path}")
-        return ckpt
-    if problems:
-        names = " and ".join(f"{p} ({why})" for p, why in problems)
-        raise OcbenchError(f"no readable checkpoint of {run_id}: {names}; put back a good copy of "
-                           f"{CHECKPOINT}, or delete {state_dir} to train {run_id} afresh")
-    return None
-
-
-@contextlib.contextmanager
-def run_lock(state_dir: Path, cfg: Config, run_id: str):
-    """One trainer per run: an exclusive flock on state/<run>/train.lock for the whole of `train`.
-    The kernel releases it when the process ends, however it ends (SIGKILL included)."""
-    path = state_dir / LOCK
-    fd = try_lock(path)
-    if fd is None:
-        raise OcbenchError(f"run {run_id} of config {cfg.name} is being trained by process {holder(path)}, "
-                           f"which holds {path}; wait for it to end (or stop it), then rerun to resume")
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-GRID_PADDING = 2  # pixels around every image of a sample grid (figures crop images back out)
-
-
-def grid_columns(n_images: int) -> int:
-    """Columns of a sample grid of `n_images`: 8 for the default 64."""
-    return int(math.sqrt(n_images)) or 1
-
-
-def save_grid(images: torch.Tensor, path: Path) -> None:
-    """The epoch's samples as a square-ish PNG grid; [-1, 1] -> [0, 1], then torchvision's uint8
-    rounding (`fid.to_uint8`'s). Written atomically."""
-    from torchvision.utils import save_image
-
-    atomic_write(Path(path), lambda f: save_image((images.float() + 1) / 2, f, format="png",
-                                                  nrow=grid_columns(len(images)), padding=GRID_PADDING))
-
-
-def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
-    """The networks' beta: None when the schedule is (1, 1) throughout (OCT, LOW, the baseline: no
-    weighting at all), else a 2-element device tensor that the loop updates in place every epoch,
-    so that a compiled or captured step sees each epoch's values without recompiling."""
-    if schedules.is_identity(schedule):
-        return None
-    return torch.ones(2, device=device)
-
-
-def rng_state(noise_rng: torch.Generator, data_rng: torch.Generator, device: torch.device) -> dict:
-    """Every random state a run draws from: the CPU's, the run's noise and shuffle generators, and
-    the run's own GPU's (only that one: another process may see fewer GPUs when it resumes)."""
-    state = {"torch": torch.get_rng_state(), "noise": noise_rng.get_state(), "data": data_rng.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict, noise_rng: torch.Generator, data_rng: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    noise_rng.set_state(state["noise"])
-    data_rng.set_state(state["data"])
-    cuda = state.get("cuda")
-    if isinstance(cuda, list):  # checkpoints before 2026-11-29 kept every visible GPU's state
-        cuda = cuda[0] if cuda else None
-    if cuda is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(cuda, device)
-
-
-def training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> dict:
-    """What a checkpoint holds of the networks, their optimisers and every random stream (and the
-    device type they were on); `restore_training_state` puts it back. Preflight round-trips it too."""
-    return {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": rng_state(noise_rng, data_rng, device), "device": device.type}
-
-
-def restore_training_state(state: dict, G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> None:
-    G.load_state_dict(state["G"]), D.load_state_dict(state["D"])
-    load_optimizer_state(opt_g, state["opt_g"]), load_optimizer_state(opt_d, state["opt_d"])
-    set_rng_state(state["rng"], noise_rng, data_rng, device)
-
-
-def checkpoint_device_type(ckpt: dict) -> str:
-    """The device type a checkpoint was trained on: recorded since 2026-11-29; before, read off the
-    noise generator's state (a CPU generator's is 5,056 bytes, a CUDA generator's 16)."""
-    if "device" in ckpt:
-        return ckpt["device"]
-    return "cpu" if ckpt["rng"]["noise"].numel() == torch.Generator().get_state().numel() else "cuda"
-
-
 # --------------------------------------------------------------------------------------------------
-# the run
-
-
-def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
-    """Train `run_id` to the end (or to divergence), resuming from its checkpoint if there is one.
-
-    Returns the contents of run.json. `evaluator` (an ocbench.metrics.Evaluator) is built from the
-    config when not given. A second `train` of the same run while this one runs refuses at once.
-    """
-    cfg.parse_run(run_id)
-    state_dir = cfg.results_dir / "state" / run_id
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(state_dir, cfg, run_id):
-        return _train(cfg, run_id, state_dir, evaluator, log)
-
-
-def _train(cfg: Config, run_id: str, state_dir: Path, evaluator, log) -> dict:
-    gan_name, variant_name, seed = cfg.parse_run(run_id)
-    gan, variant, tc = cfg.gans[gan_name], cfg.variants[variant_name], cfg.train
-    run_dir = cfg.run_dir(run_id)
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    checkpoint_path, metrics_path, run_json = state_dir / CHECKPOINT, run_dir / "metrics.csv", run_dir / "run.json"
-    fingerprint = protocol_fingerprint(cfg, run_id)
-
-    # ---- a checkpoint: refuse another run's, and stop here if this run is finished
-    ckpt = load_checkpoint(state_dir, run_id, log)
-    if ckpt is not None and ckpt["fingerprint"] != fingerprint:
-        raise OcbenchError(
-            f"{checkpoint_path} belongs to another config or run (fingerprint {ckpt['fingerprint']}, "
-            f"this run {fingerprint}); delete {state_dir} to start {run_id} afresh"
-        )
-    if ckpt is not None and ckpt["finished"] and run_json.exists():
-        summary = json.loads(run_json.read_text())
-        log(f"{run_id}: already finished ({summary['status']}); nothing to do")
-        return summary
-
-    # ---- setup
-    device = resolve_device(tc.device)
-    configure_backends(tc, device)
-    images = load_images(cfg.data.prepared, device, tc.data_on_device, cfg.gpus.runs_per_gpu)
-    n_images, batch_size = len(images), tc.batch_size
-    gather = batch_gatherer(images, device, batch_size)
-    n_batches = n_images // batch_size  # the last incomplete batch is dropped
-    if n_batches == 0:
-        raise OcbenchError(f"{n_images} prepared images make no batch of {batch_size}; lower train.batch_size")
-
-    torch.manual_seed(seed)
-    G, D = build_networks(variant.alpha, gan, tc, device)
-    noise_rng = torch.Generator(device).manual_seed(seed)
-    data_rng = torch.Generator().manual_seed(seed)  # shuffles on the CPU: the same order on any device
-    grid_z = torch.randn(tc.grid_size, tc.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    beta_t = beta_tensor(variant.beta, device)  # None: the schedule is (1, 1) throughout, no weighting
-    opt_g, opt_d, step, autocast = training_step(G, D, gan, tc, device, noise_rng)
-
-    # ---- resume
-    position = {"epoch": 0, "batch": 0, "iterations": 0, "g_updates": 0, "sums": [0.0, 0.0, 0, 0],
-                "elapsed": 0.0, "perm": None}
-    rows: list[dict] = []
-    if ckpt is not None:
-        if checkpoint_device_type(ckpt) != device.type:  # its noise generator cannot move between device types
-            saved = checkpoint_device_type(ckpt)
-            raise OcbenchError(
-                f"{checkpoint_path} was trained on {saved} and this run is on {device.type}: a resumed run "
-                f"continues its {saved} random streams; resume it on {saved} (--set train.device={saved}), "
-                f"or delete {state_dir} to train {run_id} afresh on {device.type}")
-        restore_training_state(ckpt, G, D, opt_g, opt_d, noise_rng, data_rng, device)
-        position, rows = ckpt["position"], ckpt["rows"]
-        log(f"{run_id}: resuming at epoch {position['epoch'] + 1}, batch {position['batch']}/{n_batches}")
-    saved_at = {"epoch": position["epoch"], "batch": position["batch"]} if ckpt is not None else None
-    tb = tensorboard.open_run_log(cfg, run_id, position if ckpt is not None else None)
-
-    @contextlib.contextmanager
-    def writing(path: Path):
-        """A failed write (a full disk) ends the run with one line: what failed and where a rerun
-        resumes. Every write is atomic, so the checkpoint and metrics.csv stay as they were."""
-        try:
-            yield
-        except OSError as exc:
-            resume = (f"resumes at epoch {saved_at['epoch'] + 1}, batch {saved_at['batch']}/{n_batches}"
-                      if saved_at else "starts afresh")
-            raise OcbenchError(f"cannot write {path}: {exc.strerror or exc}; the last checkpoint and "
-                               f"metrics.csv are intact: free space and rerun, which {resume}") from None
-
-    def save_checkpoint(finished: bool = False) -> None:
-        nonlocal saved_at
-        state = {
-            "fingerprint": fingerprint, "run": run_id, "finished": finished,
-            **training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device), "position": position, "rows": rows,
-        }
-        tb.flush()  # every event up to this step on disk before the checkpoint: a resume misses none
-        with writing(checkpoint_path):
-            atomic_write(checkpoint_path, lambda f: torch.save(state, f), state_dir / PREVIOUS_CHECKPOINT)
-            where = {"run": run_id, "finished": finished, "epochs": tc.epochs, "n_batches": n_batches,
-                     "batch_size": batch_size, "time": time.time(),
-                     **{k: position[k] for k in ("epoch", "batch", "iterations", "elapsed")}}
-            atomic_write(state_dir / POSITION, lambda f: f.write(json.dumps(where).encode()))
-        saved_at = {"epoch": position["epoch"], "batch": position["batch"]}
-
-    with writing(metrics_path):
-        write_metrics(metrics_path, rows)
-
-    if evaluator is None:
-        from ocbench.metrics import Evaluator
-
-        evaluator = Evaluator.from_config(cfg, device)
-
-    log(f"{run_id}: {gan_name} alpha={variant.alpha} on {device}, {n_images} images, "
-        f"{n_batches} batches of {batch_size}, epochs {position['epoch'] + 1}..{tc.epochs}")
-    status, last_save = "ok", time.monotonic()
-    while position["epoch"] < tc.epochs and status == "ok":
-        epoch = position["epoch"]
-        beta = schedules.beta(variant.beta, epoch, tc.epochs)  # floats, for the record
-        if beta_t is not None:
-            beta_t.copy_(torch.tensor(beta))  # in place: compiled and captured steps read the new values
-        if position["perm"] is None:  # a fresh epoch: a new shuffle
-            position["perm"] = torch.randperm(n_images, generator=data_rng)
-        perm = position["perm"].to(images.device)
-        sums = position["sums"]  # g_loss sum, d_loss sum, G steps, D steps (this epoch)
-        G.train(), D.train()
-        started = time.monotonic() - position["elapsed"]
-        bar = progress(range(position["batch"], n_batches), initial=position["batch"], total=n_batches,
-                       desc=f"{run_id} epoch {epoch + 1}/{tc.epochs}", unit="it", leave=False, mininterval=0.5)
-        for batch_index in bar:
-            real = to_model_input(gather(perm[batch_index * batch_size:(batch_index + 1) * batch_size]),
-                                  device, tc.channels_last)
-
-            loss_d, loss_g = step(real, beta_t, gan.critic.g_turn(batch_index, position["g_updates"]))
-            sums[1] += loss_d
-            sums[3] += 1
-            position["iterations"] += 1
-            if loss_g is not None:
-                sums[0] += loss_g
-                sums[2] += 1
-                position["g_updates"] += 1
-            position["batch"] = batch_index + 1
-
-            if batch_index % cfg.log.every == cfg.log.every - 1 or batch_index == n_batches - 1:
-                g_mean, d_mean = float(sums[0]) / max(sums[2], 1), float(sums[1]) / max(sums[3], 1)
-                bar.set_postfix(g=f"{g_mean:.3f}", d=f"{d_mean:.3f}", refresh=False)
-                tb.losses(position["iterations"], g_mean, d_mean, sums[2], sums[3], beta)
-                if not (math.isfinite(g_mean) and math.isfinite(d_mean)):
-                    status = "diverged"
-                    break
-            if time.monotonic() - last_save > 60 * tc.checkpoint_minutes:
-                position["elapsed"] = time.monotonic() - started
-                position["sums"] = [float(s) if torch.is_tensor(s) else s for s in sums]
-                sums = position["sums"]
-                save_checkpoint()
-                last_save = time.monotonic()
-        bar.close()
-
-        # ---- end of epoch: losses, evaluation, samples, snapshot, the metrics row
-        train_seconds = time.monotonic() - started
-        g_mean, d_mean = float(sums[0]) / max(sums[2], 1), float(sums[1]) / max(sums[3], 1)
-        if not (math.isfinite(g_mean) and math.isfinite(d_mean)):
-            status = "diverged"
-        row = {
-            "epoch": epoch + 1, "iterations": position["iterations"], "g_updates": position["g_updates"],
-            "g_loss": g_mean, "d_loss": d_mean, "beta_h": beta[0], "beta_l": beta[1],
-            "epoch_seconds": round(train_seconds, 3),
-            "images_per_s": round(sums[3] * batch_size / max(train_seconds, 1e-9), 1), "status": status,
-        }
-        eval_started = time.monotonic()
-        G.eval()
-        if status == "ok":
-            grid_path = run_dir / "samples" / f"epoch_{epoch + 1:03d}.png"
-            with torch.no_grad(), autocast(), writing(grid_path):
-                save_grid(G(grid_z, beta_t), grid_path)
-            scores = evaluator.evaluate(eval_sampler(G, beta_t, tc.latent_dim, device, epoch,
-                                                     cfg.metrics.fid_samples, autocast), cfg.metrics.fid_samples,
-                                        fid_inf=epoch + 1 in tc.snapshot_epochs or epoch + 1 == tc.epochs)
-            # plain Python types: the rows travel in the checkpoint, which loads with weights_only
-            row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
-                       recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
-                       weights_official=bool(scores["weights_official"]), frechet=str(scores["frechet"]),
-                       kid=float(scores["kid"]), kid_std=float(scores["kid_std"]), fid_inf=float(scores["fid_inf"]))
-            if epoch + 1 in tc.snapshot_epochs or epoch + 1 == tc.epochs:
-                snapshot = {"generator": G.state_dict(), "alpha": variant.alpha, "width": tc.width,
-                            "latent_dim": tc.latent_dim, "beta": list(beta), "epoch": epoch + 1, "run": run_id,
-                            # the latents this epoch's FID was computed on: `ocbench sample` redraws them
-                            "evaluation": {"seed": eval_seed(epoch), "samples": cfg.metrics.fid_samples}}
-                snapshot_path = run_dir / f"generator_epoch_{epoch + 1:03d}.pt"
-                with writing(snapshot_path):
-                    atomic_write(snapshot_path, lambda f: torch.save(snapshot, f))
-        else:
-            row.update(fid=float("nan"), precision=float("nan"), recall=float("nan"),
-                       weights_sha256=evaluator.weights_sha256, weights_official=evaluator.weights_official,
-                       frechet=evaluator.frechet, kid=float("nan"), kid_std=float("nan"), fid_inf=float("nan"))
-        row.update(evaluator.provenance(cfg.metrics.fid_samples))
-        row["eval_seconds"] = round(time.monotonic() - eval_started, 3)
-        tb.epoch(position["iterations"], row, grid_path if status == "ok" else None)
-        rows.append(row)
-        with writing(metrics_path):
-            write_metrics(metrics_path, rows)
-        log(f"{run_id} epoch {epoch + 1}/{tc.epochs}: g_loss {g_mean:.4f} d_loss {d_mean:.4f} "
-            f"fid {row['fid']:.2f} precision {row['precision']:.3f} recall {row['recall']:.3f} "
-            f"beta ({beta[0]:.2f}, {beta[1]:.2f}) {row['images_per_s']:.0f} img/s "
-            f"train {train_seconds:.1f}s eval {row['eval_seconds']:.1f}s" + ("  DIVERGED" if status != "ok" else ""))
-        position.update(epoch=epoch + 1, batch=0, sums=[0.0, 0.0, 0, 0], elapsed=0.0, perm=None)
-        save_checkpoint()
-        last_save = time.monotonic()
-
-    summary = {
-        "run": run_id, "gan": gan_name, "variant": variant_name, "seed": seed, "alpha": variant.alpha,
-        "status": status, "epochs": tc.epochs, "epochs_done": len(rows),
-        "diverged_epoch": rows[-1]["epoch"] if status == "diverged" else None,
-        "iterations": position["iterations"], "g_updates": position["g_updates"],
-        "fingerprint": fingerprint, "device": str(device), "torch": torch.__version__,
-        "weights_sha256": evaluator.weights_sha256, "weights_official": evaluator.weights_official,
-        "train_seconds": round(sum(r["epoch_seconds"] for r in rows), 1),
-        "eval_seconds": round(sum(r["eval_seconds"] for r in rows), 1),
-    }
-    save_checkpoint(finished=True)
-    tb.close()
-    with writing(run_json):
-        atomic_write(run_json, lambda f: f.write((json.dumps(summary, indent=2) + "\n").encode()))
-    return summary
-
-
-def build_networks(alpha: float, gan, tc, device: torch.device) -> tuple[Generator, Discriminator]:
-    """G and D of a run at `alpha`: D's normalisation and spectral norm as the GAN's config says."""
-    G = Generator(alpha, tc.width, tc.latent_dim, init=tc.init).to(device)
-    D = Discriminator(alpha, tc.width, init=tc.init, norm=gan.d_norm, spectral_norm=gan.spectral_norm).to(device)
-    if tc.channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    return G, D
-
-
-def training_step(G, D, gan, tc, device: torch.device, noise_rng: torch.Generator):
-    """(opt_g, opt_d, step, autocast) of a run, as the config's speed options ask; the benchmarks
-    build theirs here too, so that they time what training runs."""
-    opt_g = make_optimizer(G.parameters(), gan.optimizer, device, capturable=tc.cuda_graphs)
-    opt_d = make_optimizer(D.parameters(), gan.optimizer, device, capturable=tc.cuda_graphs)
-    # Compiled copies share parameters with G and D; checkpoints always hold the plain modules.
-    G_fwd, D_fwd = (torch.compile(G), torch.compile(D)) if tc.compile else (G, D)
-    # autocast's weight cache must be off inside a CUDA graph (the cache would be captured stale)
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16,  # noqa: E731
-                                      cache_enabled=not tc.cuda_graphs)
-    make = make_cuda_graph_step if tc.cuda_graphs else make_step  # the fast path is its own step function
-    return opt_g, opt_d, make(G_fwd, D_fwd, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D), autocast
-
-
-def step_parts(G, D, opt_g, opt_d, gan, autocast, D_params=None):
-    """The protocol's two halves as functions of their inputs; the caller draws the noise.
-
-    d_step(real, z, beta, eps): D on a real batch and on G(z) as two separate forward passes
-    (BatchNorm sees real and fake apart), plus lambda x the gradient penalty at interpolates with
-    weights `eps` when the GAN has one, backward, optimiser step, then the WGAN clamp if any.
-    g_step(z, beta): G through a frozen D, backward, optimiser step.
-    Both return their loss as a detached tensor (D's includes the penalty): nothing here waits for
-    the device. `D_params` is the plain module behind a compiled D, for the clamp, the penalty and
-    for switching its gradients off.
-    """
-    D_params = D if D_params is None else D_params
-    d_weights = list(D_params.parameters())
-
-    def d_step(real: torch.Tensor, z: torch.Tensor, beta, eps: torch.Tensor | None) -> torch.Tensor:
-        with autocast():
-            with torch.no_grad():
-                fake = G(z, beta)  # no graph through G: the same as G(z).detach()
-            loss = losses.d_loss(gan.loss, D(real, beta).float(), D(fake, beta).float())
-            if gan.gradient_penalty:  # the plain D: torch.compile does not support double backward
-                loss = loss + gan.gradient_penalty * losses.gradient_penalty(D_params, real, fake, beta, eps)
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_d.step()
-        if gan.clamp is not None:
-            losses.clamp_(d_weights, gan.clamp)
-        return loss.detach()
-
-    def g_step(z: torch.Tensor, beta) -> torch.Tensor:
-        D_params.requires_grad_(False)  # D's weight gradients are not needed for G's step
-        with autocast():
-            loss = losses.g_loss(gan.loss, D(G(z, beta), beta).float())
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        D_params.requires_grad_(True)
-        return loss.detach()
-
-    return d_step, g_step
-
-
-def make_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params=None):
-    """One iteration of the protocol, eager: `step(real, beta, g_turn)` -> (loss_d, loss_g or None).
-
-    A D step with a fresh z, then (when `g_turn`) a G step with another fresh z, both drawn from the
-    run's noise generator. The losses stay on the device: the loop reads them only now and then.
-    """
-    d_step, g_step = step_parts(G, D, opt_g, opt_d, gan, autocast, D_params)
-    shape = (tc.batch_size, tc.latent_dim)
-
-    def step(real: torch.Tensor, beta, g_turn: bool):
-        z = torch.randn(shape, device=device, generator=noise_rng)
-        eps = losses.interpolation_weights(tc.batch_size, device, noise_rng) if gan.gradient_penalty else None
-        loss_d = d_step(real, z, beta, eps)
-        if not g_turn:
-            return loss_d, None
-        return loss_d, g_step(torch.randn(shape, device=device, generator=noise_rng), beta)
-
-    return step
-
-
-class CudaGraphs:
-    """The device side of `make_cuda_graph_step`: eager calls on a side stream (as capture requires
-    of the calls before it: cuDNN's autotuning, the optimisers' lazily made state, torch.compile),
-    and capture into a graph that replays. Tests on the CPU pass a stand-in with the same methods."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.side = device, torch.cuda.Stream(device)
-
-    def eager(self, fn, *inputs):
-        current = torch.cuda.current_stream(self.device)
-        self.side.wait_stream(current)
-        with torch.cuda.stream(self.side):
-            out = fn(*inputs)
-        current.wait_stream(self.side)
-        return out
-
-    def capture(self, fn, *inputs):
-        """`fn(*inputs)` captured once; returns `replay()`, which runs it again and returns a copy of
-        its output (the graph's output buffer is overwritten by the next replay). Captured on the
-        current device, which `configure_backends` set to the run's."""
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = fn(*inputs)
-
-        def replay():
-            graph.replay()
-            return out.clone()
-
-        return replay
-
-
-def make_cuda_graph_step(G, D, opt_g, opt_d, gan, noise_rng, tc, device, autocast, D_params=None,
-                         warmup: int = 3, graphs=None):
-    """The same iteration as `make_step`, with the D step and the G step each captured once as a
-    CUDA graph and then replayed: one launch per half instead of hundreds of small kernels.
-
-    Inputs reach the graphs through static buffers: the real batch is copied in and each z is drawn
-    into its buffer from the run's noise generator, the same draws in the same order as the eager
-    step makes. beta must be the same tensor (or None) on every call: train updates it in place.
-    Each half runs eagerly `warmup` times before it is captured, counted apart: with several critic
-    steps per G step (and after a resume in the middle of that schedule) the first G step may come
-    many iterations after the first D step. Those eager calls are ordinary training iterations.
-    `graphs`: the device side (`CudaGraphs(device)` unless a test passes a stand-in).
-    """
-    if graphs is None:
-        if device.type != "cuda":
-            raise OcbenchError(f"train.cuda_graphs needs a CUDA device, not {device}; set train.cuda_graphs=false")
-        graphs = CudaGraphs(device)
-    d_step, g_step = step_parts(G, D, opt_g, opt_d, gan, autocast, D_params)
-    shape = (tc.batch_size, tc.latent_dim)
-    z_d, z_g = torch.empty(shape, device=device), torch.empty(shape, device=device)
-    eps = torch.empty(tc.batch_size, 1, 1, 1, device=device) if gan.gradient_penalty else None
-    static: dict = {}  # "real", "beta": the inputs every call shares
-    eager_calls = {d_step: 0, g_step: 0}
-    replays: dict = {}  # half -> its replay(), once captured
-
-    def run(half, *inputs):
-        if half in replays:
-            return replays[half]()
-        if eager_calls[half] < warmup:
-            eager_calls[half] += 1
-            return graphs.eager(half, *inputs)
-        replays[half] = graphs.capture(half, *inputs)  # capture records without running:
-        return replays[half]()  # the first replay is this iteration's step
-
-    def step(real: torch.Tensor, beta, g_turn: bool):
-        if "real" not in static:
-            static["real"], static["beta"] = torch.empty_like(real), beta
-        if beta is not static["beta"]:
-            raise ValueError("a CUDA-graph step needs the same beta tensor on every call (update it in place)")
-        static["real"].copy_(real)
-        z_d.normal_(generator=noise_rng)
-        if eps is not None:
-            eps.uniform_(generator=noise_rng)  # what interpolation_weights draws, into the static buffer
-        loss_d = run(d_step, static["real"], z_d, beta, eps)
-        if not g_turn:
-            return loss_d, None
-        z_g.normal_(generator=noise_rng)
-        return loss_d, run(g_step, z_g, beta)
-
-    return step
+# evaluation's latents
 
 
 def eval_sampler(G, beta, latent_dim, device, epoch, n, autocast):

@@ -18,7 +18,7 @@ from scipy import stats
 
 from ocbench import claims as claims_mod
 from ocbench import config as config_mod
-from ocbench.train import METRIC_COLUMNS
+from ocbench.formats import METRIC_COLUMNS
 
 EPOCHS = 6
 SEEDS = [0, 1, 2]

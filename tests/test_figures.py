@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from ocbench import config as config_mod
-from ocbench.train import METRIC_COLUMNS
+from ocbench.formats import METRIC_COLUMNS
 
 EPOCHS = 6
 GANS = ["dcgan", "lsgan", "wgan"]

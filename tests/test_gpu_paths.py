@@ -16,8 +16,8 @@ from ocbench.bench.train import compare
 from ocbench.device import check_ordinal, resolve_device
 from ocbench.errors import OcbenchError
 from ocbench.nn import Discriminator, Generator
-from ocbench.train import (PinnedGather, batch_gatherer, fits_on_device, load_optimizer_state,
-                           make_cuda_graph_step, make_optimizer, make_step, rng_state, set_rng_state)
+from ocbench.train import (CudaGraphStep, PinnedGather, TrainingStep, batch_gatherer, fits_on_device,
+                           load_optimizer_state, make_optimizer, rng_state, set_rng_state)
 
 WIDTH, BATCH, LATENT = 4, 4, 100
 
@@ -41,12 +41,13 @@ class ReplayByCalling:
 
 def networks(gan_name: str, device=torch.device("cpu")):
     cfg = config_mod.load(overrides=[f"train.batch_size={BATCH}", f"train.width={WIDTH}"])
-    gan, tc = cfg.gans[gan_name], cfg.train
+    gan = cfg.gans[gan_name]
     torch.manual_seed(0)
     G, D = Generator(0.5, WIDTH, LATENT).to(device), Discriminator(0.5, WIDTH, norm=gan.d_norm).to(device)
     opt_g, opt_d = make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer)
     autocast = lambda: torch.autocast(device.type, enabled=False)  # noqa: E731
-    return G, D, opt_g, opt_d, gan, tc, autocast
+    sizes = {"batch_size": BATCH, "latent_dim": LATENT, "device": device, "autocast": autocast}
+    return G, D, opt_g, opt_d, gan, sizes
 
 
 def run(step, g_turns, beta=None):
@@ -65,14 +66,14 @@ def test_each_half_of_a_cuda_graph_step_runs_eagerly_before_it_is_captured():
     capture (cuDNN autotuning, Adam's lazily made state and torch.compile cannot run inside one),
     and the captured step computes what the eager step computes, draw for draw."""
     g_turns = [False, False, False, True] + [i % 5 == 0 for i in range(16)]
-    G0, D0, opt_g0, opt_d0, gan, tc, autocast = networks("wgan_gp")
-    eager = make_step(G0, D0, opt_g0, opt_d0, gan, torch.Generator().manual_seed(0), tc, torch.device("cpu"), autocast)
+    G0, D0, opt_g0, opt_d0, gan, sizes = networks("wgan_gp")
+    eager = TrainingStep(G0, D0, opt_g0, opt_d0, gan, torch.Generator().manual_seed(0), **sizes)
     expected = run(eager, g_turns)
 
-    G1, D1, opt_g1, opt_d1, gan, tc, autocast = networks("wgan_gp")
+    G1, D1, opt_g1, opt_d1, gan, sizes = networks("wgan_gp")
     graphs = ReplayByCalling()
-    graphed = make_cuda_graph_step(G1, D1, opt_g1, opt_d1, gan, torch.Generator().manual_seed(0), tc,
-                                   torch.device("cpu"), autocast, warmup=3, graphs=graphs)
+    graphed = CudaGraphStep(G1, D1, opt_g1, opt_d1, gan, torch.Generator().manual_seed(0), **sizes,
+                            warmup=3, graphs=graphs)
     assert run(graphed, g_turns) == expected
     for half in ("d_step", "g_step"):
         calls = [kind for kind, name in graphs.log if name == half]
@@ -85,9 +86,9 @@ def test_each_half_of_a_cuda_graph_step_runs_eagerly_before_it_is_captured():
 def test_the_bench_loop_hands_a_cuda_graph_step_one_beta():
     """`bench train` timed its loops with a new (1.0, 1.0) tuple per call; a CUDA-graph step
     refuses that ("needs the same beta tensor")."""
-    G, D, opt_g, opt_d, gan, tc, autocast = networks("dcgan")
-    step = make_cuda_graph_step(G, D, opt_g, opt_d, gan, torch.Generator().manual_seed(0), tc,
-                                torch.device("cpu"), autocast, warmup=1, graphs=ReplayByCalling())
+    G, D, opt_g, opt_d, gan, sizes = networks("dcgan")
+    step = CudaGraphStep(G, D, opt_g, opt_d, gan, torch.Generator().manual_seed(0), **sizes, warmup=1,
+                         graphs=ReplayByCalling())
 
     def batches():
         while True:
@@ -177,8 +178,8 @@ def test_cuda_n_is_checked_against_the_gpus_the_job_sees():
 
 def test_deterministic_mode_sets_cublas_workspace_before_cuda_starts():
     code = ("import os, torch; from ocbench.train import configure_backends; from ocbench import config; "
-            "tc = config.load(overrides=['train.deterministic=true']).train; "
-            "configure_backends(tc, torch.device('cpu')); print(os.environ.get('CUBLAS_WORKSPACE_CONFIG'))")
+            "train_cfg = config.load(overrides=['train.deterministic=true']).train; "
+            "configure_backends(train_cfg, torch.device('cpu')); print(os.environ.get('CUBLAS_WORKSPACE_CONFIG'))")
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ":4096:8"

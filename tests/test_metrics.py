@@ -16,7 +16,9 @@ import yaml
 from ocbench import config as config_mod
 from ocbench import fid, kid, prdc
 from ocbench.errors import OcbenchError
-from ocbench.metrics import Evaluator, generator_sampler, image_files, read_images
+from ocbench.fid import image_files
+from ocbench.metrics import Evaluator, read_images
+from ocbench.sample import generator_sampler
 
 from conftest import run_cli
 

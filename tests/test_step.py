@@ -8,7 +8,7 @@ import torch
 from ocbench import config as config_mod
 from ocbench.errors import OcbenchError
 from ocbench.nn import Discriminator, Generator
-from ocbench.train import beta_tensor, make_cuda_graph_step, make_optimizer, make_step
+from ocbench.train import CudaGraphStep, TrainingStep, beta_tensor, make_optimizer
 
 WIDTH, BATCH, LATENT = 4, 4, 100
 
@@ -16,7 +16,7 @@ WIDTH, BATCH, LATENT = 4, 4, 100
 def setup(device, gan_name="wgan", compiled=False, graphs=False):
     """A RAMP (beta changes every epoch) G/D pair, its optimisers and step, seeded identically."""
     cfg = config_mod.load(overrides=[f"train.batch_size={BATCH}", f"train.width={WIDTH}"])
-    gan, tc = cfg.gans[gan_name], cfg.train
+    gan = cfg.gans[gan_name]
     torch.manual_seed(0)
     G = Generator(0.5, WIDTH, LATENT).to(device)
     D = Discriminator(0.5, WIDTH).to(device)
@@ -25,8 +25,9 @@ def setup(device, gan_name="wgan", compiled=False, graphs=False):
     noise = torch.Generator(device).manual_seed(0)
     autocast = lambda: torch.autocast(device.type, enabled=False, cache_enabled=not graphs)  # noqa: E731
     G_fwd, D_fwd = (torch.compile(G), torch.compile(D)) if compiled else (G, D)
-    make = make_cuda_graph_step if graphs else make_step
-    step = make(G_fwd, D_fwd, opt_g, opt_d, gan, noise, tc, device, autocast, D)
+    kind = CudaGraphStep if graphs else TrainingStep
+    step = kind(G_fwd, D_fwd, opt_g, opt_d, gan, noise, batch_size=BATCH, latent_dim=LATENT, device=device,
+                autocast=autocast, D_plain=D)
     beta = beta_tensor({"kind": "ramp"}, device)
     return G, D, step, beta
 

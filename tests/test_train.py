@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from conftest import checkout_env
-from ocbench.train import GRID_PADDING, METRIC_COLUMNS, TIMING_COLUMNS, grid_columns
+from ocbench.formats import GRID_PADDING, METRIC_COLUMNS, TIMING_COLUMNS, grid_columns
 
 
 def tiny_images(n: int, seed: int = 0) -> np.ndarray:
@@ -63,13 +63,6 @@ def tensorboard_events(log_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     return EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
-
-
-def test_status_reads_the_files_train_writes():
-    """ocbench/status.py repeats train.py's file names (so that it need not import torch)."""
-    from ocbench import status, train
-
-    assert (status.CHECKPOINT, status.POSITION, status.LOCK) == (train.CHECKPOINT, train.POSITION, train.LOCK)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -257,17 +250,17 @@ def test_official_wgan_critic_schedule_and_clamp(setup, cli):
 
 
 def test_the_d_step_adds_lambda_times_the_gradient_penalty():
-    """make_step's D loss for wgan_gp is D's WGAN loss plus 10 x the penalty at interpolates whose
+    """TrainingStep's D loss for wgan_gp is D's WGAN loss plus 10 x the penalty at interpolates whose
     weights come from the run's noise generator, right after the fake batch's z."""
     import copy
     from contextlib import nullcontext
 
     from ocbench import config, losses
     from ocbench.nn import Discriminator, Generator
-    from ocbench.train import make_optimizer, make_step
+    from ocbench.train import TrainingStep, make_optimizer
 
     cfg = config.load(overrides=["train.width=4", "train.batch_size=4"])
-    gan, tc = cfg.gans["wgan_gp"], cfg.train
+    gan, train_cfg = cfg.gans["wgan_gp"], cfg.train
     torch.manual_seed(0)
     G, D = Generator(0.5, 4), Discriminator(0.5, 4, norm=gan.d_norm)
     real, beta = torch.rand(4, 3, 128, 128) * 2 - 1, (1.0, 1.0)
@@ -275,13 +268,14 @@ def test_the_d_step_adds_lambda_times_the_gradient_penalty():
 
     G_ref, D_ref, noise_ref = copy.deepcopy(G), copy.deepcopy(D), torch.Generator().manual_seed(0)
     with torch.no_grad():
-        fake = G_ref(torch.randn(4, tc.latent_dim, generator=noise_ref), beta)
+        fake = G_ref(torch.randn(4, train_cfg.latent_dim, generator=noise_ref), beta)
     eps = losses.interpolation_weights(4, "cpu", noise_ref)
     expected = losses.d_loss("wgan", D_ref(real, beta), D_ref(fake, beta)) + 10.0 * losses.gradient_penalty(
         D_ref, real, fake, beta, eps)
 
-    step = make_step(G, D, make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer),
-                     gan, noise, tc, torch.device("cpu"), nullcontext)
+    step = TrainingStep(G, D, make_optimizer(G.parameters(), gan.optimizer), make_optimizer(D.parameters(), gan.optimizer),
+                        gan, noise, batch_size=4, latent_dim=train_cfg.latent_dim, device=torch.device("cpu"),
+                        autocast=nullcontext)
     loss_d, loss_g = step(real, beta, g_turn=False)
     assert loss_g is None and loss_d.item() == pytest.approx(expected.item(), rel=1e-6)
     assert torch.equal(noise.get_state(), noise_ref.get_state())  # the same draws, in the same order
@@ -449,7 +443,7 @@ def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
     from PIL import Image
 
     from ocbench import fid
-    from ocbench.metrics import generator_sampler
+    from ocbench.sample import generator_sampler
 
     root, config = setup
     generator, n, seed = reference["generator"], 24, 5

@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import REPO, run_cli
 from ocbench.claims import CLAIMS
-from ocbench.train import TIMING_COLUMNS
+from ocbench.formats import TIMING_COLUMNS
 
 BIN = Path(sys.executable).parent
 SMOKE = REPO / "workflow" / "config" / "smoke.yaml"

@@ -1,7 +1,7 @@
 """`ocbench bench protocol`: what the configured protocol costs on this device, before spending it.
 
 For every (GAN, variant) the config trains, this times the real thing on this device (the real
-`make_step` on the real data path, and one per-epoch evaluation by the real Evaluator of
+`TrainingStep` on the real data path, and one per-epoch evaluation by the real Evaluator of
 `metrics.fid_samples` samples) and projects the whole protocol from it:
 
     per run  = iterations with a G step x their time + iterations without one x theirs
@@ -47,6 +47,7 @@ from ocbench.bench.train import authors_batches, authors_loader, build, our_batc
 from ocbench.config import Config, CriticConfig
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
+from ocbench.formats import atomic_write
 from ocbench.train import beta_tensor, configure_backends, eval_sampler, load_images
 
 
@@ -141,14 +142,14 @@ def time_our_evaluation(cfg: Config, evaluator, G, beta, device, autocast) -> fl
     """One per-epoch evaluation as training makes it, after a one-batch warm-up of G and Inception."""
     from ocbench.fid import to_uint8
 
-    tc = cfg.train
+    train_cfg = cfg.train
     G.eval()
     warmup = min(evaluator.batch_size, 2)  # one small batch: kernel selection, not the timed work
-    sample = eval_sampler(G, beta, tc.latent_dim, device, 0, warmup, autocast)
+    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, 0, warmup, autocast)
     evaluator.features([to_uint8(sample(0, warmup))], warmup)
     sync(device)
     start = time.perf_counter()
-    evaluator.evaluate(eval_sampler(G, beta, tc.latent_dim, device, 0, cfg.metrics.fid_samples, autocast),
+    evaluator.evaluate(eval_sampler(G, beta, train_cfg.latent_dim, device, 0, cfg.metrics.fid_samples, autocast),
                        cfg.metrics.fid_samples)
     sync(device)
     seconds = time.perf_counter() - start
@@ -176,14 +177,15 @@ def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, itera
     ops of a few more iterations."""
     from ocbench.metrics import Evaluator
 
-    tc, variant = cfg.train, cfg.variants[variant_name]
-    device = resolve_device(tc.device)
-    configure_backends(tc, device)
-    images = load_images(cfg.data.prepared, device, tc.data_on_device, cfg.gpus.runs_per_gpu) if images is None else images
+    train_cfg, variant = cfg.train, cfg.variants[variant_name]
+    device = resolve_device(train_cfg.device)
+    configure_backends(train_cfg, device)
+    if images is None:
+        images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)
     evaluator = Evaluator.from_config(cfg, device) if evaluator is None else evaluator
     G, step, autocast = build(cfg, gan_name, variant.alpha, device)
-    beta = first_epoch_beta(variant.beta, tc.epochs, device)
-    batches = our_batches(images, tc.batch_size, device, tc.channels_last)
+    beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
+    batches = our_batches(images, train_cfg.batch_size, device, train_cfg.channels_last)
     with_g, without_g = time_training(step, batches, beta, d_only, device, iterations, warmup, barrier)
     if profile:
         log(f"profile of {gan_name}/{variant_name}, 5 iterations:\n"
@@ -230,17 +232,17 @@ def time_authors(cfg: Config, gan_name: str, variant_name: str, d_only: bool, it
     PNGs written one by one, then `python -m pytorch_fid` in a new process."""
     from torchvision.utils import save_image
 
-    tc, m, variant = cfg.train, cfg.metrics, cfg.variants[variant_name]
-    device = resolve_device(tc.device)
+    train_cfg, m, variant = cfg.train, cfg.metrics, cfg.variants[variant_name]
+    device = resolve_device(train_cfg.device)
     G, step, autocast = build(cfg, gan_name, variant.alpha, device)
-    beta = first_epoch_beta(variant.beta, tc.epochs, device)
+    beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
     with_g, without_g = time_training(step, authors_batches(loader, device), beta, d_only, device,
                                       iterations, warmup)
 
     out = work / f"samples_{gan_name}_{variant_name}"
     out.mkdir(parents=True)
     G.eval()
-    sample = eval_sampler(G, beta, tc.latent_dim, device, 0, m.fid_samples, autocast)
+    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, 0, m.fid_samples, autocast)
     sync(device)
     start = time.perf_counter()
     for s in range(0, m.fid_samples, m.batch_size):
@@ -296,36 +298,36 @@ def environment(device: torch.device) -> dict:
 
 def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected_images: int | None = None,
                    authors: bool = True, json_path: str | None = None, profile: bool = False, log=print) -> dict:
-    tc = cfg.train
-    device = resolve_device(tc.device)
+    train_cfg = cfg.train
+    device = resolve_device(train_cfg.device)
     timed_images = len(np.load(cfg.data.prepared, mmap_mode="r")) if Path(cfg.data.prepared).is_file() else 0
-    if timed_images < tc.batch_size:
+    if timed_images < train_cfg.batch_size:
         raise OcbenchError(f"{cfg.data.prepared} holds {timed_images} images, fewer than one batch of "
-                           f"{tc.batch_size}; run `ocbench data prepare` (or data synth + prepare) first")
+                           f"{train_cfg.batch_size}; run `ocbench data prepare` (or data synth + prepare) first")
     projected = projected_images or timed_images
-    batches_per_epoch = projected // tc.batch_size
+    batches_per_epoch = projected // train_cfg.batch_size
     jobs = cfg.gpus.runs_per_gpu
     env = environment(device)
     log(f"ocbench bench protocol: config {cfg.name} on {env['device_name']} ({device}), torch {env['torch']}, "
         f"{env['date']}")
     log(f"timed on {timed_images:,} prepared images; projected for {projected:,} images = {batches_per_epoch:,} "
-        f"batches of {tc.batch_size} per epoch, {tc.epochs} epochs, {len(cfg.run.seeds)} seed(s); "
+        f"batches of {train_cfg.batch_size} per epoch, {train_cfg.epochs} epochs, {len(cfg.run.seeds)} seed(s); "
         f"{jobs} run(s) sharing the device; {iterations} timed iterations after {warmup} warm-up")
 
     from ocbench.metrics import Evaluator
 
     cases = []
-    configure_backends(tc, device)
-    images = load_images(cfg.data.prepared, device, tc.data_on_device, jobs) if jobs == 1 else None
+    configure_backends(train_cfg, device)
+    images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, jobs) if jobs == 1 else None
     evaluator = Evaluator.from_config(cfg, device) if jobs == 1 else None
     with tempfile.TemporaryDirectory(prefix="bench_protocol_") as tmp:
         if authors:
             work = Path(tmp)
             fid_env = pytorch_fid_env(cfg, work)
             host_images = load_images(cfg.data.prepared, torch.device("cpu"), False).numpy()
-            loader = authors_loader(host_images, work / "train", tc.batch_size)
+            loader = authors_loader(host_images, work / "train", train_cfg.batch_size)
         for gan_name in cfg.run.gans:
-            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, tc.epochs)
+            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, train_cfg.epochs)
             d_only = without_g > 0
             for variant_name in cfg.run.variants:
                 if jobs > 1:
@@ -336,7 +338,7 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
                 theirs = (time_authors(cfg, gan_name, variant_name, d_only, iterations, warmup, loader, work, fid_env)
                           if authors else None)
                 case = Case(gan_name, variant_name, len(cfg.run.seeds), with_g, without_g, ours, theirs, jobs)
-                case.projection = project(case, tc.epochs)
+                case.projection = project(case, train_cfg.epochs)
                 cases.append(case)
                 p = case.projection
                 log(f"{gan_name}/{variant_name}: {p['ours_it_s']:.1f} it/s, evaluation {ours.evaluation:.2f} s"
@@ -345,10 +347,10 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
 
     result = {
         **env, "config": cfg.name, "timed_images": timed_images, "projected_images": projected,
-        "batch_size": tc.batch_size, "batches_per_epoch": batches_per_epoch, "epochs": tc.epochs,
+        "batch_size": train_cfg.batch_size, "batches_per_epoch": batches_per_epoch, "epochs": train_cfg.epochs,
         "seeds": len(cfg.run.seeds), "runs": len(cases) * len(cfg.run.seeds), "runs_per_gpu": jobs,
         "fid_samples": cfg.metrics.fid_samples, "fid_dims": cfg.metrics.dims,
-        "speed_options": {k: getattr(tc, k) for k in ("bf16", "channels_last", "compile", "cuda_graphs")},
+        "speed_options": {k: getattr(train_cfg, k) for k in ("bf16", "channels_last", "compile", "cuda_graphs")},
         "iterations": iterations, "warmup": warmup,
         "cases": [asdict(c) for c in cases],
         "total": totals(cases),
@@ -357,7 +359,7 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
     log(markdown(result))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write(Path(json_path), json.dumps(result, indent=2) + "\n")
         log(f"wrote {json_path}")
     return result
 

@@ -1,6 +1,6 @@
 """`ocbench bench train`: training iterations/s, ours against a loop written the authors' way.
 
-Both loops run the same `make_step` (the protocol's D step then G step) on the same networks; they
+Both loops run the same `TrainingStep` (the protocol's D step then G step) on the same networks; they
 differ only in how a batch reaches the device:
 
 - ours: the prepared uint8 array sits whole on the device (or in RAM on a CPU), a batch is a
@@ -23,8 +23,7 @@ import torch
 from ocbench.config import Config
 from ocbench.device import resolve_device
 from ocbench.bench import sync
-from ocbench.train import (batch_gatherer, build_networks, configure_backends, load_images, to_model_input,
-                           training_step)
+from ocbench.train import batch_gatherer, build_networks, build_step, configure_backends, load_images, to_model_input
 
 
 def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
@@ -46,12 +45,12 @@ def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
 def build(cfg: Config, gan_name: str, alpha: float, device: torch.device):
     """(G, the training step as the config builds it, autocast) of one GAN at `alpha`, seeded as a
     run with seed 0."""
-    tc, gan = cfg.train, cfg.gans[gan_name]
+    train_cfg, gan = cfg.train, cfg.gans[gan_name]
     torch.manual_seed(0)
-    G, D = build_networks(alpha, gan, tc, device)
+    G, D = build_networks(alpha, gan, train_cfg, device)
     noise = torch.Generator(device).manual_seed(0)
-    _, _, step, autocast = training_step(G, D, gan, tc, device, noise)
-    return G, step, autocast
+    step = build_step(G, D, gan, train_cfg, device, noise)
+    return G, step, step.autocast
 
 
 def our_batches(images: torch.Tensor, batch_size: int, device: torch.device, channels_last: bool):
@@ -97,20 +96,20 @@ def compare(loops: dict, step, device, warmup: int, iterations: int, rounds: int
 
 def bench_train(cfg: Config, iterations: int, warmup: int, rounds: int = 3, alphas=(0.0, 0.5),
                 log=print) -> list[dict]:
-    tc = cfg.train
-    device = resolve_device(tc.device)
-    configure_backends(tc, device)
-    images = load_images(cfg.data.prepared, device, tc.data_on_device, cfg.gpus.runs_per_gpu)
+    train_cfg = cfg.train
+    device = resolve_device(train_cfg.device)
+    configure_backends(train_cfg, device)
+    images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)
     n = len(images)
     host_images = images.cpu().numpy()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        loader = authors_loader(host_images[: max(n, tc.batch_size)], Path(tmp), tc.batch_size)
+        loader = authors_loader(host_images[: max(n, train_cfg.batch_size)], Path(tmp), train_cfg.batch_size)
 
         for gan_name in cfg.run.gans:
             for alpha in alphas:
                 _, step, _ = build(cfg, gan_name, alpha, device)
-                rates = compare({"ours": our_batches(images, tc.batch_size, device, tc.channels_last),
+                rates = compare({"ours": our_batches(images, train_cfg.batch_size, device, train_cfg.channels_last),
                                 "authors": authors_batches(loader, device)}, step, device, warmup, iterations, rounds)
                 row = {"gan": gan_name, "alpha": alpha, "ours_it_s": rates["ours"], "authors_it_s": rates["authors"]}
                 row["ratio"] = row["ours_it_s"] / row["authors_it_s"]

@@ -1,0 +1,99 @@
+"""What a run writes, and how: the on-disk contracts that training writes and reporting reads.
+
+The bottom floor of the package (the standard library only, no torch, no pandas), so that
+`aggregate`, `figures`, `summary` and `claims` read a run's files without importing training.
+
+    METRIC_COLUMNS        metrics.csv's columns, one row per epoch (`write_metrics`)
+    TIMING_COLUMNS        the only columns two runs of the same protocol may differ in
+    GRID_PADDING, grid_columns    the layout of samples/epoch_EEE.png (figures crop images back out)
+    CHECKPOINT, ...       the names of a run's resumable state in results/<config>/state/<run id>/
+    atomic_write, replacing       how every file of ocbench is written: whole, or not at all
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+from pathlib import Path
+from typing import Callable, Union
+
+METRIC_COLUMNS = [
+    "epoch", "iterations", "g_updates", "g_loss", "d_loss", "fid", "precision", "recall",
+    "beta_h", "beta_l", "epoch_seconds", "images_per_s", "eval_seconds",
+    "weights_sha256", "weights_official", "frechet", "status",
+    # added later (older metrics.csv files lack them; aggregate reads those as empty): KID, FID-infinity
+    # (snapshot epochs only) and what makes the numbers comparable (Evaluator.provenance)
+    "kid", "kid_std", "fid_inf", "fid_samples", "reference_images", "reference_split", "pr_real_samples",
+    "kid_real_samples", "eval_precision",
+]
+TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only non-reproducible ones
+
+# A run's resumable state, in results/<config>/state/<run id>/ (see train.py's docstring)
+CHECKPOINT = "checkpoint.pt"  # the newest checkpoint
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before: the fallback when the newest cannot be read
+POSITION = "checkpoint.json"  # where the newest stands, small: what `ocbench status` reads
+LOCK = "train.lock"  # held by the one `ocbench train` of the run
+
+GRID_PADDING = 2  # pixels around every image of a sample grid (figures crop images back out)
+
+
+def grid_columns(n_images: int) -> int:
+    """Columns of a sample grid of `n_images`: 8 for the default 64."""
+    return int(math.sqrt(n_images)) or 1
+
+
+Content = Union[bytes, str, Callable]
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, previous: Path | None = None):
+    """`with replacing(path) as tmp:` write `tmp` (`<name>.tmp` beside `path`); when the block ends
+    without an exception, `tmp` is renamed over `path`, so a reader sees the old file or the whole new
+    one, never a part, and a kill leaves the old one. When the block raises (a full disk), `tmp` is
+    removed and `path` stays as it was. With `previous`, the file being replaced is kept under that
+    name (only once the new one is complete). One writer per file at a time (a run's lock,
+    Snakemake's one job per output): the temporary name is fixed, so a rerun overwrites what a
+    killed writer left. `atomic_write` is the common case; this form is for writers that want a
+    path (torch.save names its archive after the file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: str | Path, content: Content, previous: Path | None = None) -> Path:
+    """Write `path` whole or not at all (`replacing`): `content` is bytes, text, or a function
+    `write(f)` of a binary file; it reaches the disk (fsync) before the rename. A failed write
+    raises OSError with its errno (ENOSPC for a full disk) and leaves `path` as it was."""
+    with replacing(path, previous) as tmp, open(tmp, "wb") as f:
+        if callable(content):
+            content(f)
+        else:
+            f.write(content.encode() if isinstance(content, str) else content)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """metrics.csv, the whole file, rewritten atomically after every epoch (and on resume, from the
+    rows kept in the checkpoint), so that a failed write leaves the rows written before. Not
+    rewritten when it already holds exactly these rows."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    data = text.getvalue().encode()
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    atomic_write(path, data)
