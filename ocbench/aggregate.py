@@ -12,7 +12,7 @@ not reached the last epoch: still running, or interrupted) or missing (no rows a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ class Runs:
 
     metrics: pd.DataFrame  # long format, ID_COLUMNS + METRIC_COLUMNS
     runs: pd.DataFrame  # run, gan, variant, seed, alpha, label, run_status, epochs_done, diverged_epoch
+    cfg: Config = field(repr=False)  # the config they were collected for (the summary reads its analysis settings)
 
     def unfinished(self) -> pd.DataFrame:
         return self.runs[~self.runs.run_status.isin(FINISHED)]
@@ -101,7 +102,7 @@ def collect(cfg: Config) -> Runs:
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ID_COLUMNS + METRIC_COLUMNS)
     table = pd.DataFrame(lines)
     table["diverged_epoch"] = table["diverged_epoch"].astype("Int64")  # integers, with NA for the others
-    return Runs(metrics=metrics, runs=table)
+    return Runs(metrics=metrics, runs=table, cfg=cfg)
 
 
 def require_finished(runs: Runs, allow_partial: bool, config_args: str = "") -> None:
