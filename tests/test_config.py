@@ -136,3 +136,35 @@ def test_analysis_settings_and_eval_seed_default_to_the_former_constants():
     assert bare.analysis == cfg.analysis and bare.metrics.eval_seed == cfg.metrics.eval_seed
     cfg = config.load(overrides=["analysis.margins.similar=0.2", "metrics.eval_seed=7"])
     assert cfg.analysis.margins == config.MarginsConfig(similar=0.2) and cfg.metrics.eval_seed == 7
+
+
+def schema_keys(node, path=""):
+    """(dotted key, its schema) for every key the schema defines, nested ones and $defs' included;
+    `*` stands for a name of the user's (a GAN, a variant)."""
+    if isinstance(node, list):
+        for sub in node:
+            yield from schema_keys(sub, path)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, sub in node.get("properties", {}).items():
+        yield path + key, sub
+        yield from schema_keys(sub, f"{path}{key}.")
+    for key, sub in node.items():
+        if key == "$defs":
+            for name, definition in sub.items():
+                yield from schema_keys(definition, f"$defs.{name}.")
+        elif key == "additionalProperties":
+            yield from schema_keys(sub, path + "*.")
+        elif key in ("oneOf", "anyOf", "allOf", "items"):
+            yield from schema_keys(sub, path)
+
+
+def test_every_schema_key_says_what_it_means():
+    """The README: the schema "says what each key means". Every key has a non-empty description."""
+    keys = dict(schema_keys(config.load_schema()))
+    # the walk reaches the nested keys, those under user-named GANs and the $defs
+    assert {"metrics.eval_seed", "gans.*.critic.warmup", "data.synthetic.seed", "$defs.beta_schedule.knots",
+            "analysis.margins.not_dramatically_worse"} <= set(keys)
+    undocumented = [k for k, sub in keys.items() if not str(sub.get("description") or "").strip()]
+    assert not undocumented, f"schema keys without a description: {', '.join(undocumented)}"
