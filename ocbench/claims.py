@@ -3,20 +3,20 @@
 `ocbench claims` writes results/<config>/claims.csv and claims.md, and a forest plot of the claims as
 figures/<config>/claims.<format>. For every claim in CLAIMS, every GAN it concerns and every measure it
 is judged on: the two settings' means over seeds, their difference paired by seed (setting − versus,
-in the measure's units) with a 95% t-interval across seeds, the number of seeds, and a verdict in plain
-words: supported, contradicted, or not resolved at this number of seeds.
+in the measure's units) with a t-interval across seeds (`analysis.confidence`, 95%), the number of seeds,
+and a verdict in plain words: supported, contradicted, or not resolved at this number of seeds.
 
 Per-run measures come from the stability summary (`summary.per_run`: best and final FID, FID standard
-deviation over the last 10 epochs, largest rise) and, for what the summary does not hold, from the
-per-epoch rows (`run_extras`). Runs that are missing or unfinished are left out of the pairs and
-named; diverged runs are kept (measured over the epochs before they diverged, as in the summary) and
-named.
+deviation over the last `analysis.std_window` epochs, largest rise) and, for what the summary does
+not hold, from the per-epoch rows (`run_extras`). Runs that are missing or unfinished are left out of
+the pairs and named; diverged runs are kept (measured over the epochs before they diverged, as in the
+summary) and named. The margins and the confidence level are the config's (`analysis`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import pandas as pd
 from ocbench.aggregate import Runs, collect, label, require_finished
 from ocbench.config import Config, run_id
 from ocbench.formats import atomic_write
-from ocbench.summary import PROVENANCE, STD_WINDOW, per_run, provenance, provenance_line, weights_header
+from ocbench.summary import PROVENANCE, per_run, provenance, provenance_line, weights_header
 
 # --------------------------------------------------------------------------------------------------
 # the measures a claim can be judged on (per run; one value each)
@@ -55,8 +55,8 @@ MEASURES = {
     "best_fid": Measure("best FID", "FID", "lower", "the lowest FID of any epoch."),
     "mean_fid": Measure("mean FID", "FID", "lower",
                         "FID averaged over every epoch: the whole curve, not one point of it."),
-    "fid_std_last10": Measure(f"FID std, last {STD_WINDOW} epochs", "FID", "lower",
-                              f"sample standard deviation of FID over the last {STD_WINDOW} epochs."),
+    "fid_std_last10": Measure("FID std, last {window} epochs", "FID", "lower",  # window: analysis.std_window
+                              "sample standard deviation of FID over the last {window} epochs."),
     "largest_rise": Measure("largest FID rise", "FID", "lower",
                             "the biggest increase of FID from one epoch to the next (0: never rose)."),
     "fid_rise_late": Measure("FID rise after epoch 20", "FID", "lower",
@@ -75,6 +75,13 @@ MEASURES = {
 KID_OF = {"final_fid": "final_kid", "best_fid": "best_kid", "mean_fid": "mean_kid"}  # a FID measure's KID twin
 
 
+def measures_for(cfg: Config) -> dict[str, Measure]:
+    """MEASURES in the words of `cfg`: its stability window (analysis.std_window) in the FID std's."""
+    window = cfg.analysis.std_window
+    return {k: replace(m, label=m.label.format(window=window), how=m.how.format(window=window))
+            for k, m in MEASURES.items()}
+
+
 # --------------------------------------------------------------------------------------------------
 # the claims: one table, in the paper's order
 #
@@ -85,7 +92,8 @@ KID_OF = {"final_fid": "final_kid", "best_fid": "best_kid", "mean_fid": "mean_ki
 # "similar" is 10%: seed-to-seed spread of FID is of that order for GANs of this size (Lucic et al.,
 # "Are GANs created equal?", 2018), so a smaller difference is one a single run cannot see;
 # "not dramatically worse" is 25%, a difference a reader of Fig. 6 would see at a glance but not call
-# dramatic. Change them here, and the tables and the figure follow.
+# dramatic. They are set in the config, analysis.margins (these are its defaults), and a claim names
+# the one it uses; the tables and the figure follow.
 
 
 @dataclass(frozen=True)
@@ -98,12 +106,18 @@ class Claim:
     versus: str  # the variant it is compared with
     measures: tuple[str, ...]
     test: str  # better | worse | not_worse | similar
-    margin: float | None = None  # not_worse / similar: fraction of the versus setting's mean
+    margin: str | None = None  # not_worse / similar: a key of analysis.margins (fraction of versus's mean)
     gans: tuple[str, ...] = ("dcgan", "lsgan", "wgan")
     reading: str = ""  # how the words become a test, where that is a choice
 
 
-SIMILAR, NOT_DRAMATICALLY_WORSE = 0.10, 0.25
+SIMILAR, NOT_DRAMATICALLY_WORSE = "similar", "not_dramatically_worse"  # keys of analysis.margins
+
+
+def margin_of(cfg: Config, claim: Claim) -> float | None:
+    """The claim's margin as a fraction of the versus setting's mean, from the config (None: no margin)."""
+    return None if claim.margin is None else getattr(cfg.analysis.margins, claim.margin)
+
 
 CLAIMS = (
     Claim("1", "quality", "in all three baselines, the octave model generates images of better or similar "
@@ -150,7 +164,6 @@ TESTS = {
 SUPPORTED, CONTRADICTED = "supported", "contradicted"
 ONE_SEED = "no interval possible with one seed"
 NOT_TRAINED = "not trained by this config"
-CONFIDENCE = 0.95
 
 COLUMNS = [
     "claim", "title", "gan", "measure", "unit", "better", "setting", "versus", "test", "margin_rel", "margin",
@@ -189,7 +202,7 @@ def run_extras(rows: pd.DataFrame, epochs: int) -> dict:
 
 def measure_table(cfg: Config, runs: Runs) -> pd.DataFrame:
     """One row per configured run: its identity, status and every measure in MEASURES."""
-    table = per_run(runs)
+    table = per_run(runs, cfg.analysis.std_window)
     extras = pd.DataFrame([run_extras(runs.metrics[runs.metrics.run == r], cfg.train.epochs)
                            for r in table.run], index=table.index,
                           columns=["mean_fid", "mean_kid", "fid_rise_late", "recall_drop_late", "images_per_s"])
@@ -204,7 +217,7 @@ def measure_table(cfg: Config, runs: Runs) -> pd.DataFrame:
 # one comparison: paired differences, interval, verdict
 
 
-def t_interval(diffs: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+def t_interval(diffs: np.ndarray, confidence: float) -> tuple[float, float]:
     """The t-interval of the mean paired difference across seeds (n - 1 degrees of freedom)."""
     from scipy import stats
 
@@ -250,10 +263,10 @@ def run_note(r) -> str | None:
 def compare(cfg: Config, table: pd.DataFrame, claim: Claim, gan: str, measure: str,
             runs_metrics: pd.DataFrame) -> dict:
     """One row of claims.csv: claim x GAN x measure."""
-    m = MEASURES[measure]
+    m = measures_for(cfg)[measure]
     row = {"claim": claim.id, "title": claim.title, "gan": gan, "measure": measure, "unit": m.unit,
            "better": m.better, "setting": label(gan, claim.setting), "versus": label(gan, claim.versus),
-           "test": claim.test, "margin_rel": claim.margin, "n_seeds": 0, "seeds": "", "notes": ""}
+           "test": claim.test, "margin_rel": margin_of(cfg, claim), "n_seeds": 0, "seeds": "", "notes": ""}
     compared = runs_metrics[runs_metrics.run.isin({run_id(gan, v, s) for v in (claim.setting, claim.versus)
                                                    for s in cfg.run.seeds})]
     row.update(provenance(compared))
@@ -281,12 +294,12 @@ def compare(cfg: Config, table: pd.DataFrame, claim: Claim, gan: str, measure: s
         return {**row, "verdict": "no data: no seed has both runs finished"}
     seeds, a, b = (np.array(x) for x in zip(*pairs))
     diffs = a - b
-    margin = claim.margin * abs(b.mean()) if claim.margin is not None else None
+    margin = margin_of(cfg, claim) * abs(b.mean()) if claim.margin is not None else None
     row.update(mean_setting=a.mean(), mean_versus=b.mean(), difference=diffs.mean(), margin=margin,
                n_seeds=len(diffs), seeds=" ".join(str(int(s)) for s in seeds))
     if len(diffs) == 1:
         return {**row, "verdict": ONE_SEED}
-    low, high = t_interval(diffs)
+    low, high = t_interval(diffs, cfg.analysis.confidence)
     return {**row, "ci_low": low, "ci_high": high,
             "verdict": verdict(claim.test, m.better, low, high, margin, len(diffs))}
 
@@ -306,10 +319,11 @@ def evaluate(cfg: Config, runs: Runs) -> pd.DataFrame:
     return result
 
 
-def disagreements(result: pd.DataFrame) -> list[str]:
+def disagreements(cfg: Config, result: pd.DataFrame) -> list[str]:
     """One line per claim, GAN and KID measure whose verdict differs from its FID twin's."""
     fid_verdict = {(r.claim, r.gan, KID_OF[r.measure]): r.verdict for r in result.itertuples() if r.measure in KID_OF}
-    return [f"- {r.claim} {r.title}, {r.gan.upper()}: {MEASURES[r.measure].label} **{r.verdict}**, FID twin "
+    words = measures_for(cfg)
+    return [f"- {r.claim} {r.title}, {r.gan.upper()}: {words[r.measure].label} **{r.verdict}**, FID twin "
             f"**{fid_verdict[(r.claim, r.gan, r.measure)]}**"
             for r in result.itertuples() if pd.notna(r.fid_kid_agree) and not r.fid_kid_agree]
 
@@ -322,6 +336,11 @@ def fmt(v, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return ""
     return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{max(digits - 2, 1)}f}" if abs(v) < 1000 else f"{v:.0f}"
+
+
+def percent(x: float) -> str:
+    """0.95 -> '95%', 0.975 -> '97.5%' (a confidence level or a test's size in the prose)."""
+    return f"{100 * x:g}%"
 
 
 def interval_text(r) -> str:
@@ -337,13 +356,14 @@ def variant_name(variant: str) -> str:
 
 def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
     seeds = ", ".join(map(str, cfg.run.seeds))
+    words, conf = measures_for(cfg), cfg.analysis.confidence
     head = ["claim", "GAN", "measure", "setting", "versus", "mean setting", "mean versus",
-            "difference [95% CI]", "margin", "n", "verdict"]
+            f"difference [{percent(conf)} CI]", "margin", "n", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     tested = result[result.verdict != NOT_TRAINED]
     for r in tested.itertuples():
         lines.append("| " + " | ".join([
-            f"{r.claim} {r.title}", r.gan.upper(), MEASURES[r.measure].label, r.setting, r.versus,
+            f"{r.claim} {r.title}", r.gan.upper(), words[r.measure].label, r.setting, r.versus,
             fmt(r.mean_setting), fmt(r.mean_versus), interval_text(r), fmt(r.margin), str(r.n_seeds),
             f"**{r.verdict}**",
         ]) + " |")
@@ -353,23 +373,23 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
     notes = list(dict.fromkeys(f"- {r.claim} {r.gan.upper()}: {r.notes}" for r in tested.itertuples() if r.notes))
     claims = []
     for c in CLAIMS:
-        test = TESTS[c.test].format(versus=variant_name(c.versus), margin=c.margin or 0)
+        test = TESTS[c.test].format(versus=variant_name(c.versus), margin=margin_of(cfg, c) or 0)
         claims.append(f"- **{c.id} {c.title}** ({c.where}): “{c.words}”. Tested: {variant_name(c.setting)} "
-                      f"{test}; on {', '.join(MEASURES[m].label for m in c.measures)}; "
+                      f"{test}; on {', '.join(words[m].label for m in c.measures)}; "
                       f"for {', '.join(g.upper() for g in c.gans)}." + (f" Reading: {c.reading}" if c.reading else ""))
-    measures = [f"- {m.label} ({m.better} is better): {m.how}" for m in MEASURES.values()]
+    measures = [f"- {m.label} ({m.better} is better): {m.how}" for m in words.values()]
     parts = [
         f"# The paper's claims: {cfg.name}", "",
         weights_header(runs), "",
         provenance_line(runs), "",
         f"{len(runs.runs)} configured runs, seeds {seeds}, {cfg.train.epochs} epochs each. For each claim, "
         "GAN and measure: the means of the two settings over the seeds where both runs finished, and their "
-        "difference (setting − versus, in the measure's units) paired by seed with a 95% t-interval of the "
-        "mean difference across seeds (scipy.stats.t, n − 1 degrees of freedom). Margins are absolute, in "
-        "the measure's units, from the fraction of the versus setting's mean the claim states. With one "
+        f"difference (setting − versus, in the measure's units) paired by seed with a {percent(conf)} "
+        "t-interval of the mean difference across seeds (scipy.stats.t, n − 1 degrees of freedom). Margins "
+        "are absolute, in the measure's units, from the fraction of the versus setting's mean the claim states. With one "
         "seed there is a difference but no interval; with few seeds, intervals are wide and a claim may "
-        "stay not resolved. The same 95% interval decides the `similar` test too (stricter than the usual "
-        "two one-sided tests at 5%, which use a 90% interval).", "",
+        f"stay not resolved. The same {percent(conf)} interval decides the `similar` test too (stricter than "
+        f"the usual two one-sided tests at {percent(1 - conf)}, which use a {percent(2 * conf - 1)} interval).", "",
         *lines, "",
     ]
     if cfg.train.epochs != 50:
@@ -378,7 +398,7 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
     if not_trained:
         parts += [f"Not tested, because config '{cfg.name}' does not train the settings they compare: "
                   f"{', '.join(not_trained)}.", ""]
-    disagree = disagreements(result)
+    disagree = disagreements(cfg, result)
     parts += ["## FID and KID", "",
               "Each claim judged on FID is judged on KID too (same test, same margin as a fraction of the "
               "compared setting's mean). KID is unbiased by the sample count, FID is not: a verdict that "
@@ -410,14 +430,16 @@ def relative(r) -> tuple[float, float, float]:
 
 def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     """One forest plot of every claim: a row per claim, GAN and measure, grouped by claim, the paired
-    difference and its 95% interval in % of the compared setting's mean (right: the claim's setting
-    better), each claim's margin as a shaded band, the verdict beside the row. Fits one page."""
+    difference and its t-interval (analysis.confidence) in % of the compared setting's mean (right:
+    the claim's setting better), each claim's margin as a shaded band, the verdict beside the row.
+    Fits one page."""
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
     from ocbench.figures import Notes, finish, weights_notes
 
     notes = Notes()
+    words = measures_for(cfg)
     shown = result[result.n_seeds > 0]
     claims = {c.id: c for c in CLAIMS}
     groups = [(cid, shown[shown.claim == cid]) for cid in dict.fromkeys(shown.claim)]
@@ -449,12 +471,12 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
                 if not np.isfinite(diff):
                     ax.text(0, y, "  compared mean is 0: no relative difference", va="center", fontsize=6.5, color="0.4")
                 ticks.append(y)
-                labels.append(f"{r.gan.upper()} {MEASURES[r.measure].label}")
+                labels.append(f"{r.gan.upper()} {words[r.measure].label}")
                 ax.text(1.01, y, SHORT.get(r.verdict, r.verdict), transform=right, ha="left", va="center",
                         fontsize=7, color=c)
                 y -= 1
             if claim.margin is not None:  # the claim's margin: how much worse (or different) still passes
-                m = 100 * claim.margin
+                m = 100 * margin_of(cfg, claim)
                 x0, x1 = (-m, m) if claim.test == "similar" else (-m, 0)
                 ax.fill_betweenx([y + 0.5, top], x0, x1, color="tab:blue", alpha=0.12, lw=0)
             ax.axhline(y + 0.5, color="0.85", lw=0.6)
@@ -472,7 +494,8 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
                       "intervals reaching beyond end at the edge.")
     ax.set_title("The paper's claims: difference to the compared setting, by claim", fontsize=10, loc="left")
     if len(cfg.run.seeds) > 1:
-        notes.add("Dots: mean difference over seeds, paired by seed; bars: its 95% t-interval across seeds. "
+        notes.add(f"Dots: mean difference over seeds, paired by seed; bars: its {percent(cfg.analysis.confidence)} "
+                  "t-interval across seeds. "
                   "Shaded: the claim's margin (how much worse, or for 'similar' how different, still passes).")
     else:
         notes.add("One seed: each dot is the single run's difference; no interval is possible. "
@@ -487,7 +510,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     disagree = result[result.fid_kid_agree.map(lambda v: pd.notna(v) and not v)]
     if len(disagree):
         notes.add("FID and KID disagree in verdict on: "
-                  + ", ".join(dict.fromkeys(f"{r.claim} {r.gan.upper()} {MEASURES[r.measure].label}"
+                  + ", ".join(dict.fromkeys(f"{r.claim} {r.gan.upper()} {words[r.measure].label}"
                                             for r in disagree.itertuples())) + ".", warn=True)
     p = provenance(runs.metrics)
     if any(p.values()):

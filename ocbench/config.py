@@ -164,6 +164,7 @@ class MetricsConfig:
     kid_real_samples: int | None = None  # None: as many as fid_samples
     fid_inf_points: int = 5
     fid_inf_smallest: float = 0.5
+    eval_seed: int = 1_000_000  # the FID samples after epoch index e use seed eval_seed + e
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,23 @@ class FiguresConfig:
     band: str = "minmax"
     metric: str = "fid"
     formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
+
+
+@dataclass(frozen=True)
+class MarginsConfig:
+    """The claims' margins, as fractions of the compared setting's mean (ocbench/claims.py)."""
+
+    similar: float = 0.10  # "similar", "better or similar"
+    not_dramatically_worse: float = 0.25
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """How `ocbench summary` and `ocbench claims` judge finished runs; no number training computes."""
+
+    std_window: int = 10  # last epochs whose FIDs give the summary's fid_std_last10
+    confidence: float = 0.95  # of the claims' paired t-intervals
+    margins: MarginsConfig = field(default_factory=MarginsConfig)
 
 
 @dataclass(frozen=True)
@@ -189,6 +207,7 @@ class Config:
     figures: FiguresConfig
     raw: dict = field(repr=False, compare=False)  # the merged, validated dictionary
     log: LogConfig = field(default_factory=LogConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     @property
     def results_dir(self) -> Path:
@@ -369,7 +388,12 @@ def from_dict(raw: dict) -> Config:
         figures=FiguresConfig(**raw["figures"]),
         raw=raw,
         log=LogConfig(**raw.get("log", {})),
+        analysis=analysis_config(raw.get("analysis", {})),
     )
+
+
+def analysis_config(raw: dict) -> AnalysisConfig:
+    return AnalysisConfig(**{**raw, "margins": MarginsConfig(**raw.get("margins", {}))})
 
 
 def load(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:

@@ -4,8 +4,10 @@ results/<config>/summary.csv        one row per configured run (missing runs too
 results/<config>/summary_gans.csv   per GAN and variant: means over seeds, differences to the baseline
 results/<config>/summary.md         both tables, headed by which Inception weights made the FIDs
 
-"Largest rise" is the biggest increase of FID from one epoch to the next (0 when FID never rose): the
-sudden collapses that the paper says octave convolutions remove. A diverged run is summarised over
+"fid_std_last10" is the sample standard deviation of FID over the last `analysis.std_window` epochs
+(10 by default; the column keeps its name). "Largest rise" is the biggest increase of FID from one
+epoch to the next (0 when FID never rose): the sudden collapses that the paper says octave
+convolutions remove. A diverged run is summarised over
 the epochs it finished; its final FID is the last finite one.
 """
 
@@ -20,8 +22,6 @@ from ocbench.aggregate import Runs, collect, label, require_finished
 from ocbench.config import Config
 from ocbench.formats import atomic_write
 
-STD_WINDOW = 10  # epochs at the end of training over which the FID's standard deviation is taken
-
 RUN_COLUMNS = [
     "run", "label", "gan", "variant", "seed", "alpha", "status", "epochs_done",
     "best_fid", "best_epoch", "final_fid", "final_epoch", "fid_std_last10", "largest_rise",
@@ -29,8 +29,9 @@ RUN_COLUMNS = [
 ]
 
 
-def run_stats(rows: pd.DataFrame) -> dict:
-    """The stability numbers of one run from its per-epoch rows (epochs with a finite FID only)."""
+def run_stats(rows: pd.DataFrame, std_window: int) -> dict:
+    """The stability numbers of one run from its per-epoch rows (epochs with a finite FID only);
+    `std_window`: the last epochs fid_std_last10 is taken over (analysis.std_window)."""
     ok = rows[np.isfinite(rows["fid"].astype(float))].sort_values("epoch")
     if ok.empty:
         return {}
@@ -40,7 +41,7 @@ def run_stats(rows: pd.DataFrame) -> dict:
         "best_fid": fid[best], "best_epoch": epochs[best],
         "final_fid": fid[-1], "final_epoch": epochs[-1],
         # ddof=1: the sample standard deviation; a single epoch has none
-        "fid_std_last10": float(np.std(fid[-STD_WINDOW:], ddof=1)) if len(fid) > 1 else np.nan,
+        "fid_std_last10": float(np.std(fid[-std_window:], ddof=1)) if len(fid) > 1 else np.nan,
         "final_precision": float(ok["precision"].iloc[-1]), "final_recall": float(ok["recall"].iloc[-1]),
         "largest_rise": np.nan, "largest_rise_epoch": np.nan,
         **kid_stats(ok),
@@ -61,13 +62,14 @@ def kid_stats(rows: pd.DataFrame) -> dict:
     return {"best_kid": kid.min(), "final_kid": kid[-1]} if len(kid) else {}
 
 
-def per_run(runs: Runs) -> pd.DataFrame:
+def per_run(runs: Runs, std_window: int) -> pd.DataFrame:
+    """One row per configured run: its status and stability numbers (`run_stats`)."""
     lines = []
     for r in runs.runs.itertuples():
         rows = runs.metrics[runs.metrics.run == r.run]
         lines.append({"run": r.run, "label": r.label, "gan": r.gan, "variant": r.variant, "seed": r.seed,
                       "alpha": r.alpha, "status": r.run_status, "epochs_done": r.epochs_done,
-                      **run_stats(rows)})
+                      **run_stats(rows, std_window)})
     table = pd.DataFrame(lines).reindex(columns=RUN_COLUMNS)
     for col in ("best_epoch", "final_epoch", "largest_rise_epoch"):
         table[col] = table[col].astype("Int64")
@@ -150,7 +152,7 @@ def markdown(cfg: Config, runs: Runs, table: pd.DataFrame, gans: pd.DataFrame) -
         + (f"; not finished: {', '.join(unfinished)}." if unfinished else "; all finished."), "",
         "## Per run", "",
         f"best_fid at best_epoch; final_fid at the last epoch with a finite FID; fid_std_last10 over the "
-        f"last {STD_WINDOW} such epochs (or all, if fewer); largest_rise: the biggest increase of FID from "
+        f"last {cfg.analysis.std_window} such epochs (or all, if fewer); largest_rise: the biggest increase of FID from "
         "one epoch to the next (0: never rose), at largest_rise_epoch. best_kid and final_kid: the same for "
         "KID (unbiased by the sample count; empty for runs written before KID was computed).", "",
         provenance_line(runs), "",
@@ -166,7 +168,7 @@ def markdown(cfg: Config, runs: Runs, table: pd.DataFrame, gans: pd.DataFrame) -
 def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> list[Path]:
     runs = collect(cfg)
     require_finished(runs, allow_partial, config_args)
-    table = per_run(runs)
+    table = per_run(runs, cfg.analysis.std_window)
     gans = per_gan(table)
     out = cfg.results_dir
     out.mkdir(parents=True, exist_ok=True)

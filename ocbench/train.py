@@ -47,7 +47,6 @@ from ocbench.nn import Discriminator, Generator
 from ocbench.progress import progress
 from ocbench.sample import latent_sampler, latents, save_grid
 
-EVAL_SEED = 1_000_000  # the FID samples after epoch index e use seed EVAL_SEED + e (eval_seed)
 CHECKPOINT_KEYS = {"fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "position", "rows"}
 
 
@@ -335,8 +334,9 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
         with torch.no_grad(), run.step.autocast(), checkpoints.writing(files.grid(number)):
             save_grid(run.G(run.grid_z, run.beta), files.grid(number))
         snapshot_epoch = number in train_cfg.snapshot_epochs or number == train_cfg.epochs
-        scores = evaluator.evaluate(eval_sampler(run.G, run.beta, train_cfg.latent_dim, run.device, position.epoch,
-                                                 n_samples, run.step.autocast), n_samples, fid_inf=snapshot_epoch)
+        seed = eval_seed(run.cfg, position.epoch)
+        scores = evaluator.evaluate(eval_sampler(run.G, run.beta, train_cfg.latent_dim, run.device, seed, n_samples,
+                                                 run.step.autocast), n_samples, fid_inf=snapshot_epoch)
         # plain Python types: the rows travel in the checkpoint, which loads with weights_only
         row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
                    recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
@@ -346,7 +346,7 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
             snapshot = {"generator": run.G.state_dict(), "alpha": run.variant.alpha, "width": train_cfg.width,
                         "latent_dim": train_cfg.latent_dim, "beta": list(epoch.beta), "epoch": number, "run": run.id,
                         # the latents this epoch's FID was computed on: `ocbench sample` redraws them
-                        "evaluation": {"seed": eval_seed(position.epoch), "samples": n_samples}}
+                        "evaluation": {"seed": seed, "samples": n_samples}}
             with checkpoints.writing(files.snapshot(number)):
                 atomic_write(files.snapshot(number), lambda f: torch.save(snapshot, f))
     else:
@@ -844,12 +844,13 @@ def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
 # evaluation's latents
 
 
-def eval_sampler(G, beta, latent_dim, device, epoch, n, autocast):
-    """`sample(start, count)` for the evaluator: G in eval mode on the epoch's n latents, drawn from
-    `eval_seed(epoch)` (the generator snapshot records it, so `ocbench sample` redraws them)."""
-    return latent_sampler(G, beta, latents(n, latent_dim, eval_seed(epoch)), device, autocast)
+def eval_sampler(G, beta, latent_dim, device, seed: int, n: int, autocast):
+    """`sample(start, count)` for the evaluator: G in eval mode on n latents drawn from `seed` (an
+    epoch's is `eval_seed`; the generator snapshot records it, so `ocbench sample` redraws them)."""
+    return latent_sampler(G, beta, latents(n, latent_dim, seed), device, autocast)
 
 
-def eval_seed(epoch: int) -> int:
-    """The seed of the latents scored after epoch index `epoch` (0-based), the same for every run."""
-    return EVAL_SEED + epoch
+def eval_seed(cfg: Config, epoch: int) -> int:
+    """The seed of the latents scored after epoch index `epoch` (0-based), the same for every run:
+    `metrics.eval_seed` + epoch."""
+    return cfg.metrics.eval_seed + epoch

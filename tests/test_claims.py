@@ -183,6 +183,32 @@ def test_every_claim_names_known_measures_variants_and_gans():
         assert set(claim.measures) <= set(claims_mod.MEASURES)
         assert {claim.setting, claim.versus} <= set(cfg.variants) and set(claim.gans) <= set(cfg.gans)
         assert claim.test in claims_mod.TESTS and (claim.margin is not None) == (claim.test in ("not_worse", "similar"))
+        assert (claims_mod.margin_of(cfg, claim) is not None) == (claim.margin is not None)  # a key of analysis.margins
+
+
+def test_margins_confidence_and_stability_window_come_from_the_config(tree):
+    """analysis.margins, analysis.confidence and analysis.std_window change the verdicts' inputs and
+    the words of claims.md; the margins a claim does not use stay as they were."""
+    from ocbench.aggregate import collect
+
+    _, config, _ = tree
+    cfg = config_mod.load([config], ["analysis.margins.similar=0.3", "analysis.confidence=0.99",
+                                     "analysis.std_window=3"])
+    runs = collect(cfg)
+    result = claims_mod.evaluate(cfg, runs)
+    r = row(result, "1", "dcgan", "final_fid")
+    oct_, base = FINAL["dcgan", "oct"], FINAL["dcgan", "baseline"]
+    ci = stats.ttest_rel(oct_, base).confidence_interval(0.99)
+    assert (r.ci_low, r.ci_high) == pytest.approx((ci.low, ci.high))
+    assert r.margin_rel == 0.3 and r.margin == pytest.approx(0.3 * np.mean(base))
+    assert row(result, "4a", "dcgan", "final_fid").margin_rel == 0.25  # not_dramatically_worse: unchanged
+    # the stability window: FID's standard deviation over the last 3 of the 6 epochs
+    table = claims_mod.measure_table(cfg, runs)
+    fids = np.linspace(300.0, FINAL["dcgan", "oct"][0], EPOCHS)
+    assert table.set_index("run").fid_std_last10["dcgan_oct_s0"] == pytest.approx(np.std(fids[-3:], ddof=1))
+    md = claims_mod.markdown(cfg, runs, result)
+    assert "99% t-interval" in md and "difference [99% CI]" in md and "FID std, last 3 epochs" in md
+    assert "two one-sided tests at 1%, which use a 98% interval" in md and "not worse by more than 30%" in md
 
 
 def test_runs_written_before_kid_still_give_claims_summary_and_figures(tmp_path, cli):

@@ -1,5 +1,7 @@
 """The config: paper.yaml holds the protocol; overlays and --set merge over it; bad values stop early."""
 
+import copy
+
 import pytest
 
 from ocbench import config
@@ -54,6 +56,10 @@ def test_set_overrides_parse_yaml_values():
         ("train.batch_size=-64", "train.batch_size: -64 is less than the minimum of 1"),
         ("train.epoch=3", "train: Additional properties are not allowed ('epoch' was unexpected)"),
         ("variants.x.beta.kind=piecewise", "variants.x"),
+        ("analysis.std_window=1", "analysis.std_window: 1 is less than the minimum of 2"),
+        ("analysis.confidence=1", "analysis.confidence: 1 is greater than or equal to the maximum of 1"),
+        ("analysis.margins.similr=0.1", "analysis.margins: Additional properties are not allowed ('similr'"),
+        ("metrics.eval_seed=-1", "metrics.eval_seed: -1 is less than the minimum of 0"),
     ],
 )
 def test_bad_values_are_named(override, message):
@@ -115,3 +121,50 @@ def test_stabilizers_overlay_and_figure_8():
     assert cfg.gans["lsgan"].spectral_norm and cfg.figure_numbers()[-1] == 8
     cfg = config.load(overrides=["run.gans=[wgan]", "gans.wgan.gradient_penalty=1"])
     assert cfg.gans["wgan"].gradient_penalty == 1.0 and cfg.figure_numbers()[-1] == 8
+
+
+def test_analysis_settings_and_eval_seed_default_to_the_former_constants():
+    """What summary.py, claims.py and train.py held as constants: the same numbers, now in paper.yaml,
+    and the same again for a config written before these keys existed (the dataclass defaults)."""
+    cfg = config.load()
+    assert (cfg.analysis.std_window, cfg.analysis.confidence) == (10, 0.95)
+    assert (cfg.analysis.margins.similar, cfg.analysis.margins.not_dramatically_worse) == (0.10, 0.25)
+    assert cfg.metrics.eval_seed == 1_000_000
+    raw = copy.deepcopy(cfg.raw)
+    del raw["analysis"], raw["metrics"]["eval_seed"]
+    bare = config.from_dict(raw)
+    assert bare.analysis == cfg.analysis and bare.metrics.eval_seed == cfg.metrics.eval_seed
+    cfg = config.load(overrides=["analysis.margins.similar=0.2", "metrics.eval_seed=7"])
+    assert cfg.analysis.margins == config.MarginsConfig(similar=0.2) and cfg.metrics.eval_seed == 7
+
+
+def schema_keys(node, path=""):
+    """(dotted key, its schema) for every key the schema defines, nested ones and $defs' included;
+    `*` stands for a name of the user's (a GAN, a variant)."""
+    if isinstance(node, list):
+        for sub in node:
+            yield from schema_keys(sub, path)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, sub in node.get("properties", {}).items():
+        yield path + key, sub
+        yield from schema_keys(sub, f"{path}{key}.")
+    for key, sub in node.items():
+        if key == "$defs":
+            for name, definition in sub.items():
+                yield from schema_keys(definition, f"$defs.{name}.")
+        elif key == "additionalProperties":
+            yield from schema_keys(sub, path + "*.")
+        elif key in ("oneOf", "anyOf", "allOf", "items"):
+            yield from schema_keys(sub, path)
+
+
+def test_every_schema_key_says_what_it_means():
+    """The README: the schema "says what each key means". Every key has a non-empty description."""
+    keys = dict(schema_keys(config.load_schema()))
+    # the walk reaches the nested keys, those under user-named GANs and the $defs
+    assert {"metrics.eval_seed", "gans.*.critic.warmup", "data.synthetic.seed", "$defs.beta_schedule.knots",
+            "analysis.margins.not_dramatically_worse"} <= set(keys)
+    undocumented = [k for k, sub in keys.items() if not str(sub.get("description") or "").strip()]
+    assert not undocumented, f"schema keys without a description: {', '.join(undocumented)}"

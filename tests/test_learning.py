@@ -25,7 +25,7 @@ from ocbench.data import prepare
 from ocbench.metrics import Evaluator, make_reference
 from ocbench.nn import Generator
 from ocbench.synth import write_synthetic
-from ocbench.train import eval_sampler, train
+from ocbench.train import eval_sampler, eval_seed, train
 
 RUN = "dcgan_baseline_s0"
 IMAGES, BATCH, WIDTH, EPOCHS = 3072, 16, 8, 1  # one epoch of 192 iterations
@@ -75,8 +75,8 @@ def test_training_brings_fid_well_below_initialisation_and_a_broken_objective(se
         for _ in range(50):  # BatchNorm momentum 0.1: the initial statistics weigh 0.9^50 < 1% after
             untrained(torch.randn(BATCH, cfg.train.latent_dim), (1.0, 1.0))
     untrained.eval()
-    sample = eval_sampler(untrained, (1.0, 1.0), cfg.train.latent_dim, torch.device("cpu"), cfg.train.epochs - 1,
-                          cfg.metrics.fid_samples, contextlib.nullcontext)
+    sample = eval_sampler(untrained, (1.0, 1.0), cfg.train.latent_dim, torch.device("cpu"),
+                          eval_seed(cfg, cfg.train.epochs - 1), cfg.metrics.fid_samples, contextlib.nullcontext)
     at_init = evaluator.evaluate(sample, cfg.metrics.fid_samples)["fid"]
 
     trained = final_fid(cfg, evaluator)

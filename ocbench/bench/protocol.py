@@ -48,7 +48,7 @@ from ocbench.config import Config, CriticConfig
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
 from ocbench.formats import atomic_write
-from ocbench.train import beta_tensor, configure_backends, eval_sampler, load_images
+from ocbench.train import beta_tensor, configure_backends, eval_sampler, eval_seed, load_images
 
 
 @dataclass
@@ -145,11 +145,12 @@ def time_our_evaluation(cfg: Config, evaluator, G, beta, device, autocast) -> fl
     train_cfg = cfg.train
     G.eval()
     warmup = min(evaluator.batch_size, 2)  # one small batch: kernel selection, not the timed work
-    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, 0, warmup, autocast)
+    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), warmup, autocast)
     evaluator.features([to_uint8(sample(0, warmup))], warmup)
     sync(device)
     start = time.perf_counter()
-    evaluator.evaluate(eval_sampler(G, beta, train_cfg.latent_dim, device, 0, cfg.metrics.fid_samples, autocast),
+    evaluator.evaluate(eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), cfg.metrics.fid_samples,
+                                    autocast),
                        cfg.metrics.fid_samples)
     sync(device)
     seconds = time.perf_counter() - start
@@ -242,7 +243,7 @@ def time_authors(cfg: Config, gan_name: str, variant_name: str, d_only: bool, it
     out = work / f"samples_{gan_name}_{variant_name}"
     out.mkdir(parents=True)
     G.eval()
-    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, 0, m.fid_samples, autocast)
+    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), m.fid_samples, autocast)
     sync(device)
     start = time.perf_counter()
     for s in range(0, m.fid_samples, m.batch_size):
