@@ -378,74 +378,18 @@ def show_cell(ax, cfg: Config, run: str | None, epoch: int, rows: int, cols: int
     return shown
 
 
+# --------------------------------------------------------------------------------------------------
+# Figures 3-5: laid out by hand, in inches, so that the images, not whitespace, fill the page. Each
+# figure has a layout class that names its measures and computes its rectangles, (x, y, w, h) with
+# (x, y) the bottom left corner in inches from the figure's bottom left (matplotlib's origin); the
+# figure function only draws into them. The notes are known only after drawing, so a page starts with
+# room for a few lines of them, and `shrink_to` then fits its bottom to the notes.
+
+
 def place(fig, x: float, y: float, w: float, h: float):
-    """An axes at (x, y) inches from the bottom left, w x h inches: sample figures are laid out by hand
-    so that the images, not whitespace, fill the page."""
+    """An axes at (x, y) inches from the bottom left, w x h inches."""
     W, H = fig.get_size_inches()
     return fig.add_axes((x / W, y / H, w / W, h / H))
-
-
-def pick_gan(cfg: Config, notes: Notes, wanted: str = "dcgan") -> str:
-    """The paper shows DCGAN in Figures 3 and 5; a config without it shows its first GAN instead."""
-    if wanted in cfg.run.gans:
-        return wanted
-    notes.add(f"{wanted.upper()} is not trained by config '{cfg.name}'; showing {cfg.run.gans[0].upper()} instead.")
-    return cfg.run.gans[0]
-
-
-def epoch_label(epoch: int, cfg: Config) -> str:
-    if epoch > cfg.train.epochs:
-        return f"epoch {cfg.train.epochs}\n(the last;\n{epoch} asked)"
-    return f"epoch {epoch}"
-
-
-def figure3(cfg: Config, runs: Runs):
-    """FID curves of the vanilla and octave GAN, with samples of both at several epochs beneath."""
-    notes = Notes()
-    gan = pick_gan(cfg, notes)
-    variants = [v for v in ("baseline", "oct") if v in cfg.run.variants]
-    asked = list(cfg.figures.curve_sample_epochs) or [cfg.train.epochs]
-    # an epoch after the last trained one is shown at the last (once), and its title says so
-    epochs: dict[int, int] = {}  # shown -> asked
-    for e in sorted(asked):
-        epochs.setdefault(min(e, cfg.train.epochs), e)
-    n, left, gapx = len(epochs), 1.0, 0.12
-    curve_w = max(7.0, n * (1.7 + gapx))
-    cell = min(1.7, (curve_w - (n - 1) * gapx) / n)
-    step = (curve_w - cell) / (n - 1) if n > 1 else 0.0  # sample columns spread under the whole curve
-    x0 = left + (0.0 if n > 1 else (curve_w - cell) / 2)
-    rows_h = len(variants) * (cell + 0.3)
-    # notes are known only after plotting: lay out from the top, then `shrink_to` trims the bottom
-    fig = plt.figure(figsize=(left + curve_w + 0.3, 3.2 + 0.9 + rows_h + 1.2))
-    W, H = fig.get_size_inches()
-    band_note(cfg, notes)
-    curve = place(fig, left, H - 0.55 - 2.8, curve_w, 2.8)
-    plot_fid(curve, cfg, runs, gan, variants, notes)
-    curve.set_title("")
-    set_fid_range(curve, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)], cfg, notes)
-    for e in epochs:
-        curve.axvline(e, color="0.5", ls=":", lw=0.8)
-    y = H - 0.55 - 2.8 - 0.8
-    for variant in variants:
-        run = sample_run(runs, gan, variant)
-        y -= cell
-        for i, (e, wanted) in enumerate(epochs.items()):
-            ax = place(fig, x0 + i * step, y, cell, cell)
-            show_cell(ax, cfg, run, e, 2, 2)
-            if variant == variants[0]:
-                ax.set_title(f"epoch {e}" if e == wanted else f"epoch {e} (last; {wanted} asked)", fontsize=8)
-            if i == 0:
-                seed = f"\nseed {cfg.parse_run(run)[2]}" if run and len(cfg.run.seeds) > 1 else ""
-                ax.set_ylabel(label(gan, variant) + seed, fontsize=8.5, color=color(cfg, variant),
-                              fontweight="bold")
-        y -= 0.3
-    fig.suptitle(f"Figure 3: FID of {label(gan, 'baseline')} and {label(gan, 'oct')} with generated samples",
-                 y=1 - 0.12 / H)
-    unfinished_notes(notes, runs, [gan], variants)
-    absent_notes(notes, cfg, [], ["baseline", "oct"])
-    weights_notes(notes, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)])
-    notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
-    return shrink_to(fig, y + 0.1, notes)
 
 
 def shrink_to(fig, bottom_in: float, notes: Notes):
@@ -462,6 +406,116 @@ def shrink_to(fig, bottom_in: float, notes: Notes):
     fig.set_size_inches(W, H - shift)
     notes.draw(fig)
     return fig
+
+
+def pick_gan(cfg: Config, notes: Notes, wanted: str = "dcgan") -> str:
+    """The paper shows DCGAN in Figures 3 and 5; a config without it shows its first GAN instead."""
+    if wanted in cfg.run.gans:
+        return wanted
+    notes.add(f"{wanted.upper()} is not trained by config '{cfg.name}'; showing {cfg.run.gans[0].upper()} instead.")
+    return cfg.run.gans[0]
+
+
+def epoch_label(epoch: int, cfg: Config) -> str:
+    if epoch > cfg.train.epochs:
+        return f"epoch {cfg.train.epochs}\n(the last;\n{epoch} asked)"
+    return f"epoch {epoch}"
+
+
+class Figure3Layout:
+    """Figure 3's page, from the top edge down:
+
+        TITLE        the suptitle, SUPTITLE below the top edge
+        CURVE_H      LEFT | the FID curve, `curve_w` wide | RIGHT
+        BELOW_CURVE  the curve's tick and axis labels, then the epoch over each column of samples
+        CELL         a row of square sample cells per variant, spread evenly from the curve's left
+        ROW_GAP        edge to its right edge (a single cell: centred), ROW_GAP under each row
+        notes        NOTES_RISE up into the last ROW_GAP
+    """
+
+    LEFT = 1.0  # the FID axis label; each row's variant name
+    RIGHT = 0.3
+    TITLE = 0.55
+    SUPTITLE = 0.12
+    CURVE_H = 2.8
+    CURVE_MIN_W = 7.0  # more columns than fit in it widen the curve
+    BELOW_CURVE = 0.8
+    CELL = 1.7  # 2 x 2 samples
+    CELL_GAP = 0.12  # the least space between two cells
+    ROW_GAP = 0.3  # room for a cell's "(epoch N: the run stopped there)"
+    NOTES_RISE = 0.1
+
+    def __init__(self, columns: int, rows: int):
+        self.columns, self.rows = columns, rows  # sample epochs; variants with samples (vanilla, octave)
+        self.curve_w = max(self.CURVE_MIN_W, columns * (self.CELL + self.CELL_GAP))
+        # The first height, with room for a few lines of notes: `shrink_to` fits the page to them once
+        # they are known. Any such height lays out the same page, but its float rounding reaches the
+        # last pixel of some axes, so this stays the sum the figure has always been drawn with.
+        self.height = 3.2 + 0.9 + rows * (self.CELL + self.ROW_GAP) + 1.2
+        self.size = self.LEFT + self.curve_w + self.RIGHT, self.height
+        self.suptitle_y = 1 - self.SUPTITLE / self.height
+        self.curve = self.LEFT, self.height - self.TITLE - self.CURVE_H, self.curve_w, self.CURVE_H
+        self.bottom = self._row_top(rows) + self.NOTES_RISE  # where the notes may begin
+
+    def cell(self, row: int, col: int) -> tuple[float, float, float, float]:
+        return self._column_x(col), self._row_top(row) - self.CELL, self.CELL, self.CELL
+
+    def _column_x(self, col: int) -> float:
+        if self.columns == 1:
+            return self.LEFT + (self.curve_w - self.CELL) / 2
+        step = (self.curve_w - self.CELL) / (self.columns - 1)
+        return self.LEFT + col * step
+
+    def _row_top(self, row: int) -> float:
+        y = self.height - self.TITLE - self.CURVE_H - self.BELOW_CURVE
+        for _ in range(row):
+            y = y - self.CELL - self.ROW_GAP
+        return y
+
+
+def sample_epochs(cfg: Config) -> dict[int, int]:
+    """Figure 3's sample columns, shown epoch -> asked epoch: an epoch after the last trained one is
+    shown at the last (once), and its title says so."""
+    epochs: dict[int, int] = {}
+    for e in sorted(cfg.figures.curve_sample_epochs or [cfg.train.epochs]):
+        epochs.setdefault(min(e, cfg.train.epochs), e)
+    return epochs
+
+
+def figure3(cfg: Config, runs: Runs):
+    """FID curves of the vanilla and octave GAN, with samples of both at several epochs beneath."""
+    notes = Notes()
+    gan = pick_gan(cfg, notes)
+    variants = [v for v in ("baseline", "oct") if v in cfg.run.variants]
+    epochs = sample_epochs(cfg)
+    metrics = runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)]
+    layout = Figure3Layout(columns=len(epochs), rows=len(variants))
+    fig = plt.figure(figsize=layout.size)
+    band_note(cfg, notes)
+    curve = place(fig, *layout.curve)
+    plot_fid(curve, cfg, runs, gan, variants, notes)
+    curve.set_title("")
+    set_fid_range(curve, metrics, cfg, notes)
+    for e in epochs:
+        curve.axvline(e, color="0.5", ls=":", lw=0.8)
+    for row, variant in enumerate(variants):
+        run = sample_run(runs, gan, variant)
+        for col, (e, asked) in enumerate(epochs.items()):
+            ax = place(fig, *layout.cell(row, col))
+            show_cell(ax, cfg, run, e, 2, 2)
+            if row == 0:
+                ax.set_title(f"epoch {e}" if e == asked else f"epoch {e} (last; {asked} asked)", fontsize=8)
+            if col == 0:
+                seed = f"\nseed {cfg.parse_run(run)[2]}" if run and len(cfg.run.seeds) > 1 else ""
+                ax.set_ylabel(label(gan, variant) + seed, fontsize=8.5, color=color(cfg, variant),
+                              fontweight="bold")
+    fig.suptitle(f"Figure 3: FID of {label(gan, 'baseline')} and {label(gan, 'oct')} with generated samples",
+                 y=layout.suptitle_y)
+    unfinished_notes(notes, runs, [gan], variants)
+    absent_notes(notes, cfg, [], ["baseline", "oct"])
+    weights_notes(notes, metrics)
+    notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
+    return shrink_to(fig, layout.bottom, notes)
 
 
 def figure4(cfg: Config, runs: Runs):
