@@ -518,41 +518,77 @@ def figure3(cfg: Config, runs: Runs):
     return shrink_to(fig, layout.bottom, notes)
 
 
+class Figure4Layout:
+    """Figure 4's page: a block of square sample cells per GAN, side by side, a column per variant and a
+    row per epoch, GAP between cells, BLOCK_GAP between blocks, LEFT and RIGHT beside them.
+
+        TOP          the suptitle (SUPTITLE below the top edge), each block's GAN name (its baseline
+                     GAN_NAME below the top edge), the column titles
+        CELL + GAP   a row per epoch
+        BELOW_CELLS  under the last row, then the notes
+    """
+
+    LEFT = 0.95  # the epoch labels beside the first block
+    RIGHT = 0.15
+    TOP = 0.95
+    SUPTITLE = 0.1
+    GAN_NAME = 0.5
+    CELL = 1.9  # 4 x 4 samples
+    GAP = 0.08
+    BLOCK_GAP = 0.35
+    BELOW_CELLS = 0.25  # room for a cell's "(epoch N: the run stopped there)"
+    NOTES_GUESS = 1.5  # the first height's room for the notes; `shrink_to` fits the page to them
+
+    def __init__(self, blocks: int, columns: int, rows: int):
+        self.blocks, self.columns, self.rows = blocks, columns, rows  # GANs; variants (vanilla, octave); epochs
+        self.block_w = columns * self.CELL + (columns - 1) * self.GAP
+        self.height = self.TOP + rows * (self.CELL + self.GAP) + self.NOTES_GUESS
+        self.size = self.LEFT + blocks * self.block_w + (blocks - 1) * self.BLOCK_GAP + self.RIGHT, self.height
+        self.suptitle_y = 1 - self.SUPTITLE / self.height
+        lowest = self.cell(0, 0, rows - 1)[1] if blocks and columns else self.height
+        self.bottom = lowest - self.BELOW_CELLS  # where the notes may begin
+
+    def gan_name(self, block: int) -> tuple[float, float]:
+        """Where the GAN's name sits: centred over its block."""
+        return self._block_x(block) + self.block_w / 2, self.height - self.GAN_NAME
+
+    def cell(self, block: int, col: int, row: int) -> tuple[float, float, float, float]:
+        x = self._block_x(block) + col * (self.CELL + self.GAP)
+        y = self.height - self.TOP - (row + 1) * self.CELL - row * self.GAP
+        return x, y, self.CELL, self.CELL
+
+    def _block_x(self, block: int) -> float:
+        return self.LEFT + block * (self.block_w + self.BLOCK_GAP)
+
+
 def figure4(cfg: Config, runs: Runs):
     """A block per GAN: columns vanilla | octave, rows the grid epochs; 4 x 4 samples per cell."""
     notes = Notes()
     gans = list(cfg.run.gans)
     variants = [v for v in ("baseline", "oct") if v in cfg.run.variants]
     epochs = list(cfg.figures.grid_epochs) or [cfg.train.epochs]
-    cell, gap, block_gap, left = 1.9, 0.08, 0.35, 0.95
-    block_w = len(variants) * cell + (len(variants) - 1) * gap
-    width = left + len(gans) * block_w + (len(gans) - 1) * block_gap + 0.15
-    top = 0.95
-    height = top + len(epochs) * (cell + gap) + 1.5
-    fig = plt.figure(figsize=(width, height))
-    y_low = height
+    layout = Figure4Layout(blocks=len(gans), columns=len(variants), rows=len(epochs))
+    fig = plt.figure(figsize=layout.size)
+    width, height = layout.size
     for b, gan in enumerate(gans):
-        x0 = left + b * (block_w + block_gap)
-        fig.text((x0 + block_w / 2) / width, (height - 0.5) / height, gan.upper(), ha="center", va="bottom",
-                 fontsize=10, fontweight="bold")
-        for j, variant in enumerate(variants):
+        x, y = layout.gan_name(b)
+        fig.text(x / width, y / height, gan.upper(), ha="center", va="bottom", fontsize=10, fontweight="bold")
+        for col, variant in enumerate(variants):
             run = sample_run(runs, gan, variant)
-            for i, e in enumerate(epochs):
-                y = height - top - (i + 1) * cell - i * gap
-                ax = place(fig, x0 + j * (cell + gap), y, cell, cell)
+            for row, e in enumerate(epochs):
+                ax = place(fig, *layout.cell(b, col, row))
                 show_cell(ax, cfg, run, e, 4, 4)
-                y_low = min(y_low, y)
-                if i == 0:
+                if row == 0:
                     ax.set_title(f"{'vanilla' if variant == 'baseline' else 'octave'}\n({label(gan, variant)})",
                                  fontsize=8.5)
-                if b == 0 and j == 0:
+                if b == 0 and col == 0:
                     ax.set_ylabel(epoch_label(e, cfg), fontsize=8.5)
-    fig.suptitle("Figure 4: samples per GAN, vanilla vs octave convolution, by epoch", y=1 - 0.1 / height)
+    fig.suptitle("Figure 4: samples per GAN, vanilla vs octave convolution, by epoch", y=layout.suptitle_y)
     unfinished_notes(notes, runs, gans, variants)
     absent_notes(notes, cfg, ["dcgan", "lsgan", "wgan"], ["baseline", "oct"])
     seeds = f" of seed {min(cfg.run.seeds)} (lowest seed trained)" if len(cfg.run.seeds) > 1 else ""
     notes.add(f"Each cell: the first 16 images of the epoch's grid from a fixed z{seeds}.")
-    return shrink_to(fig, y_low - 0.25, notes)
+    return shrink_to(fig, layout.bottom, notes)
 
 
 def figure5(cfg: Config, runs: Runs):
