@@ -591,6 +591,42 @@ def figure4(cfg: Config, runs: Runs):
     return shrink_to(fig, layout.bottom, notes)
 
 
+class Figure5Layout:
+    """Figure 5's page, from the top edge down:
+
+        TOP          the suptitle, SUPTITLE below the top edge
+        block        LEFT | cols x rows square tiles of TILE | RIGHT, a block per variant
+        BLOCK_GAP      under each block: its "(epoch N: the run stopped there)", then the next block's title
+        notes        NOTES_RISE up into the last BLOCK_GAP
+    """
+
+    LEFT = 0.3
+    RIGHT = 0.3
+    TOP = 0.9
+    SUPTITLE = 0.1
+    TILE = 1.15
+    BLOCK_GAP = 0.55
+    NOTES_RISE = 0.3
+    NOTES_GUESS = 1.2  # the first height's room for the notes; `shrink_to` fits the page to them
+
+    def __init__(self, blocks: int, cols: int, rows: int):
+        self.blocks = blocks  # variants (OCT, LOW); the first height keeps room for one when there are none
+        self.block_w, self.block_h = cols * self.TILE, rows * self.TILE
+        self.height = self.TOP + max(1, blocks) * (self.block_h + self.BLOCK_GAP) + self.NOTES_GUESS
+        self.size = self.LEFT + self.block_w + self.RIGHT, self.height
+        self.suptitle_y = 1 - self.SUPTITLE / self.height
+        self.bottom = self._block_top(blocks) + self.NOTES_RISE  # where the notes may begin
+
+    def block(self, i: int) -> tuple[float, float, float, float]:
+        return self.LEFT, self._block_top(i) - self.block_h, self.block_w, self.block_h
+
+    def _block_top(self, i: int) -> float:
+        y = self.height - self.TOP
+        for _ in range(i):
+            y = y - self.block_h - self.BLOCK_GAP
+        return y
+
+
 def figure5(cfg: Config, runs: Runs):
     """The octave GAN at alpha 0.5 (OCT, top) and alpha 0.99 (LOW, bottom), last epoch, 2 x 8 samples each."""
     notes = Notes()
@@ -599,31 +635,25 @@ def figure5(cfg: Config, runs: Runs):
     epoch = cfg.train.epochs
     cols = min(8, int(math.sqrt(cfg.train.grid_size)) or 1)
     rows = min(2, math.ceil(cfg.train.grid_size / cols))
-    tile, left = 1.15, 0.3
-    w_img, h_img = cols * tile, rows * tile
-    width, top = left + w_img + 0.3, 0.9
-    height = top + max(1, len(variants)) * (h_img + 0.55) + 1.2
-    fig = plt.figure(figsize=(width, height))
-    y = height - top
-    for variant in variants:
-        y -= h_img
-        ax = place(fig, left, y, w_img, h_img)
+    layout = Figure5Layout(blocks=len(variants), cols=cols, rows=rows)
+    fig = plt.figure(figsize=layout.size)
+    for i, variant in enumerate(variants):
+        ax = place(fig, *layout.block(i))
         shown = show_cell(ax, cfg, sample_run(runs, gan, variant), epoch, rows, cols)
         alpha = cfg.variants[variant].alpha
         where = "top" if variant == "oct" else "bottom"
         ax.set_title(f"({where}) {label(gan, variant)}: α = {alpha:g}, epoch {shown or epoch}", loc="left",
                      fontsize=9, color=color(cfg, variant))
-        y -= 0.55
     if not variants:
         notes.add("Neither OCT nor LOW is trained by this config: nothing to show.")
     names = " and ".join(label(gan, v) for v in variants)
     fig.suptitle(f"Figure 5: {label(gan, 'oct')} samples at α = {cfg.variants['oct'].alpha:g} (top) and "
-                 f"α = {cfg.variants['low'].alpha:g} (bottom)", y=1 - 0.1 / height)
+                 f"α = {cfg.variants['low'].alpha:g} (bottom)", y=layout.suptitle_y)
     unfinished_notes(notes, runs, [gan], variants)
     absent_notes(notes, cfg, [], ["oct", "low"])
     notes.add(f"{names}: the first {rows * cols} images of the last epoch's grid from a fixed z; "
               "a larger α leaves fewer high-frequency channels.")
-    return shrink_to(fig, y + 0.3, notes)
+    return shrink_to(fig, layout.bottom, notes)
 
 
 # --------------------------------------------------------------------------------------------------
