@@ -378,74 +378,18 @@ def show_cell(ax, cfg: Config, run: str | None, epoch: int, rows: int, cols: int
     return shown
 
 
+# --------------------------------------------------------------------------------------------------
+# Figures 3-5: laid out by hand, in inches, so that the images, not whitespace, fill the page. Each
+# figure has a layout class that names its measures and computes its rectangles, (x, y, w, h) with
+# (x, y) the bottom left corner in inches from the figure's bottom left (matplotlib's origin); the
+# figure function only draws into them. The notes are known only after drawing, so a page starts with
+# room for a few lines of them, and `shrink_to` then fits its bottom to the notes.
+
+
 def place(fig, x: float, y: float, w: float, h: float):
-    """An axes at (x, y) inches from the bottom left, w x h inches: sample figures are laid out by hand
-    so that the images, not whitespace, fill the page."""
+    """An axes at (x, y) inches from the bottom left, w x h inches."""
     W, H = fig.get_size_inches()
     return fig.add_axes((x / W, y / H, w / W, h / H))
-
-
-def pick_gan(cfg: Config, notes: Notes, wanted: str = "dcgan") -> str:
-    """The paper shows DCGAN in Figures 3 and 5; a config without it shows its first GAN instead."""
-    if wanted in cfg.run.gans:
-        return wanted
-    notes.add(f"{wanted.upper()} is not trained by config '{cfg.name}'; showing {cfg.run.gans[0].upper()} instead.")
-    return cfg.run.gans[0]
-
-
-def epoch_label(epoch: int, cfg: Config) -> str:
-    if epoch > cfg.train.epochs:
-        return f"epoch {cfg.train.epochs}\n(the last;\n{epoch} asked)"
-    return f"epoch {epoch}"
-
-
-def figure3(cfg: Config, runs: Runs):
-    """FID curves of the vanilla and octave GAN, with samples of both at several epochs beneath."""
-    notes = Notes()
-    gan = pick_gan(cfg, notes)
-    variants = [v for v in ("baseline", "oct") if v in cfg.run.variants]
-    asked = list(cfg.figures.curve_sample_epochs) or [cfg.train.epochs]
-    # an epoch after the last trained one is shown at the last (once), and its title says so
-    epochs: dict[int, int] = {}  # shown -> asked
-    for e in sorted(asked):
-        epochs.setdefault(min(e, cfg.train.epochs), e)
-    n, left, gapx = len(epochs), 1.0, 0.12
-    curve_w = max(7.0, n * (1.7 + gapx))
-    cell = min(1.7, (curve_w - (n - 1) * gapx) / n)
-    step = (curve_w - cell) / (n - 1) if n > 1 else 0.0  # sample columns spread under the whole curve
-    x0 = left + (0.0 if n > 1 else (curve_w - cell) / 2)
-    rows_h = len(variants) * (cell + 0.3)
-    # notes are known only after plotting: lay out from the top, then `shrink_to` trims the bottom
-    fig = plt.figure(figsize=(left + curve_w + 0.3, 3.2 + 0.9 + rows_h + 1.2))
-    W, H = fig.get_size_inches()
-    band_note(cfg, notes)
-    curve = place(fig, left, H - 0.55 - 2.8, curve_w, 2.8)
-    plot_fid(curve, cfg, runs, gan, variants, notes)
-    curve.set_title("")
-    set_fid_range(curve, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)], cfg, notes)
-    for e in epochs:
-        curve.axvline(e, color="0.5", ls=":", lw=0.8)
-    y = H - 0.55 - 2.8 - 0.8
-    for variant in variants:
-        run = sample_run(runs, gan, variant)
-        y -= cell
-        for i, (e, wanted) in enumerate(epochs.items()):
-            ax = place(fig, x0 + i * step, y, cell, cell)
-            show_cell(ax, cfg, run, e, 2, 2)
-            if variant == variants[0]:
-                ax.set_title(f"epoch {e}" if e == wanted else f"epoch {e} (last; {wanted} asked)", fontsize=8)
-            if i == 0:
-                seed = f"\nseed {cfg.parse_run(run)[2]}" if run and len(cfg.run.seeds) > 1 else ""
-                ax.set_ylabel(label(gan, variant) + seed, fontsize=8.5, color=color(cfg, variant),
-                              fontweight="bold")
-        y -= 0.3
-    fig.suptitle(f"Figure 3: FID of {label(gan, 'baseline')} and {label(gan, 'oct')} with generated samples",
-                 y=1 - 0.12 / H)
-    unfinished_notes(notes, runs, [gan], variants)
-    absent_notes(notes, cfg, [], ["baseline", "oct"])
-    weights_notes(notes, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)])
-    notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
-    return shrink_to(fig, y + 0.1, notes)
 
 
 def shrink_to(fig, bottom_in: float, notes: Notes):
@@ -464,41 +408,223 @@ def shrink_to(fig, bottom_in: float, notes: Notes):
     return fig
 
 
+def pick_gan(cfg: Config, notes: Notes, wanted: str = "dcgan") -> str:
+    """The paper shows DCGAN in Figures 3 and 5; a config without it shows its first GAN instead."""
+    if wanted in cfg.run.gans:
+        return wanted
+    notes.add(f"{wanted.upper()} is not trained by config '{cfg.name}'; showing {cfg.run.gans[0].upper()} instead.")
+    return cfg.run.gans[0]
+
+
+def epoch_label(epoch: int, cfg: Config) -> str:
+    if epoch > cfg.train.epochs:
+        return f"epoch {cfg.train.epochs}\n(the last;\n{epoch} asked)"
+    return f"epoch {epoch}"
+
+
+class Figure3Layout:
+    """Figure 3's page, from the top edge down:
+
+        TITLE        the suptitle, SUPTITLE below the top edge
+        CURVE_H      LEFT | the FID curve, `curve_w` wide | RIGHT
+        BELOW_CURVE  the curve's tick and axis labels, then the epoch over each column of samples
+        CELL         a row of square sample cells per variant, spread evenly from the curve's left
+        ROW_GAP        edge to its right edge (a single cell: centred), ROW_GAP under each row
+        notes        NOTES_RISE up into the last ROW_GAP
+    """
+
+    LEFT = 1.0  # the FID axis label; each row's variant name
+    RIGHT = 0.3
+    TITLE = 0.55
+    SUPTITLE = 0.12
+    CURVE_H = 2.8
+    CURVE_MIN_W = 7.0  # more columns than fit in it widen the curve
+    BELOW_CURVE = 0.8
+    CELL = 1.7  # 2 x 2 samples
+    CELL_GAP = 0.12  # the least space between two cells
+    ROW_GAP = 0.3  # room for a cell's "(epoch N: the run stopped there)"
+    NOTES_RISE = 0.1
+
+    def __init__(self, columns: int, rows: int):
+        self.columns, self.rows = columns, rows  # sample epochs; variants with samples (vanilla, octave)
+        self.curve_w = max(self.CURVE_MIN_W, columns * (self.CELL + self.CELL_GAP))
+        # The first height, with room for a few lines of notes: `shrink_to` fits the page to them once
+        # they are known. Any such height lays out the same page, but its float rounding reaches the
+        # last pixel of some axes, so this stays the sum the figure has always been drawn with.
+        self.height = 3.2 + 0.9 + rows * (self.CELL + self.ROW_GAP) + 1.2
+        self.size = self.LEFT + self.curve_w + self.RIGHT, self.height
+        self.suptitle_y = 1 - self.SUPTITLE / self.height
+        self.curve = self.LEFT, self.height - self.TITLE - self.CURVE_H, self.curve_w, self.CURVE_H
+        self.bottom = self._row_top(rows) + self.NOTES_RISE  # where the notes may begin
+
+    def cell(self, row: int, col: int) -> tuple[float, float, float, float]:
+        return self._column_x(col), self._row_top(row) - self.CELL, self.CELL, self.CELL
+
+    def _column_x(self, col: int) -> float:
+        if self.columns == 1:
+            return self.LEFT + (self.curve_w - self.CELL) / 2
+        step = (self.curve_w - self.CELL) / (self.columns - 1)
+        return self.LEFT + col * step
+
+    def _row_top(self, row: int) -> float:
+        y = self.height - self.TITLE - self.CURVE_H - self.BELOW_CURVE
+        for _ in range(row):
+            y = y - self.CELL - self.ROW_GAP
+        return y
+
+
+def sample_epochs(cfg: Config) -> dict[int, int]:
+    """Figure 3's sample columns, shown epoch -> asked epoch: an epoch after the last trained one is
+    shown at the last (once), and its title says so."""
+    epochs: dict[int, int] = {}
+    for e in sorted(cfg.figures.curve_sample_epochs or [cfg.train.epochs]):
+        epochs.setdefault(min(e, cfg.train.epochs), e)
+    return epochs
+
+
+def figure3(cfg: Config, runs: Runs):
+    """FID curves of the vanilla and octave GAN, with samples of both at several epochs beneath."""
+    notes = Notes()
+    gan = pick_gan(cfg, notes)
+    variants = [v for v in ("baseline", "oct") if v in cfg.run.variants]
+    epochs = sample_epochs(cfg)
+    metrics = runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)]
+    layout = Figure3Layout(columns=len(epochs), rows=len(variants))
+    fig = plt.figure(figsize=layout.size)
+    band_note(cfg, notes)
+    curve = place(fig, *layout.curve)
+    plot_fid(curve, cfg, runs, gan, variants, notes)
+    curve.set_title("")
+    set_fid_range(curve, metrics, cfg, notes)
+    for e in epochs:
+        curve.axvline(e, color="0.5", ls=":", lw=0.8)
+    for row, variant in enumerate(variants):
+        run = sample_run(runs, gan, variant)
+        for col, (e, asked) in enumerate(epochs.items()):
+            ax = place(fig, *layout.cell(row, col))
+            show_cell(ax, cfg, run, e, 2, 2)
+            if row == 0:
+                ax.set_title(f"epoch {e}" if e == asked else f"epoch {e} (last; {asked} asked)", fontsize=8)
+            if col == 0:
+                seed = f"\nseed {cfg.parse_run(run)[2]}" if run and len(cfg.run.seeds) > 1 else ""
+                ax.set_ylabel(label(gan, variant) + seed, fontsize=8.5, color=color(cfg, variant),
+                              fontweight="bold")
+    fig.suptitle(f"Figure 3: FID of {label(gan, 'baseline')} and {label(gan, 'oct')} with generated samples",
+                 y=layout.suptitle_y)
+    unfinished_notes(notes, runs, [gan], variants)
+    absent_notes(notes, cfg, [], ["baseline", "oct"])
+    weights_notes(notes, metrics)
+    notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
+    return shrink_to(fig, layout.bottom, notes)
+
+
+class Figure4Layout:
+    """Figure 4's page: a block of square sample cells per GAN, side by side, a column per variant and a
+    row per epoch, GAP between cells, BLOCK_GAP between blocks, LEFT and RIGHT beside them.
+
+        TOP          the suptitle (SUPTITLE below the top edge), each block's GAN name (its baseline
+                     GAN_NAME below the top edge), the column titles
+        CELL + GAP   a row per epoch
+        BELOW_CELLS  under the last row, then the notes
+    """
+
+    LEFT = 0.95  # the epoch labels beside the first block
+    RIGHT = 0.15
+    TOP = 0.95
+    SUPTITLE = 0.1
+    GAN_NAME = 0.5
+    CELL = 1.9  # 4 x 4 samples
+    GAP = 0.08
+    BLOCK_GAP = 0.35
+    BELOW_CELLS = 0.25  # room for a cell's "(epoch N: the run stopped there)"
+    NOTES_GUESS = 1.5  # the first height's room for the notes; `shrink_to` fits the page to them
+
+    def __init__(self, blocks: int, columns: int, rows: int):
+        self.blocks, self.columns, self.rows = blocks, columns, rows  # GANs; variants (vanilla, octave); epochs
+        self.block_w = columns * self.CELL + (columns - 1) * self.GAP
+        self.height = self.TOP + rows * (self.CELL + self.GAP) + self.NOTES_GUESS
+        self.size = self.LEFT + blocks * self.block_w + (blocks - 1) * self.BLOCK_GAP + self.RIGHT, self.height
+        self.suptitle_y = 1 - self.SUPTITLE / self.height
+        lowest = self.cell(0, 0, rows - 1)[1] if blocks and columns else self.height
+        self.bottom = lowest - self.BELOW_CELLS  # where the notes may begin
+
+    def gan_name(self, block: int) -> tuple[float, float]:
+        """Where the GAN's name sits: centred over its block."""
+        return self._block_x(block) + self.block_w / 2, self.height - self.GAN_NAME
+
+    def cell(self, block: int, col: int, row: int) -> tuple[float, float, float, float]:
+        x = self._block_x(block) + col * (self.CELL + self.GAP)
+        y = self.height - self.TOP - (row + 1) * self.CELL - row * self.GAP
+        return x, y, self.CELL, self.CELL
+
+    def _block_x(self, block: int) -> float:
+        return self.LEFT + block * (self.block_w + self.BLOCK_GAP)
+
+
 def figure4(cfg: Config, runs: Runs):
     """A block per GAN: columns vanilla | octave, rows the grid epochs; 4 x 4 samples per cell."""
     notes = Notes()
     gans = list(cfg.run.gans)
     variants = [v for v in ("baseline", "oct") if v in cfg.run.variants]
     epochs = list(cfg.figures.grid_epochs) or [cfg.train.epochs]
-    cell, gap, block_gap, left = 1.9, 0.08, 0.35, 0.95
-    block_w = len(variants) * cell + (len(variants) - 1) * gap
-    width = left + len(gans) * block_w + (len(gans) - 1) * block_gap + 0.15
-    top = 0.95
-    height = top + len(epochs) * (cell + gap) + 1.5
-    fig = plt.figure(figsize=(width, height))
-    y_low = height
+    layout = Figure4Layout(blocks=len(gans), columns=len(variants), rows=len(epochs))
+    fig = plt.figure(figsize=layout.size)
+    width, height = layout.size
     for b, gan in enumerate(gans):
-        x0 = left + b * (block_w + block_gap)
-        fig.text((x0 + block_w / 2) / width, (height - 0.5) / height, gan.upper(), ha="center", va="bottom",
-                 fontsize=10, fontweight="bold")
-        for j, variant in enumerate(variants):
+        x, y = layout.gan_name(b)
+        fig.text(x / width, y / height, gan.upper(), ha="center", va="bottom", fontsize=10, fontweight="bold")
+        for col, variant in enumerate(variants):
             run = sample_run(runs, gan, variant)
-            for i, e in enumerate(epochs):
-                y = height - top - (i + 1) * cell - i * gap
-                ax = place(fig, x0 + j * (cell + gap), y, cell, cell)
+            for row, e in enumerate(epochs):
+                ax = place(fig, *layout.cell(b, col, row))
                 show_cell(ax, cfg, run, e, 4, 4)
-                y_low = min(y_low, y)
-                if i == 0:
+                if row == 0:
                     ax.set_title(f"{'vanilla' if variant == 'baseline' else 'octave'}\n({label(gan, variant)})",
                                  fontsize=8.5)
-                if b == 0 and j == 0:
+                if b == 0 and col == 0:
                     ax.set_ylabel(epoch_label(e, cfg), fontsize=8.5)
-    fig.suptitle("Figure 4: samples per GAN, vanilla vs octave convolution, by epoch", y=1 - 0.1 / height)
+    fig.suptitle("Figure 4: samples per GAN, vanilla vs octave convolution, by epoch", y=layout.suptitle_y)
     unfinished_notes(notes, runs, gans, variants)
     absent_notes(notes, cfg, ["dcgan", "lsgan", "wgan"], ["baseline", "oct"])
     seeds = f" of seed {min(cfg.run.seeds)} (lowest seed trained)" if len(cfg.run.seeds) > 1 else ""
     notes.add(f"Each cell: the first 16 images of the epoch's grid from a fixed z{seeds}.")
-    return shrink_to(fig, y_low - 0.25, notes)
+    return shrink_to(fig, layout.bottom, notes)
+
+
+class Figure5Layout:
+    """Figure 5's page, from the top edge down:
+
+        TOP          the suptitle, SUPTITLE below the top edge
+        block        LEFT | cols x rows square tiles of TILE | RIGHT, a block per variant
+        BLOCK_GAP      under each block: its "(epoch N: the run stopped there)", then the next block's title
+        notes        NOTES_RISE up into the last BLOCK_GAP
+    """
+
+    LEFT = 0.3
+    RIGHT = 0.3
+    TOP = 0.9
+    SUPTITLE = 0.1
+    TILE = 1.15
+    BLOCK_GAP = 0.55
+    NOTES_RISE = 0.3
+    NOTES_GUESS = 1.2  # the first height's room for the notes; `shrink_to` fits the page to them
+
+    def __init__(self, blocks: int, cols: int, rows: int):
+        self.blocks = blocks  # variants (OCT, LOW); the first height keeps room for one when there are none
+        self.block_w, self.block_h = cols * self.TILE, rows * self.TILE
+        self.height = self.TOP + max(1, blocks) * (self.block_h + self.BLOCK_GAP) + self.NOTES_GUESS
+        self.size = self.LEFT + self.block_w + self.RIGHT, self.height
+        self.suptitle_y = 1 - self.SUPTITLE / self.height
+        self.bottom = self._block_top(blocks) + self.NOTES_RISE  # where the notes may begin
+
+    def block(self, i: int) -> tuple[float, float, float, float]:
+        return self.LEFT, self._block_top(i) - self.block_h, self.block_w, self.block_h
+
+    def _block_top(self, i: int) -> float:
+        y = self.height - self.TOP
+        for _ in range(i):
+            y = y - self.block_h - self.BLOCK_GAP
+        return y
 
 
 def figure5(cfg: Config, runs: Runs):
@@ -509,31 +635,25 @@ def figure5(cfg: Config, runs: Runs):
     epoch = cfg.train.epochs
     cols = min(8, int(math.sqrt(cfg.train.grid_size)) or 1)
     rows = min(2, math.ceil(cfg.train.grid_size / cols))
-    tile, left = 1.15, 0.3
-    w_img, h_img = cols * tile, rows * tile
-    width, top = left + w_img + 0.3, 0.9
-    height = top + max(1, len(variants)) * (h_img + 0.55) + 1.2
-    fig = plt.figure(figsize=(width, height))
-    y = height - top
-    for variant in variants:
-        y -= h_img
-        ax = place(fig, left, y, w_img, h_img)
+    layout = Figure5Layout(blocks=len(variants), cols=cols, rows=rows)
+    fig = plt.figure(figsize=layout.size)
+    for i, variant in enumerate(variants):
+        ax = place(fig, *layout.block(i))
         shown = show_cell(ax, cfg, sample_run(runs, gan, variant), epoch, rows, cols)
         alpha = cfg.variants[variant].alpha
         where = "top" if variant == "oct" else "bottom"
         ax.set_title(f"({where}) {label(gan, variant)}: α = {alpha:g}, epoch {shown or epoch}", loc="left",
                      fontsize=9, color=color(cfg, variant))
-        y -= 0.55
     if not variants:
         notes.add("Neither OCT nor LOW is trained by this config: nothing to show.")
     names = " and ".join(label(gan, v) for v in variants)
     fig.suptitle(f"Figure 5: {label(gan, 'oct')} samples at α = {cfg.variants['oct'].alpha:g} (top) and "
-                 f"α = {cfg.variants['low'].alpha:g} (bottom)", y=1 - 0.1 / height)
+                 f"α = {cfg.variants['low'].alpha:g} (bottom)", y=layout.suptitle_y)
     unfinished_notes(notes, runs, [gan], variants)
     absent_notes(notes, cfg, [], ["oct", "low"])
     notes.add(f"{names}: the first {rows * cols} images of the last epoch's grid from a fixed z; "
               "a larger α leaves fewer high-frequency channels.")
-    return shrink_to(fig, y + 0.3, notes)
+    return shrink_to(fig, layout.bottom, notes)
 
 
 # --------------------------------------------------------------------------------------------------
