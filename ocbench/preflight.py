@@ -79,6 +79,11 @@ class Report:
         status = SKIP if ok is None else PASS if ok else FAIL
         self.checks.append(Check(section, name, status, detail, "" if ok else fix))
 
+    def add_error(self, section: str, name: str, exc: OcbenchError) -> None:
+        """A failed check from ocbench's own error, whose one line reads "problem; fix"."""
+        problem, _, fix = str(exc).partition("; ")
+        self.add(section, name, False, problem, fix or problem)
+
     @property
     def failed(self) -> list[Check]:
         return [c for c in self.checks if c.status == FAIL]
@@ -170,7 +175,7 @@ def check_environment(cfg: Config, report: Report) -> torch.device | None:
     try:
         device = resolve_device(train_cfg.device)
     except OcbenchError as exc:
-        report.add("environment", "device", False, str(exc).split("; ")[0], str(exc).split("; ", 1)[-1])
+        report.add_error("environment", "device", exc)
         return None
     configure_backends(train_cfg, device)
     report.device = str(device)
@@ -238,13 +243,13 @@ def check_data(cfg: Config, report: Report) -> None:
                        + ("" if count_ok else f", not the {expected_images(cfg):,} of data.split={d.split}"),
                        "rebuild it with `ocbench data prepare` (or set data.subset: true for fewer images)")
         except OcbenchError as exc:
-            report.add("data", "prepared", False, str(exc).split("; ")[0], str(exc).split("; ", 1)[-1])
+            report.add_error("data", "prepared", exc)
     try:
         weights = fid.locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)
         kind = "official" if weights.official else "placeholder (FIDs not comparable with published ones)"
         report.add("data", "inception", True, f"{weights.path.name}, {kind}, sha256 {weights.sha256[:16]}...")
     except OcbenchError as exc:
-        report.add("data", "inception", False, str(exc).split("; ")[0], str(exc).split("; ", 1)[-1])
+        report.add_error("data", "inception", exc)
 
 
 # --------------------------------------------------------------------------------------------------
