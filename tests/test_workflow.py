@@ -57,6 +57,24 @@ def test_dry_run_lists_the_paper_protocol(tmp_path):
         "train": 15, "aggregate": 1, "figures": 1, "summary": 1, "claims": 1, "all": 1, "total": 26}
 
 
+def test_the_workflow_finds_the_fid_weights_where_torch_hub_and_pytorch_fid_do(tmp_path, monkeypatch):
+    """ocbench.hub repeats torch.hub's cache folder rule and pytorch-fid's file name, without torch."""
+    from pytorch_fid.inception import FID_WEIGHTS_URL
+
+    from ocbench import fid, hub
+
+    assert hub.WEIGHTS_NAME == FID_WEIGHTS_URL.rsplit("/", 1)[1] == fid.WEIGHTS_URL.rsplit("/", 1)[1]
+    for env in ({}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {"TORCH_HOME": "~/th"},
+                {"TORCH_HOME": str(tmp_path / "th"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}):
+        for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert hub.hub_dir() == Path(torch.hub.get_dir()), env
+        assert fid.weights_path() == Path(torch.hub.get_dir()) / "checkpoints" / hub.WEIGHTS_NAME
+    assert fid.weights_path(str(tmp_path)) == tmp_path / hub.WEIGHTS_NAME
+
+
 def test_claims_preset_trains_three_seeds_of_every_run_and_judges_the_claims(tmp_path):
     proc = snakemake("-n", "--cores", "1", "--configfile", REPO / "workflow/config/claims.yaml", workdir=tmp_path)
     assert proc.returncode == 0, proc.stderr
