@@ -1,21 +1,37 @@
-# Shared by every rule file: the validated config as ocbench sees it, and the paths it implies.
+# Shared by the rule files, and holding no rules itself. The validated config as ocbench sees it, and
+# the paths it implies.
+#
+# Nothing here imports torch: Snakemake parses the workflow in its own process, for every dry run,
+# and again in every SLURM job, where importing torch costs seconds and starting CUDA more.
 
+import importlib.util
+import os
 import shlex
 import sys
 from pathlib import Path
 
-import torch
+from snakemake.exceptions import WorkflowError
 
 from ocbench.config import from_dict
 from ocbench.data import default_workers
+from ocbench.errors import OcbenchError
+from ocbench.gpus import any_gpu
 
 # The Python that runs the jobs. When Snakemake deploys the software (--use-conda, i.e.
 # --software-deployment-method conda), environment.yml's `python`; otherwise the interpreter that
-# runs Snakemake itself, which has ocbench's dependencies (the Snakefile imported them), whether
-# or not its environment is active: `.venv/bin/snakemake` works from any shell.
+# runs Snakemake itself, which has ocbench's dependencies, whether or not its environment is
+# active: `.venv/bin/snakemake` works from any shell.
 DEPLOYS_SOFTWARE = {"conda", "apptainer"} & {m.name.lower() for m in workflow.deployment_settings.deployment_method}
 PYTHON = "python" if DEPLOYS_SOFTWARE else shlex.quote(sys.executable)
-# How every rule calls the ocbench CLI: from this checkout, with that Python.
+# torch is not imported here (see the top), but the jobs need it: a Snakemake installed without it
+# (pipx, a system package) stops now, in one line, rather than in every job's log. find_spec
+# locates the package without importing it.
+if not DEPLOYS_SOFTWARE and importlib.util.find_spec("torch") is None:
+    raise WorkflowError(
+        f"{sys.executable} (the Python running Snakemake, which runs the jobs) has no torch: run the "
+        "Snakemake of ocbench's environment (.venv/bin/snakemake; `make` sets it up), or --sdm conda"
+    )
+# How every rule calls the ocbench CLI (from this checkout, with that Python).
 # (Doubled braces: Snakemake formats shell commands, so {{...}} reaches the shell as {...}.)
 OCBENCH = f"PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {PYTHON} -m ocbench"
 ENV = "../../environment.yml"
@@ -26,19 +42,54 @@ RESULTS = str(CFG.results_dir)
 FIGURES_DIR = str(CFG.figures_dir)
 RUN_IDS = CFG.run_ids()
 
-# Every job reads the merged config from one file, so `ocbench` sees exactly what Snakemake
-# merged (paper.yaml, --configfile overlays, --config values). Rewritten only when it changes.
+# Every job reads the merged config from one file, so `ocbench` sees exactly what Snakemake merged
+# (paper.yaml, --configfile overlays, --config values).
 CONFIG_FILE = f"{RESULTS}/config.yaml"
-Path(RESULTS).mkdir(parents=True, exist_ok=True)
-if not Path(CONFIG_FILE).exists() or Path(CONFIG_FILE).read_text() != CFG.dump():
-    Path(CONFIG_FILE).write_text(CFG.dump())
+
+
+def write_config_file():
+    """Write CONFIG_FILE, unless it already holds the merged config; atomically, since a job of an
+    earlier Snakemake (a SLURM job outliving a killed Snakemake) may be reading it."""
+    path, text = Path(CONFIG_FILE), CFG.dump()
+    if path.exists() and path.read_text() == text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# Written once a run starts, not while the workflow is parsed: Snakemake calls `onstart` after it has
+# built the DAG and taken the working directory's lock, before the first job, and only when jobs are
+# to run. So a dry run, --lint or --report writes nothing, and a second Snakemake in the same
+# directory cannot change the file under the first one's jobs (it stops at the lock first).
+# Job processes (SLURM jobs, --mode remote) get --no-hooks and only read the file their main
+# Snakemake wrote. (A run started with --no-hooks by hand would leave the file as it was.)
+onstart:
+    write_config_file()
+
+
+def networks_on_gpu():
+    """Whether the jobs that run networks (fid_stats, preflight, train) run them on a GPU: a cuda
+    train.device, or auto where a GPU is seen. Decided without torch (ocbench.gpus.any_gpu reads
+    CUDA_VISIBLE_DEVICES and `nvidia-smi -L`). Under SLURM this is asked on the login node, where the
+    profile sets the threads the jobs request, and again in each job on its GPU node, where the
+    job's command (with or without NETWORK_ENV) is formatted."""
+    if CFG.train.device != "auto":
+        return CFG.train.device.startswith("cuda")
+    try:
+        return any_gpu()
+    except OcbenchError as err:  # nvidia-smi failed or hung: no GPU to plan for
+        print(f"ocbench: {err}; the network jobs are planned for the CPU", file=sys.stderr)
+        return False
+
 
 # Threads. Snakemake lowers a rule's threads to --cores (and sets OMP_NUM_THREADS, which torch
 # follows), so "every core" is the machine's count: --cores decides. A job that runs its networks
 # on a GPU needs only a few threads (feeding the GPU, PNG and CSV writes), so several GPU jobs share
 # the CPUs; on a CPU the networks use every thread the job gets. (The SLURM profile sets its own.)
 ALL_CORES = default_workers()  # the CPUs this process may use
-ON_GPU = CFG.train.device.startswith("cuda") or (CFG.train.device == "auto" and torch.cuda.is_available())
+ON_GPU = networks_on_gpu()
 NETWORK_THREADS = min(4, ALL_CORES) if ON_GPU else ALL_CORES
 # On the CPU, threads that wait spin briefly, then sleep (libgomp spins 300,000 times at every
 # barrier by default). Measured on 2 cores (BENCHMARKS.md, one smoke training epoch): on cores shared

@@ -1,6 +1,6 @@
 # pytorch-fid's Inception weights and the reference statistics of the prepared images.
 
-from ocbench.fid import weights_path
+from ocbench.hub import weights_path  # ocbench.fid would import torch
 
 WEIGHTS = str(weights_path(CFG.metrics.weights_dir))
 STATS = CFG.metrics.stats
