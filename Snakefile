@@ -42,6 +42,8 @@ update_config(
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+# common.smk first: the config, the paths and the helpers the rule files use. The rule files, one
+# per stage in the order the data flows, need nothing from each other.
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/metrics.smk"
@@ -54,8 +56,5 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        FIGURES,
-        SUMMARY,
-        AGGREGATED,
-        CLAIMS,
+        get_final_output(),
     default_target: True

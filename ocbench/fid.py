@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -44,9 +42,9 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 
 from ocbench.errors import OcbenchError
 from ocbench.formats import atomic_write, replacing
+from ocbench.hub import WEIGHTS_NAME, weights_path  # torch-free: the Snakefile needs the path at parse time
 
 WEIGHTS_URL = pf_inception.FID_WEIGHTS_URL
-WEIGHTS_NAME = os.path.basename(urllib.parse.urlparse(WEIGHTS_URL).path)
 OFFICIAL_SHA256_PREFIX = WEIGHTS_NAME.rsplit("-", 1)[1].split(".")[0]  # "6726825d"
 FEATURE_DIM = 2048  # pool3
 FRECHET_METHODS = ("eigh", "scipy")  # metrics.frechet: ours (default), pytorch-fid's own
@@ -65,12 +63,6 @@ class Weights:
     @property
     def official(self) -> bool:
         return self.sha256.startswith(OFFICIAL_SHA256_PREFIX)
-
-
-def weights_path(weights_dir: str | None = None) -> Path:
-    """Where the weights file must be: `weights_dir`, else torch.hub's cache as pytorch-fid uses it."""
-    folder = Path(weights_dir) if weights_dir else Path(torch.hub.get_dir()) / "checkpoints"
-    return folder / WEIGHTS_NAME
 
 
 def sha256_of(path: Path) -> str:

@@ -88,6 +88,22 @@ def parse_visible(value: str) -> list[str]:
     return [d.strip() for d in value.split(",") if d.strip() and d.strip() != "-1"]
 
 
+def any_gpu() -> bool:
+    """Whether a process started here sees a GPU: what torch.cuda.is_available() says, without
+    importing torch or starting CUDA (the Snakefile asks while it is parsed, see
+    workflow/rules/common.smk). A CUDA_VISIBLE_DEVICES of "" or -1 hides every GPU; otherwise there
+    is one when nvidia-smi -L lists one (in a SLURM job with device confinement, the job's own), or,
+    without nvidia-smi, when CUDA_VISIBLE_DEVICES names one. Raises OcbenchError when nvidia-smi
+    fails or does not answer (in 120 s)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and not parse_visible(visible):
+        return False
+    try:
+        return bool(nvidia_smi_gpus())
+    except NoNvidiaSmi:
+        return visible is not None
+
+
 def gpus_to_claim(devices: list[str] | None) -> list[Gpu]:
     """The GPUs to choose among: `devices` when given, else CUDA_VISIBLE_DEVICES when set, else
     every GPU nvidia-smi lists (a MIG-enabled one as its MIG devices); each with its physical key.

@@ -227,6 +227,34 @@ def test_a_missing_nvidia_smi_is_named_and_the_command_runs_as_is(tmp_path):
     assert proc.stderr.count("\n") == 1 and "nvidia-smi is not on PATH" in proc.stderr
 
 
+def test_any_gpu_answers_from_cuda_visible_devices_and_nvidia_smi_without_torch(tmp_path, monkeypatch):
+    """What the workflow plans its network jobs' threads by (workflow/rules/common.smk)."""
+    from ocbench.errors import OcbenchError
+    from ocbench.gpus import any_gpu
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setenv("PATH", ENV["PATH"])  # no nvidia-smi
+    assert not any_gpu()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # named, nothing to check it against: believed
+    assert any_gpu()
+    fake_nvidia_smi(tmp_path / "one", [[]])
+    monkeypatch.setenv("PATH", f"{tmp_path / 'one'}:{ENV['PATH']}")
+    for hidden in ("", "-1"):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", hidden)
+        assert not any_gpu()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert any_gpu()
+    fake_nvidia_smi(tmp_path / "none", [])
+    monkeypatch.setenv("PATH", f"{tmp_path / 'none'}:{ENV['PATH']}")
+    assert not any_gpu()
+    fake_nvidia_smi(tmp_path / "failing", None)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'failing'}:{ENV['PATH']}")
+    with pytest.raises(OcbenchError, match="nvidia-smi -L failed"):
+        any_gpu()
+    assert "torch" not in subprocess.run([sys.executable, "-c", "import sys, ocbench.gpus; print(*sys.modules)"],
+                                         env=ENV, capture_output=True, text=True, check=True).stdout.split()
+
+
 def as_user(uid: int) -> dict:
     return {"user": uid, "group": uid, "extra_groups": [], "umask": 0o022}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from conftest import REPO, run_cli
@@ -23,8 +24,8 @@ BIN = Path(sys.executable).parent
 SMOKE = REPO / "workflow" / "config" / "smoke.yaml"
 
 
-def snakemake(*args, workdir, timeout=1200, **kwargs):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(workdir / "torch")}
+def snakemake(*args, workdir, timeout=1200, env=None, **kwargs):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(workdir / "torch"), **(env or {})}
     return subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
                            str(workdir), *map(str, args)], env=env, capture_output=True, text=True,
                           timeout=timeout, **kwargs)
@@ -55,6 +56,79 @@ def test_dry_run_lists_the_paper_protocol(tmp_path):
     assert job_counts(proc.stdout) == {
         "fetch_images": 1, "fetch_partition": 1, "prepare": 1, "fid_weights": 1, "fid_stats": 1, "preflight": 1,
         "train": 15, "aggregate": 1, "figures": 1, "summary": 1, "claims": 1, "all": 1, "total": 26}
+    assert not (tmp_path / "results").exists()  # results/paper/config.yaml is written when jobs run
+
+
+PARSE_ONLY = """
+import sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path(sys.argv[1]),
+                            config_settings=ConfigSettings(configfiles=[Path(sys.argv[2])]), workdir=Path(sys.argv[3]))
+    assert workflow._workflow.get_rule("train").shellcmd
+print(*sys.modules)
+"""
+
+
+def test_parsing_the_workflow_imports_no_torch(tmp_path):
+    """Snakemake parses the workflow for every dry run and again in every SLURM job: no torch or
+    pytorch-fid there (seconds each), and no CUDA started in Snakemake's own process."""
+    proc = subprocess.run([sys.executable, "-c", PARSE_ONLY, REPO / "Snakefile", SMOKE, tmp_path],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    modules = proc.stdout.split()
+    assert "ocbench.config" in modules and not {"torch", "pytorch_fid", "torchvision"} & set(modules)
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_snakemake_without_torch_stops_before_any_job(tmp_path):
+    """The parse imports no torch, but a Snakemake whose Python lacks it (pipx, a system package)
+    still stops at once, not in every job's log."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text("import sys; sys.modules['torch'] = None  # no torch\n")
+    proc = snakemake("-n", "--cores", "1", "--configfile", SMOKE, workdir=tmp_path,
+                     env={"PYTHONPATH": str(tmp_path / "site")})
+    assert proc.returncode != 0
+    assert "has no torch: run the Snakemake of ocbench's environment" in proc.stdout + proc.stderr
+
+
+def test_the_workflow_finds_the_fid_weights_where_torch_hub_and_pytorch_fid_do(tmp_path, monkeypatch):
+    """ocbench.hub repeats torch.hub's cache folder rule and pytorch-fid's file name, without torch."""
+    from pytorch_fid.inception import FID_WEIGHTS_URL
+
+    from ocbench import fid, hub
+
+    assert hub.WEIGHTS_NAME == FID_WEIGHTS_URL.rsplit("/", 1)[1] == fid.WEIGHTS_URL.rsplit("/", 1)[1]
+    for env in ({}, {"XDG_CACHE_HOME": str(tmp_path / "xdg")}, {"TORCH_HOME": "~/th"},
+                {"TORCH_HOME": str(tmp_path / "th"), "XDG_CACHE_HOME": str(tmp_path / "xdg")}):
+        for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert hub.hub_dir() == Path(torch.hub.get_dir()), env
+        assert fid.weights_path() == Path(torch.hub.get_dir()) / "checkpoints" / hub.WEIGHTS_NAME
+    assert fid.weights_path(str(tmp_path)) == tmp_path / hub.WEIGHTS_NAME
+
+
+def test_network_jobs_are_planned_for_the_gpu_nvidia_smi_lists(tmp_path):
+    """train.device auto, decided without torch (ocbench.gpus.any_gpu): where nvidia-smi lists a GPU
+    the network jobs get no CPU OpenMP settings; where it fails, they are planned for the CPU, and
+    one line says why."""
+    from test_gpus import fake_nvidia_smi
+
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    for gpus, on_gpu in (([[]], True), (None, False)):
+        fake_nvidia_smi(tmp_path / "bin", gpus)
+        proc = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
+                               str(tmp_path), "-n", "--cores", "1"], capture_output=True, text=True, timeout=300,
+                              env={**env, "PATH": f"{tmp_path / 'bin'}:{BIN}:{env['PATH']}"})
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.count(" with-gpu ") == 17  # train x 15, fid_stats, preflight
+        assert ("OMP_WAIT_POLICY" in proc.stdout) is not on_gpu
+        assert ("nvidia-smi -L failed (exit 9)" in proc.stderr) is not on_gpu
 
 
 def test_claims_preset_trains_three_seeds_of_every_run_and_judges_the_claims(tmp_path):
@@ -113,6 +187,8 @@ def test_the_jobs_run_snakemakes_python_from_a_shell_without_the_environment(tmp
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert np.load(tmp_path / "data/smoke/celeba128.npy", mmap_mode="r").shape == (200, 128, 128, 3)
+    # The merged config the jobs read, written by the workflow's onstart before the first job.
+    assert yaml.safe_load((tmp_path / "results/smoke/config.yaml").read_text())["data"]["synthetic"]["n"] == 200
 
 
 def test_the_jobs_python_is_snakemakes_unless_conda_deploys_one(tmp_path):

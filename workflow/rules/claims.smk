@@ -1,9 +1,8 @@
-# All runs -> each of the paper's claims as a verdict (results/<config>/claims.md, .csv) and its
-# forest plot (figures/<config>/claims.<format>); see ocbench/claims.py.
-
-CLAIMS = [f"{RESULTS}/claims.md", f"{RESULTS}/claims.csv"] + expand(
-    f"{FIGURES_DIR}/claims.{{ext}}", ext=CFG.figures.formats
-)
+# ==================================================================================================
+# Claims: all runs -> each of the paper's claims as a verdict (results/<config>/claims.md, .csv) and
+# its forest plot (figures/<config>/claims.<format>); see ocbench/claims.py. Targets (CLAIMS) in
+# common.smk.
+# ==================================================================================================
 
 
 rule claims:
@@ -19,7 +18,7 @@ rule claims:
                 category="Claims",
                 labels={"figure": "Claims (forest plot)", "format": ext},
             )
-            for ext in CFG.figures.formats
+            for ext in FIGURE_FORMATS
         ],
     log:
         f"{LOGS}/claims.log",
@@ -30,4 +29,4 @@ rule claims:
     conda:
         ENV
     shell:
-        f"{OCBENCH} claims --config {{params.config}} > {{log}} 2>&1"
+        ocbench("claims")

@@ -1,11 +1,15 @@
-# CelebA (or, for synthetic configs, a synthetic CelebA) -> one prepared uint8 N x 128 x 128 x 3 array.
+# ==================================================================================================
+# Data: CelebA (or, for synthetic configs, a synthetic CelebA) -> one prepared uint8 N x 128 x 128 x 3
+# array, PREPARED. Paths in common.smk.
+# ==================================================================================================
 
-IMAGES = CFG.data.images
-PARTITION = CFG.data.partition
-PREPARED = CFG.data.prepared
 # img_align_celeba.zip, or an extracted img_align_celeba/ folder the user placed by hand.
 IMAGES_ARE_ZIP = IMAGES.endswith(".zip")
 
+
+# --------------------------------------------------------------------------------------------------
+# The images and the split file
+# --------------------------------------------------------------------------------------------------
 
 if CFG.data.synthetic:
 
@@ -22,13 +26,14 @@ if CFG.data.synthetic:
         conda:
             ENV
         shell:
-            f"{OCBENCH} data synth --config {{params.config}} > {{log}} 2>&1"
+            ocbench("data synth")
 
 else:
     # One rule per file: Snakemake deletes a job's existing outputs before running it, so a
     # single rule for both would delete a hand-placed zip when only the partition file is missing.
     # fetch_images tries data.sources, then the built-in mirrors; fetch_partition writes CelebA's
-    # official split file itself (no download).
+    # official split file itself (no download). An extracted folder has no rule: nothing can
+    # fetch it, so Snakemake says it is missing.
     if IMAGES_ARE_ZIP:
 
         rule fetch_images:
@@ -43,7 +48,7 @@ else:
             conda:
                 ENV
             shell:
-                f"{OCBENCH} data fetch --config {{params.config}} --only images > {{log}} 2>&1"
+                ocbench("data fetch --only images")
 
     rule fetch_partition:
         output:
@@ -57,7 +62,12 @@ else:
         conda:
             ENV
         shell:
-            f"{OCBENCH} data fetch --config {{params.config}} --only partition > {{log}} 2>&1"
+            ocbench("data fetch --only partition")
+
+
+# --------------------------------------------------------------------------------------------------
+# The prepared array
+# --------------------------------------------------------------------------------------------------
 
 
 rule prepare:
@@ -72,8 +82,8 @@ rule prepare:
         f"{BENCH}/prepare.tsv"
     params:
         config=CONFIG_FILE,
-    threads: ALL_CORES
+    threads: ALL_CORES  # decoding and resizing JPEGs, one worker process per thread
     conda:
         ENV
     shell:
-        f"{OCBENCH} data prepare --config {{params.config}} --workers {{threads}} > {{log}} 2>&1"
+        ocbench("data prepare --workers {threads}")

@@ -1,16 +1,13 @@
-# All runs -> the aggregated metrics, Figures 2-7 (and 8 where the config trains a GAN with spectral
-# norm or a gradient penalty) and the stability summary.
-
-AGGREGATED = f"{RESULTS}/metrics.csv"
-FIGURE_NUMBERS = CFG.figure_numbers()
-FIGURES = expand(f"{FIGURES_DIR}/fig{{n}}.{{ext}}", n=FIGURE_NUMBERS, ext=CFG.figures.formats)
-SUMMARY = [f"{RESULTS}/summary.md", f"{RESULTS}/summary.csv", f"{RESULTS}/summary_gans.csv"]
+# ==================================================================================================
+# Outputs: all runs -> the aggregated metrics (AGGREGATED), Figures 2-7 (and 8, see FIGURE_NUMBERS)
+# and the stability summary. Paths and targets in common.smk.
+# ==================================================================================================
 
 
 rule aggregate:
     input:
-        expand(f"{RESULTS}/runs/{{run}}/run.json", run=RUN_IDS),
-        expand(f"{RESULTS}/runs/{{run}}/metrics.csv", run=RUN_IDS),
+        expand(RUN_SUMMARY, run=RUN_IDS),
+        expand(RUN_METRICS, run=RUN_IDS),
     output:
         AGGREGATED,
     log:
@@ -22,13 +19,14 @@ rule aggregate:
     conda:
         ENV
     shell:
-        f"{OCBENCH} aggregate --config {{params.config}} > {{log}} 2>&1"
+        ocbench("aggregate")
 
 
 rule figures:
     input:
         AGGREGATED,
     output:
+        # FIGURES, each with its caption in `snakemake --report`
         [
             report(
                 f"{FIGURES_DIR}/fig{n}.{ext}",
@@ -37,7 +35,7 @@ rule figures:
                 labels={"figure": f"Figure {n}", "format": ext},
             )
             for n in FIGURE_NUMBERS
-            for ext in CFG.figures.formats
+            for ext in FIGURE_FORMATS
         ],
     log:
         f"{LOGS}/figures.log",
@@ -48,13 +46,14 @@ rule figures:
     conda:
         ENV
     shell:
-        f"{OCBENCH} figures --config {{params.config}} > {{log}} 2>&1"
+        ocbench("figures")
 
 
 rule summary:
     input:
         AGGREGATED,
     output:
+        # SUMMARY
         md=report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Summary"),
         csv=f"{RESULTS}/summary.csv",
         gans=f"{RESULTS}/summary_gans.csv",
@@ -67,4 +66,4 @@ rule summary:
     conda:
         ENV
     shell:
-        f"{OCBENCH} summary --config {{params.config}} > {{log}} 2>&1"
+        ocbench("summary")

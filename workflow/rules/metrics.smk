@@ -1,9 +1,7 @@
-# pytorch-fid's Inception weights and the reference statistics of the prepared images.
-
-from ocbench.fid import weights_path
-
-WEIGHTS = str(weights_path(CFG.metrics.weights_dir))
-STATS = CFG.metrics.stats
+# ==================================================================================================
+# Metrics: pytorch-fid's Inception weights (WEIGHTS) and the reference statistics of the prepared
+# images (STATS), which every FID of a run is measured against. Paths in common.smk.
+# ==================================================================================================
 
 
 rule fid_weights:
@@ -18,7 +16,7 @@ rule fid_weights:
     conda:
         ENV
     shell:
-        f"{OCBENCH} fid weights --config {{params.config}} > {{log}} 2>&1"
+        ocbench("fid weights")
 
 
 rule fid_stats:
@@ -39,5 +37,4 @@ rule fid_stats:
     conda:
         ENV
     shell:
-        f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config}} -- "
-        f"{PYTHON} -m ocbench fid stats --config {{params.config}} > {{log}} 2>&1"
+        ocbench("fid stats", gpu=True)

@@ -1,10 +1,10 @@
-# ocbench preflight, before any training job: the environment, the data so far, a few iterations of
-# every (GAN, variant) with the config's speed options, a checkpoint round trip, the FID on the
-# device against the CPU, and the projected time (ocbench/preflight.py). A failed check fails this
-# job, so no training starts; the table with each fix is in its log. It needs only the Inception
-# weights, so it runs in the first minutes of a reproduction, before CelebA is downloaded.
-
-PREFLIGHT = f"{RESULTS}/preflight.json"
+# ==================================================================================================
+# Preflight, before any training job: the environment, the data so far, a few iterations of every
+# (GAN, variant) with the config's speed options, a checkpoint round trip, the FID on the device
+# against the CPU, and the projected time (ocbench/preflight.py). A failed check fails this job, so
+# no training starts; the table with each fix is in its log. It needs only the Inception weights,
+# so it runs in the first minutes of a reproduction, before CelebA is downloaded.
+# ==================================================================================================
 
 
 rule preflight:
@@ -25,5 +25,4 @@ rule preflight:
     conda:
         ENV
     shell:
-        f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config}} -- "
-        f"{PYTHON} -m ocbench preflight --config {{params.config}} --json {{output}} > {{log}} 2>&1"
+        ocbench("preflight --json {output}", gpu=True)

@@ -1,10 +1,9 @@
-# One job per run {gan}_{variant}_s{seed}, on a GPU slot of its own (ocbench with-gpu, see
-# ocbench/gpus.py). `ocbench train` resumes from the checkpoint in
-# results/<config>/state/<run>/, which Snakemake does not know about and so never deletes.
-
-
-wildcard_constraints:
-    run=r"[A-Za-z0-9][A-Za-z0-9_-]*_[A-Za-z0-9-]+_s[0-9]+",
+# ==================================================================================================
+# Training: one job per run {gan}_{variant}_s{seed} of RUN_IDS (the `run` wildcard's constraint, in
+# common.smk), on a GPU slot of its own (ocbench with-gpu, see ocbench/gpus.py). `ocbench train`
+# resumes from the checkpoint in results/<config>/state/<run>/, which Snakemake does not know about
+# and so never deletes.
+# ==================================================================================================
 
 
 rule train:
@@ -14,8 +13,8 @@ rule train:
         weights=WEIGHTS,
         preflight=PREFLIGHT,
     output:
-        metrics=f"{RESULTS}/runs/{{run}}/metrics.csv",
-        summary=f"{RESULTS}/runs/{{run}}/run.json",
+        metrics=RUN_METRICS,
+        summary=RUN_SUMMARY,
     log:
         f"{LOGS}/train/{{run}}.log",
     benchmark:
@@ -28,5 +27,4 @@ rule train:
     conda:
         ENV
     shell:
-        f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config}} -- "
-        f"{PYTHON} -m ocbench train --config {{params.config}} --run {{wildcards.run}} > {{log}} 2>&1"
+        ocbench("train --run {wildcards.run}", gpu=True)
