@@ -70,9 +70,9 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_a_run_writes_metrics_samples_snapshots_and_run_json(setup, cli):
+def test_a_run_writes_metrics_samples_snapshots_and_run_json(setup, cli, reference):
     root, config = setup
-    proc = cli("train", "--config", config, "--run", "dcgan_oct_s0", check=True)
+    proc = reference["proc"]  # `ocbench train --run dcgan_oct_s0`, trained once for this module
     run_dir = root / "results" / "tiny" / "runs" / "dcgan_oct_s0"
     rows = read_rows(run_dir / "metrics.csv")
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
@@ -188,7 +188,7 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, 
     assert len(rows) == epochs and drop(rows) == drop(ref_rows)
 
 
-def test_a_checkpoint_from_another_run_is_refused(setup, cli):
+def test_a_checkpoint_from_another_run_is_refused(setup, cli, reference):
     root, config = setup
     src = root / "results" / "tiny" / "state" / "dcgan_oct_s0" / "checkpoint.pt"
     dst = root / "results" / "tiny" / "state" / "dcgan_oct_s7" / "checkpoint.pt"
@@ -200,7 +200,7 @@ def test_a_checkpoint_from_another_run_is_refused(setup, cli):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_a_checkpoint_from_a_gpu_is_refused_on_the_cpu_in_one_line(setup, cli):
+def test_a_checkpoint_from_a_gpu_is_refused_on_the_cpu_in_one_line(setup, cli, reference):
     """A run killed on a GPU and rerun where only the CPU is left: its noise generator's state (16
     bytes of a CUDA generator, 5,056 of a CPU one) cannot be resumed there. A checkpoint records its
     device; one written before that is recognised by its noise state."""
@@ -291,15 +291,17 @@ EVERY_ITERATION = ["--set", "train.checkpoint_minutes=1.0e-9"]
 
 @pytest.fixture(scope="module")
 def reference(setup):
-    """RUN trained once, uninterrupted, in a results folder of its own: what every interrupted,
-    damaged or resumed copy of it below must end up equal to (train.deterministic is on)."""
+    """RUN trained once, uninterrupted, in the config's own results folder (which only reads and
+    copies of it use): what a run writes, and what every interrupted, damaged or resumed copy of it
+    must end up equal to (train.deterministic is on). Trained once: a training is the slow part."""
     from conftest import run_cli
 
     root, config = setup
-    run_cli("train", "--config", config, "--set", f"paths.results={root / 'ref'}", "--run", RUN, check=True)
-    state = torch.load(root / "ref" / "tiny" / "state" / RUN / "checkpoint.pt", weights_only=True)
-    return {"rows": read_rows(root / "ref" / "tiny" / "runs" / RUN / "metrics.csv"), "G": state["G"],
-            "generator": root / "ref" / "tiny" / "runs" / RUN / "generator_epoch_003.pt"}
+    proc = run_cli("train", "--config", config, "--run", RUN, check=True)
+    results = root / "results" / "tiny"
+    state = torch.load(results / "state" / RUN / "checkpoint.pt", weights_only=True)
+    return {"rows": read_rows(results / "runs" / RUN / "metrics.csv"), "G": state["G"], "proc": proc,
+            "generator": results / "runs" / RUN / "generator_epoch_003.pt"}
 
 
 def drop_timing(rows: list[dict]) -> list[dict]:
