@@ -294,7 +294,7 @@ def compare(cfg: Config, table: pd.DataFrame, claim: Claim, gan: str, measure: s
         return {**row, "verdict": "no data: no seed has both runs finished"}
     seeds, a, b = (np.array(x) for x in zip(*pairs))
     diffs = a - b
-    margin = margin_of(cfg, claim) * abs(b.mean()) if claim.margin is not None else None
+    margin = row["margin_rel"] * abs(b.mean()) if row["margin_rel"] is not None else None
     row.update(mean_setting=a.mean(), mean_versus=b.mean(), difference=diffs.mean(), margin=margin,
                n_seeds=len(diffs), seeds=" ".join(str(int(s)) for s in seeds))
     if len(diffs) == 1:

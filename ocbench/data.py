@@ -44,7 +44,7 @@ from PIL import Image
 from ocbench import download
 from ocbench.download import Expected
 from ocbench.errors import OcbenchError
-from ocbench.formats import atomic_write
+from ocbench.formats import atomic_write, sha256_of
 
 
 # CelebA's two files: what they must be, and the copies of the zip known to hold exactly its bytes,
@@ -591,7 +591,7 @@ def prepare(cfg, skip_corrupt: bool = False, workers: int | None = None, progres
                                f"(`ocbench data fetch` checks its md5), or rerun with --skip-corrupt to leave it out")
         if bad:
             _drop_rows(tmp, {i for i, _, _ in bad})
-            sha256 = download.sha256_of(tmp)  # a new file (rare: corrupt JPEGs), hashed once more
+            sha256 = sha256_of(tmp)  # a new file (rare: corrupt JPEGs), hashed once more
             print(f"skipped {len(bad)} unreadable JPEG(s): {', '.join(n for _, n, _ in bad[:10])}"
                   f"{' ...' if len(bad) > 10 else ''} (listed in {meta_path})")
         seconds = time.perf_counter() - t0
@@ -642,7 +642,7 @@ def verify_prepared(cfg, progress: bool = True) -> str:
     if not recorded:
         raise OcbenchError(f"{meta_path} records no sha256 (written by an older ocbench), so {prepared} cannot "
                            f"be verified; {rebuild}")
-    actual = download.sha256_of(prepared, show=progress)
+    actual = sha256_of(prepared, show=progress)
     if actual != recorded:
         raise OcbenchError(f"{prepared} has sha256 {actual}, not the {recorded} prepare recorded in "
                            f"{meta_path.name}: the file changed since it was written; {rebuild}")

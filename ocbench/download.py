@@ -364,14 +364,4 @@ def fetch(dest: str | Path, sources: list[str], expected: Expected, hint: str = 
                        f"{'; '.join(failures)}. To fix: {hint}")
 
 
-def sha256_of(path: Path, show: bool = False) -> str:
-    """sha256 of a file, read once (with a progress bar when `show`)."""
-    h = hashlib.sha256()
-    bar = progress_bar(total=path.stat().st_size, desc=path.name, unit="B", unit_scale=True, unit_divisor=1024,
-                       disable=not show)
-    with open(path, "rb") as f, bar:
-        while block := f.read(CHUNK):
-            h.update(block)
-            bar.update(len(block))
-    return h.hexdigest()
 

@@ -30,7 +30,6 @@ name, torch.hub's convention) is the official one, and only its FIDs compare wit
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -41,7 +40,7 @@ from pytorch_fid import inception as pf_inception
 from pytorch_fid.fid_score import calculate_frechet_distance
 
 from ocbench.errors import OcbenchError
-from ocbench.formats import atomic_write, replacing
+from ocbench.formats import atomic_write, replacing, sha256_of
 from ocbench.hub import WEIGHTS_NAME, weights_path  # torch-free: the Snakefile needs the path at parse time
 
 WEIGHTS_URL = pf_inception.FID_WEIGHTS_URL
@@ -63,14 +62,6 @@ class Weights:
     @property
     def official(self) -> bool:
         return self.sha256.startswith(OFFICIAL_SHA256_PREFIX)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch_weights(weights_dir: str | None = None) -> Weights:

@@ -1,6 +1,6 @@
 """What a run writes, and how: the on-disk contracts that training writes and reporting reads.
 
-The bottom floor of the package (the standard library only, no torch, no pandas), so that
+The bottom floor of the package (the standard library only; tqdm for a hash shown as it runs), so that
 `aggregate`, `figures`, `summary` and `claims` read a run's files without importing training.
 
     METRIC_COLUMNS        metrics.csv's columns, one row per epoch (`write_metrics`)
@@ -8,12 +8,14 @@ The bottom floor of the package (the standard library only, no torch, no pandas)
     GRID_PADDING, grid_columns    the layout of samples/epoch_EEE.png (figures crop images back out)
     CHECKPOINT, ...       the names of a run's resumable state in results/<config>/state/<run id>/
     atomic_write, replacing       how every file of ocbench is written: whole, or not at all
+    sha256_of             how a file is identified (weights, prepared arrays, downloads)
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import math
 import os
@@ -97,3 +99,22 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
         if path.read_bytes() == data:
             return
     atomic_write(path, data)
+
+
+def sha256_of(path: str | Path, show: bool = False) -> str:
+    """sha256 of a file, read once in 1 MiB blocks (with a progress bar when `show`)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    bar = None
+    if show:
+        from ocbench.progress import progress  # tqdm: only when asked
+
+        bar = progress(total=path.stat().st_size, desc=path.name, unit="B", unit_scale=True, unit_divisor=1024)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+            if bar is not None:
+                bar.update(len(block))
+    if bar is not None:
+        bar.close()
+    return h.hexdigest()

@@ -90,12 +90,6 @@ class Evaluator:
     def weights_official(self) -> bool:
         return self.weights.official
 
-    @property
-    def eval_precision(self) -> str:
-        """The arithmetic Inception runs in on every device (`fid.full_fp32`: no TF32, no autocast);
-        the statistics are float64."""
-        return fid.EVAL_PRECISION
-
     def provenance(self, n: int) -> dict:
         """What makes an evaluation of `n` generated samples comparable with another, as plain Python
         types (metrics rows travel in checkpoints loaded with weights_only=True): the sample counts,
@@ -108,7 +102,7 @@ class Evaluator:
             "reference_split": "" if ref.split is None else str(ref.split),
             "pr_real_samples": 0 if self.real_features is None else len(self.real_features),
             "kid_real_samples": 0 if self.kid_real is None else len(self.kid_real),
-            "eval_precision": self.eval_precision,
+            "eval_precision": fid.EVAL_PRECISION,  # Inception in full fp32 on every device (`fid.full_fp32`)
         }
 
     @classmethod

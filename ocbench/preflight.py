@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import platform
 import shutil
 import subprocess
 import time
@@ -38,14 +37,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ocbench import fid, schedules
-from ocbench.bench.protocol import Case, Timing, iteration_counts, project
+from ocbench import fid
+from ocbench.bench import sync
+from ocbench.bench.protocol import Case, Timing, cpu_name, first_epoch_beta, iteration_counts, project
 from ocbench.config import Config
 from ocbench.data import CELEBA_COUNTS, CELEBA_PARTITION, CELEBA_ZIP, file_md5, load_prepared
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
 from ocbench.formats import atomic_write
-from ocbench.train import (beta_tensor, build_networks, build_step, configure_backends, restore_training_state,
+from ocbench.sample import latent_sampler, latents
+from ocbench.train import (build_networks, build_step, configure_backends, restore_training_state,
                            to_model_input, training_state)
 
 PASS, FAIL, SKIP = "✔", "✘", "–"
@@ -133,13 +134,6 @@ def nvidia_driver() -> str:
         f"unknown (nvidia-smi failed: {' '.join(out.stderr.split())[:80]})"
 
 
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def output_bytes(cfg: Config) -> int:
     """Disk the protocol's runs will write: per run two checkpoints (G, D and Adam's two moments
     each) and the generator snapshots, a sample grid per epoch; plus the prepared array when it is
@@ -190,8 +184,9 @@ def check_environment(cfg: Config, report: Report) -> torch.device | None:
                    f"(torch's default), matmul TF32 {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'}; "
                    f"Inception: full {fid.EVAL_PRECISION}")
     else:
-        report.device = f"cpu ({cpu_name()})"
-        report.add("environment", "device", True, f"cpu: {cpu_name()}, {torch.get_num_threads()} threads"
+        cpu = cpu_name()
+        report.device = f"cpu ({cpu})"
+        report.add("environment", "device", True, f"cpu: {cpu}, {torch.get_num_threads()} threads"
                    + ("" if train_cfg.device == "cpu" else "; no GPU found (see the projection)"))
         report.add("environment", "precision", True, f"training and Inception in {fid.EVAL_PRECISION}")
     need, free = output_bytes(cfg), free_bytes(cfg.results_dir)
@@ -273,10 +268,8 @@ class Trainer:
         self.G, self.D = build_networks(variant.alpha, self.gan, train_cfg, device)
         self.noise_rng, self.data_rng = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)
         self.step = build_step(self.G, self.D, self.gan, train_cfg, device, self.noise_rng)
-        self.opt_g, self.opt_d, self.autocast = self.step.opt_g, self.step.opt_d, self.step.autocast
-        self.beta = beta_tensor(variant.beta, device)
-        if self.beta is not None:
-            self.beta.copy_(torch.tensor(schedules.beta(variant.beta, 0, train_cfg.epochs)))
+        self.opt_g, self.opt_d = self.step.opt_g, self.step.opt_d
+        self.beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
         self.g_updates = 0
 
     def run(self, batches, start: int = 0) -> tuple[list[tuple[float, float | None]], float]:
@@ -306,11 +299,6 @@ class Trainer:
         restore_training_state(state, self.G, self.D, self.opt_g, self.opt_d, self.noise_rng, self.data_rng,
                                self.device)
         self.g_updates = g_updates
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def losses_close(a, b, tol: dict) -> tuple[bool, float]:
@@ -416,13 +404,16 @@ def check_evaluation(cfg: Config, device: torch.device, m: int, report: Report) 
     torch.manual_seed(0)
     G, _ = build_networks(cfg.variants[cfg.run.variants[0]].alpha, cfg.gans[cfg.run.gans[0]], train_cfg, device)
     G.eval()
-    with torch.no_grad():
-        z = torch.randn(m, train_cfg.latent_dim, generator=torch.Generator().manual_seed(0))
-        images = torch.cat([fid.to_uint8(G(z[i:i + 64].to(device), None)).cpu() for i in range(0, m, 64)])
+    sample = latent_sampler(G, None, latents(m, train_cfg.latent_dim, seed=0), device)
+    images = torch.cat([fid.to_uint8(sample(i, min(64, m - i))).cpu() for i in range(0, m, 64)])
+
+    def inception_features(net) -> torch.Tensor:
+        return torch.cat([fid.features(net, images[i:i + 64]) for i in range(0, m, 64)])
+
     net = fid.load_inception(weights, device, cfg.metrics.dims)
     sync(device)
     started = time.perf_counter()
-    feats = torch.cat([fid.features(net, images[i:i + 64]) for i in range(0, m, 64)])
+    feats = inception_features(net)
     sync(device)
     seconds_per_image = (time.perf_counter() - started) / m
     if device.type != "cuda":
@@ -430,7 +421,7 @@ def check_evaluation(cfg: Config, device: torch.device, m: int, report: Report) 
                    "no device-vs-CPU comparison")
         return seconds_per_image
     cpu_net = fid.load_inception(weights, "cpu", cfg.metrics.dims)
-    cpu_feats = torch.cat([fid.features(cpu_net, images[i:i + 64]) for i in range(0, m, 64)])
+    cpu_feats = inception_features(cpu_net)
 
     def half_vs_half(f: torch.Tensor) -> float:
         (mu1, s1), (mu2, s2) = fid.statistics(f[: m // 2].cpu()), fid.statistics(f[m // 2:].cpu())

@@ -85,7 +85,7 @@ def per_gan(table: pd.DataFrame) -> pd.DataFrame:
     means["seeds"] = grouped.size()
     means["diverged"] = grouped["status"].apply(lambda s: int((s == "diverged").sum()))
     means = means.reset_index()
-    for m in ("best_fid", "final_fid", "largest_rise", "best_kid", "final_kid"):
+    for m in (m for m in measures if m != "fid_std_last10"):  # a spread has no baseline difference
         base = means[means.variant == "baseline"].set_index("gan")[m]
         means[f"{m}_vs_baseline"] = means[m] - means.gan.map(base)
     means.insert(0, "label", [label(g, v) for g, v in zip(means.gan, means.variant)])
@@ -116,7 +116,7 @@ def provenance(metrics: pd.DataFrame) -> dict:
     distinct values (space-separated) when the rows differ, or "" when they do not record it."""
     out = {}
     for col in PROVENANCE:
-        values = metrics[col].dropna().astype(str) if col in metrics else pd.Series(dtype=str)
+        values = metrics[col].dropna().astype(str)  # aggregate.read_run gives every column
         values = [v.removesuffix(".0") for v in dict.fromkeys(values) if v not in ("", "nan")]
         out[col] = " ".join(v[:16] if col == "weights_sha256" else v for v in values)
     return out

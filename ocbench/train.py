@@ -118,7 +118,7 @@ class RunFiles:
     def __post_init__(self):
         self.metrics, self.summary = self.run_dir / "metrics.csv", self.run_dir / "run.json"
         self.checkpoint, self.previous = self.state_dir / CHECKPOINT, self.state_dir / PREVIOUS_CHECKPOINT
-        self.position = self.state_dir / POSITION
+        self.position_json = self.state_dir / POSITION
 
     def grid(self, epoch: int) -> Path:
         return self.run_dir / "samples" / f"epoch_{epoch:03d}.png"
@@ -150,7 +150,7 @@ def _train(cfg: Config, run_id: str, files: RunFiles, evaluator, log) -> dict:
     fingerprint = protocol_fingerprint(cfg, run_id)
 
     # A checkpoint of another protocol is refused; a finished run has nothing left to do.
-    ckpt = load_checkpoint(files.state_dir, run_id, log)
+    ckpt = load_checkpoint(files, run_id, log)
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
         raise OcbenchError(
             f"{files.checkpoint} belongs to another config or run (fingerprint {ckpt['fingerprint']}, "
@@ -186,7 +186,7 @@ def _train(cfg: Config, run_id: str, files: RunFiles, evaluator, log) -> dict:
         rows.append(row)
         with checkpoints.writing(files.metrics):
             write_metrics(files.metrics, rows)
-        log(epoch_line(run, position, row, epoch))
+        log(epoch_line(run, row, epoch))
         position.next_epoch()
         checkpoints.save(position)
 
@@ -359,7 +359,8 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
     return row
 
 
-def epoch_line(run: Run, position: Position, row: dict, epoch: Epoch) -> str:
+def epoch_line(run: Run, row: dict, epoch: Epoch) -> str:
+    """The log line of a finished epoch."""
     beta = epoch.beta
     return (f"{run.id} epoch {row['epoch']}/{run.cfg.train.epochs}: g_loss {row['g_loss']:.4f} "
             f"d_loss {row['d_loss']:.4f} fid {row['fid']:.2f} precision {row['precision']:.3f} "
@@ -428,7 +429,7 @@ class Checkpoints:
                  "batch": position.batch, "iterations": position.iterations, "elapsed": position.elapsed}
         with self.writing(files.checkpoint):
             atomic_write(files.checkpoint, lambda f: torch.save(state, f), files.previous)
-            atomic_write(files.position, json.dumps(where))
+            atomic_write(files.position_json, json.dumps(where))
         self.saved_at, self.last_save = (position.epoch, position.batch), time.monotonic()
 
     @contextlib.contextmanager
@@ -443,14 +444,14 @@ class Checkpoints:
                                f"metrics.csv are intact: free space and rerun, which {resume}") from None
 
 
-def load_checkpoint(state_dir: Path, run_id: str, log) -> dict | None:
+def load_checkpoint(files: RunFiles, run_id: str, log) -> dict | None:
     """The newest readable checkpoint of the run, or None when there is none.
 
     When checkpoint.pt cannot be read (cut short, corrupt, a disk error) it is set aside as
     checkpoint.pt.unreadable, one line says so, and the previous one is used; when no checkpoint
     can be read, one line names the files and the fix.
     """
-    newest, previous = state_dir / CHECKPOINT, state_dir / PREVIOUS_CHECKPOINT
+    newest, previous = files.checkpoint, files.previous
     problems = []
     for path in (newest, previous):
         if not path.exists():
@@ -473,7 +474,7 @@ def load_checkpoint(state_dir: Path, run_id: str, log) -> dict | None:
     if problems:
         names = " and ".join(f"{p} ({why})" for p, why in problems)
         raise OcbenchError(f"no readable checkpoint of {run_id}: {names}; put back a good copy of "
-                           f"{CHECKPOINT}, or delete {state_dir} to train {run_id} afresh")
+                           f"{CHECKPOINT}, or delete {files.state_dir} to train {run_id} afresh")
     return None
 
 

@@ -17,6 +17,7 @@ from ocbench import config as config_mod
 from ocbench import fid, kid, prdc
 from ocbench.errors import OcbenchError
 from ocbench.fid import image_files
+from ocbench.formats import sha256_of
 from ocbench.metrics import Evaluator, read_images
 from ocbench.sample import generator_sampler
 
@@ -98,7 +99,7 @@ def test_reference_stats_equal_pytorch_fid_save_stats(fid_env):
     assert int(ours["images"]) == N_REAL and str(ours["split"]) == "all"  # where the reference came from
     assert ours["mu"].dtype == ours["sigma"].dtype == np.float64
     assert ours["sigma"].shape == (2048, 2048) and ours["features"].shape == (30, 2048)
-    assert str(ours["weights_sha256"]) == fid.sha256_of(fid_env["weights"])
+    assert str(ours["weights_sha256"]) == sha256_of(fid_env["weights"])
 
     real = root / "real_png"
     real.mkdir()
@@ -163,7 +164,7 @@ def test_in_memory_fid_equals_pytorch_fid_cli(fid_env, tmp_path):
     # 40 samples in 2048 dimensions: the CLI's sqrtm is itself off by ~1e-8 here (test_frechet.py).
     assert ours["frechet"] == "eigh" and rel <= 1e-6
     assert 0 <= ours["precision"] <= 1 and 0 <= ours["recall"] <= 1
-    assert ours["weights_sha256"] == fid.sha256_of(fid_env["weights"])
+    assert ours["weights_sha256"] == sha256_of(fid_env["weights"])
     assert ours["weights_official"] is False
     # KID on the same features against the P/R real features; FID-infinity only when asked for.
     assert np.isfinite(ours["kid"]) and ours["kid_std"] >= 0 and np.isnan(ours["fid_inf"])

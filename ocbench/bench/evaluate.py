@@ -49,6 +49,7 @@ import torch
 from ocbench import fid, prdc
 from ocbench.bench import sync
 from ocbench.device import resolve_device
+from ocbench.formats import sha256_of
 from ocbench.metrics import Evaluator
 from ocbench.nn import Generator
 
@@ -148,12 +149,12 @@ def bench_eval(n: int = 200, real: int | None = None, width: int = 8, batch_size
 
     work = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     official = fid.weights_path()
-    if official.exists() and fid.sha256_of(official).startswith(fid.OFFICIAL_SHA256_PREFIX):
-        weights, torch_home = fid.Weights(official, fid.sha256_of(official)), os.environ.get("TORCH_HOME")
+    if official.exists() and sha256_of(official).startswith(fid.OFFICIAL_SHA256_PREFIX):
+        weights, torch_home = fid.Weights(official, sha256_of(official)), os.environ.get("TORCH_HOME")
     else:
         torch_home = str(work / "torch")
         path = fid.write_placeholder_weights(Path(torch_home) / "hub" / "checkpoints" / fid.WEIGHTS_NAME)
-        weights = fid.Weights(path, fid.sha256_of(path))
+        weights = fid.Weights(path, sha256_of(path))
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "

@@ -276,16 +276,19 @@ def pytorch_fid_env(cfg: Config, work: Path) -> dict:
 # the command
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = platform.processor() or platform.machine()
-        try:
-            name = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        name += f", {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+        name = f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     return {
         "date": datetime.date.today().isoformat(), "device": str(device), "device_name": name,
         "torch": torch.__version__,
