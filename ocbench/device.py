@@ -1,5 +1,21 @@
 """The device a config's `train.device` names, and why a GPU job has none.
 
+The default GPU path (`train.device: auto`, no speed options: what `make reproduce` runs) is the
+CPU-tested path plus these device-only lines, each executed by tests/test_fake_cuda.py through a
+fake CUDA driver (tests/fake_cuda.py):
+
+    device.resolve_device        torch.cuda.is_available(), the run's GPU as cuda:0
+    train.configure_backends     cudnn.benchmark = True
+    train.set_up                 torch.Generator(cuda:0), the run's noise stream
+    train.load_images            torch.cuda.mem_get_info and `fits_on_device`: the array on the GPU,
+                                 else `PinnedGather` (pinned buffers, copy events)
+    train.make_optimizer         fused Adam; `load_optimizer_state` puts `step` on the GPU for it
+    train.rng_state / set_rng_state   torch.cuda.get_rng_state / set_rng_state of the run's GPU
+    fid.full_fp32                Inception under cudnn.flags(allow_tf32=False, fp32 "ieee")
+    bench.sync                   torch.cuda.synchronize(device), around preflight's timings
+    preflight.check_environment  get_device_properties, the driver from nvidia-smi
+    preflight.check_evaluation   the FID on the GPU against the CPU
+
 A job that was given a GPU (CUDA_VISIBLE_DEVICES names one: `ocbench with-gpu` or SLURM set it)
 must train on it. When CUDA cannot start there (a driver older than the torch build, a CPU-only
 torch), `auto` does not quietly fall back to the CPU, where the paper's protocol would run for weeks:
@@ -49,11 +65,17 @@ def check_ordinal(name: str, count: int, environ=os.environ) -> None:
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto`: the first GPU when there is one, else the CPU, unless this job was given a GPU that
     CUDA cannot use (then an error); a named GPU that is absent is an error; `cuda:N` is checked
-    against the GPUs this process sees."""
+    against the GPUs this process sees.
+
+    A GPU always comes back with its index (`auto` and `cuda` are `cuda:0`, the job's own GPU under
+    `ocbench with-gpu` and SLURM): torch's functions that take a device (`set_device`, a stream's or
+    a generator's device) refuse or reinterpret an index-less `cuda`, and every call below names
+    the run's device explicitly, so nothing depends on CUDA's "current device"."""
     if torch.cuda.is_available():
         if name.startswith("cuda:"):
             check_ordinal(name, torch.cuda.device_count())
-        return torch.device("cuda" if name == "auto" else name)
+            return torch.device(name)
+        return torch.device("cuda", 0)
     if name.startswith("cuda"):
         raise OcbenchError(f"train.device is {name} but CUDA cannot start here: {cuda_failure()}; fix the "
                            f"driver or the torch build (ocbench preflight checks it), or use --set train.device=cpu")
@@ -63,3 +85,12 @@ def resolve_device(name: str = "auto") -> torch.device:
             f"{cuda_failure()}; fix the driver or the torch build (ocbench preflight checks it), or train on "
             f"the CPU on purpose with --set train.device=cpu")
     return torch.device(name if name != "auto" else "cpu")
+
+
+def runs_sharing_gpu(runs_per_gpu: int, environ=os.environ) -> int:
+    """How many runs share this job's GPU: `gpus.runs_per_gpu` under `ocbench with-gpu`, but 1 in a
+    SLURM job that was given one GPU (SLURM gives a GPU to one job; the runs_per_gpu slots then
+    only matter between the jobs of one allocation with several GPUs)."""
+    if environ.get("SLURM_JOB_ID") and len(assigned_gpus(environ)) == 1:
+        return 1
+    return max(runs_per_gpu, 1)

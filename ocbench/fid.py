@@ -30,6 +30,7 @@ name, torch.hub's convention) is the official one, and only its FIDs compare wit
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -202,9 +203,18 @@ def full_fp32(device: torch.device):
     pick differently run to run), deterministic kernels. So an FID computed on a GPU is the FID of
     the same images on the CPU, and comparable with numbers published before TF32 existed. The
     previous settings come back on exit (training keeps its own)."""
-    with torch.autocast(device.type, enabled=False), torch.backends.cudnn.flags(
-            enabled=True, benchmark=False, deterministic=True, allow_tf32=False, fp32_precision="ieee"):
+    with torch.autocast(device.type, enabled=False), torch.backends.cudnn.flags(**cudnn_full_fp32()):
         yield
+
+
+def cudnn_full_fp32(flags=torch.backends.cudnn.flags) -> dict:
+    """`cudnn.flags`' arguments for full fp32. Recent torch has `fp32_precision` beside allow_tf32
+    (and warns that allow_tf32 alone will go); older releases refuse that argument and take
+    allow_tf32=False alone as full fp32."""
+    full = dict(enabled=True, benchmark=False, deterministic=True, allow_tf32=False)
+    if "fp32_precision" in inspect.signature(flags).parameters:
+        full["fp32_precision"] = "ieee"
+    return full
 
 
 @torch.no_grad()

@@ -46,8 +46,8 @@ from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
 from ocbench.formats import atomic_write
 from ocbench.sample import latent_sampler, latents
-from ocbench.train import (build_networks, build_step, configure_backends, restore_training_state,
-                           to_model_input, training_state)
+from ocbench.train import (CudaGraphStep, build_networks, build_step, configure_backends,
+                           restore_training_state, to_model_input, training_state)
 
 PASS, FAIL, SKIP = "✔", "✘", "–"
 SPEED_OPTIONS = ("compile", "cuda_graphs", "channels_last", "bf16")
@@ -124,12 +124,17 @@ def preflight(cfg: Config, iterations: int | None = None, fid_images: int | None
 # environment
 
 
-def nvidia_driver() -> str:
+def nvidia_driver(timeout: float = 30) -> str:
     """The driver version nvidia-smi reports, or why there is none."""
     if not shutil.which("nvidia-smi"):
         return "unknown (no nvidia-smi on PATH)"
-    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                         capture_output=True, text=True, timeout=30)
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"unknown (nvidia-smi did not answer in {timeout:g} s)"
+    except OSError as exc:
+        return f"unknown (nvidia-smi could not run: {exc.strerror or exc})"
     return out.stdout.splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else \
         f"unknown (nvidia-smi failed: {' '.join(out.stderr.split())[:80]})"
 
@@ -261,24 +266,29 @@ def random_batches(n: int, batch_size: int, size: int, seed: int = 0) -> list[to
 class Trainer:
     """One run's networks, optimisers and step as `train` builds them (seed 0), on given batches."""
 
-    def __init__(self, cfg: Config, gan_name: str, variant_name: str, train_cfg, device: torch.device):
+    def __init__(self, cfg: Config, gan_name: str, variant_name: str, train_cfg, device: torch.device,
+                 graphs=None):
         self.gan, self.train_cfg, self.device = cfg.gans[gan_name], train_cfg, device
         variant = cfg.variants[variant_name]
         torch.manual_seed(0)
         self.G, self.D = build_networks(variant.alpha, self.gan, train_cfg, device)
         self.noise_rng, self.data_rng = torch.Generator(device).manual_seed(0), torch.Generator().manual_seed(0)
-        self.step = build_step(self.G, self.D, self.gan, train_cfg, device, self.noise_rng)
+        self.step = build_step(self.G, self.D, self.gan, train_cfg, device, self.noise_rng,
+                               graphs=graphs() if graphs else None)
         self.opt_g, self.opt_d = self.step.opt_g, self.step.opt_d
         self.beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
         self.g_updates = 0
 
     def run(self, batches, start: int = 0) -> tuple[list[tuple[float, float | None]], float]:
-        """The losses of each iteration, and the seconds of those after the first (warm-up)."""
-        losses, started = [], None
+        """The losses of each iteration, and the mean seconds of those that run as training's later
+        iterations will: after the first (cuDNN's autotuning), and with CUDA graphs only replays
+        (not the eager warm-ups and the captures). `self.timed`: how many were timed."""
+        losses, started, self.timed = [], None, 0
         for i, batch in enumerate(batches, start):
-            if i == start + 1:
+            if started is None and i > start and self.steady():
                 sync(self.device)
                 started = time.perf_counter()
+            self.timed += started is not None
             g_turn = self.gan.critic.g_turn(i, self.g_updates)
             real = to_model_input(batch, self.device, self.train_cfg.channels_last)
             loss_d, loss_g = self.step(real, self.beta, g_turn)
@@ -286,7 +296,10 @@ class Trainer:
             losses.append((float(loss_d), None if loss_g is None else float(loss_g)))
         sync(self.device)
         seconds = time.perf_counter() - started if started is not None else float("nan")
-        return losses, seconds / max(len(batches) - 1, 1)
+        return losses, seconds / max(self.timed, 1)
+
+    def steady(self) -> bool:
+        return not isinstance(self.step, CudaGraphStep) or self.step.replaying
 
     def state(self) -> dict:
         buffer = io.BytesIO()
@@ -337,33 +350,58 @@ def training_cases(cfg: Config, device: torch.device) -> list[tuple[str, str]]:
     return [(g, octave[0]) for g in cfg.run.gans]
 
 
-def check_training(cfg: Config, device: torch.device, k: int, report: Report) -> dict:
+def iterations_per_half(critic, k: int, warmup: int | None) -> int:
+    """Iterations in each half of the resume check (before and after the checkpoint): `k`, or with
+    CUDA graphs (`warmup`: a half's eager calls before its capture) as many as make each half of
+    the check warm up, capture and replay both halves of the step, the G step included: with
+    several critic steps per G step (WGAN-GP's 5, the official WGAN's 100 at first), G steps are rare."""
+    if warmup is None:
+        return k
+    needed = warmup + 2  # the eager calls, the capture, one replay
+
+    def g_steps(start: int, stop: int, g_updates: int) -> int:
+        made = 0
+        for i in range(start, stop):
+            made += critic.g_turn(i, g_updates + made)
+        return made
+
+    k = max(k, needed)
+    while g_steps(0, k, 0) < needed or g_steps(k, 2 * k, g_steps(0, k, 0)) < needed:
+        k += 1
+    return k
+
+
+def check_training(cfg: Config, device: torch.device, k: int, report: Report, graphs=None) -> dict:
     """Per (GAN, variant): eager, the speed options against eager, a checkpoint round trip.
-    Returns the measured seconds per iteration of each case, as training will run it."""
+    Returns the measured seconds per iteration of each case, as training will run it. `graphs`:
+    makes a CUDA-graph step's device side (tests pass a stand-in on the CPU)."""
     train_cfg = cfg.train
     eager_tc = dataclasses.replace(train_cfg, **{option: False for option in SPEED_OPTIONS})
     fast = [option for option in SPEED_OPTIONS if getattr(train_cfg, option)]
     tol = BF16_TOLERANCE if train_cfg.bf16 else FP32_TOLERANCE
-    batches = random_batches(2 * k, train_cfg.batch_size, cfg.data.image_size)
+    warmup = CudaGraphStep.WARMUP if train_cfg.cuda_graphs else None
     rates = {}
     for gan_name, variant_name in training_cases(cfg, device):
         case = f"{gan_name}/{variant_name}"
+        k_gan = iterations_per_half(cfg.gans[gan_name].critic, k, warmup)
+        batches = random_batches(2 * k_gan, train_cfg.batch_size, cfg.data.image_size)
         try:
             eager_run = Trainer(cfg, gan_name, variant_name, eager_tc, device)
             eager, seconds = eager_run.run(batches)
             finite = all(np.isfinite(x) for pair in eager for x in pair if x is not None)
-            report.add("training", f"{case} eager", finite, f"{2 * k} iterations, losses finite: {finite}",
+            report.add("training", f"{case} eager", finite, f"{2 * k_gan} iterations, losses finite: {finite}",
                        "a loss is NaN or infinite from the first iterations: report it with this table")
             uninterrupted = eager_run  # as training runs it, when no speed option is on
             if fast:
-                uninterrupted = Trainer(cfg, gan_name, variant_name, train_cfg, device)
+                uninterrupted = Trainer(cfg, gan_name, variant_name, train_cfg, device, graphs)
                 got, seconds = uninterrupted.run(batches)
                 ok, worst = losses_close(eager, got, tol)
                 report.add("training", f"{case} {'+'.join(fast)}", ok,
                            f"losses within rel {tol['rel']:g} + abs {tol['abs']:g} of eager (worst rel {worst:.1e})",
                            f"turn off {', '.join('train.' + o for o in fast)} and report it")
             rates[(gan_name, variant_name)] = seconds
-            resumed_ok, detail = check_resume(cfg, gan_name, variant_name, train_cfg, device, batches, k, uninterrupted)
+            resumed_ok, detail = check_resume(cfg, gan_name, variant_name, train_cfg, device, batches, k_gan,
+                                              uninterrupted, graphs)
             report.add("training", f"{case} resume", resumed_ok, detail,
                        "resumed training would not continue the run: report it with this table")
         except Exception as exc:  # whatever breaks here would break the run: say so, go on
@@ -372,20 +410,26 @@ def check_training(cfg: Config, device: torch.device, k: int, report: Report) ->
     return rates
 
 
-def check_resume(cfg, gan_name, variant_name, train_cfg, device, batches, k, uninterrupted) -> tuple[bool, str]:
+def check_resume(cfg, gan_name, variant_name, train_cfg, device, batches, k, uninterrupted,
+                 graphs=None) -> tuple[bool, str]:
     """k iterations, a checkpoint through bytes as train writes and reads it, a new trainer that
-    loads it and runs k more: equal to 2k uninterrupted iterations."""
-    first = Trainer(cfg, gan_name, variant_name, train_cfg, device)
+    loads it and runs k more: equal to 2k uninterrupted iterations. With CUDA graphs, each trainer
+    must have captured and replayed both halves of the step (before and after the reload)."""
+    first = Trainer(cfg, gan_name, variant_name, train_cfg, device, graphs)
     first.run(batches[:k])
-    resumed = Trainer(cfg, gan_name, variant_name, train_cfg, device)
+    resumed = Trainer(cfg, gan_name, variant_name, train_cfg, device, graphs)
     resumed.restore(first.state(), first.g_updates)
     resumed.run(batches[k:], start=k)
     exact = train_cfg.deterministic
     ok_g, worst_g = weights_equal(uninterrupted.G, resumed.G, exact)
     ok_d, worst_d = weights_equal(uninterrupted.D, resumed.D, exact)
+    replayed = all(t.steady() for t in (first, resumed))
     how = "bit for bit (deterministic)" if exact else f"within {RESUME_WEIGHT_ATOL:g}"
-    return ok_g and ok_d, (f"checkpoint after {k}, {k} more: G and D equal to {2 * k} uninterrupted {how} "
-                           f"(largest difference {max(worst_g, worst_d):.1e})")
+    graphs_note = "" if not train_cfg.cuda_graphs else (
+        "; both halves captured and replayed before and after the reload" if replayed
+        else "; a CUDA graph was not captured and replayed on both sides of the reload")
+    return ok_g and ok_d and replayed, (f"checkpoint after {k}, {k} more: G and D equal to {2 * k} uninterrupted "
+                                        f"{how} (largest difference {max(worst_g, worst_d):.1e}){graphs_note}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ import torch
 from ocbench import losses, schedules, tensorboard
 from ocbench.config import Config, GanConfig, TrainConfig, VariantConfig
 from ocbench.data import load_prepared
-from ocbench.device import resolve_device
+from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
 from ocbench.formats import CHECKPOINT, LOCK, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
 from ocbench.lock import holder, try_lock
@@ -331,12 +331,14 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
     eval_started = time.monotonic()
     run.G.eval()
     if status == "ok":
-        with torch.no_grad(), run.step.autocast(), checkpoints.writing(files.grid(number)):
+        # Grids and evaluation samples in fp32 whatever training's autocast: `ocbench sample` and
+        # `fid score --generator` regenerate them from the snapshot in fp32 and must get the same.
+        with torch.no_grad(), checkpoints.writing(files.grid(number)):
             save_grid(run.G(run.grid_z, run.beta), files.grid(number))
         snapshot_epoch = number in train_cfg.snapshot_epochs or number == train_cfg.epochs
         seed = eval_seed(run.cfg, position.epoch)
-        scores = evaluator.evaluate(eval_sampler(run.G, run.beta, train_cfg.latent_dim, run.device, seed, n_samples,
-                                                 run.step.autocast), n_samples, fid_inf=snapshot_epoch)
+        scores = evaluator.evaluate(eval_sampler(run.G, run.beta, train_cfg.latent_dim, run.device, seed, n_samples),
+                                    n_samples, fid_inf=snapshot_epoch)
         # plain Python types: the rows travel in the checkpoint, which loads with weights_only
         row.update(fid=float(scores["fid"]), precision=float(scores["precision"]),
                    recall=float(scores["recall"]), weights_sha256=str(scores["weights_sha256"]),
@@ -609,7 +611,9 @@ class CudaGraphStep(TrainingStep):
     `graphs`: the device side (`CudaGraphs(device)` unless a test passes a stand-in).
     """
 
-    def __init__(self, *args, warmup: int = 3, graphs=None, **kwargs):
+    WARMUP = 3  # eager calls of each half before its capture
+
+    def __init__(self, *args, warmup: int = WARMUP, graphs=None, **kwargs):
         super().__init__(*args, **kwargs)
         if graphs is None:
             if self.device.type != "cuda":
@@ -623,6 +627,11 @@ class CudaGraphStep(TrainingStep):
         self.real = self.beta = None  # the inputs every call shares, set by the first
         self.eager_calls = {"d_step": 0, "g_step": 0}
         self.replays: dict = {}  # half's name -> its replay(), once captured
+
+    @property
+    def replaying(self) -> bool:
+        """Both halves captured: every call from now on is two replays (what a timer should time)."""
+        return len(self.replays) == 2
 
     def __call__(self, real: torch.Tensor, beta, g_turn: bool):
         if self.real is None:
@@ -657,6 +666,7 @@ class CudaGraphs:
 
     def __init__(self, device: torch.device):
         self.device, self.side = device, torch.cuda.Stream(device)
+        self.capture_stream = torch.cuda.Stream(device)  # capture needs a stream other than the default
 
     def eager(self, fn, *inputs):
         current = torch.cuda.current_stream(self.device)
@@ -668,10 +678,10 @@ class CudaGraphs:
 
     def capture(self, fn, *inputs):
         """`fn(*inputs)` captured once; returns `replay()`, which runs it again and returns a copy of
-        its output (the graph's output buffer is overwritten by the next replay). Captured on the
-        current device, which `configure_backends` set to the run's."""
+        its output (the graph's output buffer is overwritten by the next replay). Captured on a
+        stream of the run's device (torch.cuda.graph makes it current, with its device)."""
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=self.capture_stream):
             out = fn(*inputs)
 
         def replay():
@@ -682,19 +692,23 @@ class CudaGraphs:
 
 
 def build_step(G, D, gan_cfg: GanConfig, train_cfg: TrainConfig, device: torch.device,
-               noise_rng: torch.Generator) -> TrainingStep:
+               noise_rng: torch.Generator, graphs=None) -> TrainingStep:
     """The run's step and its optimisers, as the config's speed options ask; the benchmarks and
-    preflight build theirs here too, so that they time and check what training runs."""
-    opt_g = make_optimizer(G.parameters(), gan_cfg.optimizer, device, capturable=train_cfg.cuda_graphs)
-    opt_d = make_optimizer(D.parameters(), gan_cfg.optimizer, device, capturable=train_cfg.cuda_graphs)
+    preflight build theirs here too, so that they time and check what training runs. `graphs`: a
+    CUDA-graph step's device side (tests pass a stand-in on the CPU, see `CudaGraphStep`)."""
+    capturable = train_cfg.cuda_graphs and device.type == "cuda"  # a capturable Adam steps only on a GPU
+    opt_g = make_optimizer(G.parameters(), gan_cfg.optimizer, device, capturable=capturable)
+    opt_d = make_optimizer(D.parameters(), gan_cfg.optimizer, device, capturable=capturable)
     # Compiled copies share parameters with G and D; checkpoints always hold the plain modules.
     G_fwd, D_fwd = (torch.compile(G), torch.compile(D)) if train_cfg.compile else (G, D)
     # autocast's weight cache must be off inside a CUDA graph (the cache would be captured stale)
     autocast = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=train_cfg.bf16,
                                  cache_enabled=not train_cfg.cuda_graphs)
-    kind = CudaGraphStep if train_cfg.cuda_graphs else TrainingStep  # the fast path is its own step
-    return kind(G_fwd, D_fwd, opt_g, opt_d, gan_cfg, noise_rng, batch_size=train_cfg.batch_size,
-                latent_dim=train_cfg.latent_dim, device=device, autocast=autocast, D_plain=D)
+    parts = dict(batch_size=train_cfg.batch_size, latent_dim=train_cfg.latent_dim, device=device,
+                 autocast=autocast, D_plain=D)
+    if train_cfg.cuda_graphs:  # the fast path is its own step
+        return CudaGraphStep(G_fwd, D_fwd, opt_g, opt_d, gan_cfg, noise_rng, **parts, graphs=graphs)
+    return TrainingStep(G_fwd, D_fwd, opt_g, opt_d, gan_cfg, noise_rng, **parts)
 
 
 def build_networks(alpha: float, gan_cfg: GanConfig, train_cfg: TrainConfig,
@@ -729,30 +743,33 @@ def load_images(path: str, device: torch.device, placement, runs_per_gpu: int = 
     if device.type != "cuda":
         return images
     if placement == "auto":
-        free, _ = torch.cuda.mem_get_info(device)
-        placement = fits_on_device(images.numel(), free, runs_per_gpu)
+        free, total = torch.cuda.mem_get_info(device)
+        placement = fits_on_device(images.numel(), free, total, runs_sharing_gpu(runs_per_gpu))
     return images.to(device) if placement else images
 
 
-def fits_on_device(nbytes: int, free_bytes: int, runs_per_gpu: int = 1) -> bool:
-    """Whether an array of `nbytes` may go on a GPU with `free_bytes` free, shared by `runs_per_gpu`
-    runs: each run budgets its share of the free memory and leaves 40% of it for the networks and
-    Inception (a run that took all of it would starve the runs that start after it)."""
-    return nbytes < 0.6 * free_bytes / max(runs_per_gpu, 1)
+def fits_on_device(nbytes: int, free_bytes: int, total_bytes: int, runs: int = 1) -> bool:
+    """Whether an array of `nbytes` may go on a GPU of `total_bytes` (`free_bytes` free now) that
+    `runs` runs share: each run's share is its part of the card, of which the array may take 60%
+    (the rest is for the networks and Inception), and it must fit in what is free now. The share
+    comes from the total, not from what is free: the runs already resident have taken theirs, so
+    dividing the free memory by every run would shrink each later run's share again."""
+    share = total_bytes / max(runs, 1)
+    return nbytes < 0.6 * min(share, free_bytes)
 
 
 class PinnedGather:
     """Batches of a host array for a GPU: each batch is gathered into one of two pinned buffers and
     copied from there asynchronously, so the gather of the next batch overlaps the copy of this one.
-    A buffer is refilled only once the copy out of it (two batches ago) is done. `event` makes the
-    marker of a finished copy (a CUDA event; tests pass None on the CPU, where copies are synchronous)."""
+    A buffer is refilled only once the copy out of it (two batches ago) is done, which a CUDA event
+    marks (on the CPU, where tests run it, copies are synchronous and need none)."""
 
-    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, pin: bool = True,
-                 event=torch.cuda.Event):
+    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, pin: bool = True):
         shape = (batch_size, *images.shape[1:])
         self.buffers = [torch.empty(shape, dtype=images.dtype, pin_memory=pin) for _ in range(2)]
         self.copied = [None, None]  # per buffer: the event recorded after the copy out of it
-        self.images, self.device, self.event, self.turn = images, device, event, 0
+        self.images, self.device, self.turn = images, device, 0
+        self.event = torch.cuda.Event if device.type == "cuda" else None
 
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
         buffer, done = self.buffers[self.turn][: len(indices)], self.copied[self.turn]
@@ -760,9 +777,9 @@ class PinnedGather:
             done.synchronize()
         torch.index_select(self.images, 0, indices, out=buffer)
         batch = buffer.to(self.device, non_blocking=True, copy=True)
-        if self.event is not None:
+        if self.event is not None:  # after the copy, on the stream that queued it
             self.copied[self.turn] = self.event()
-            self.copied[self.turn].record()
+            self.copied[self.turn].record(torch.cuda.current_stream(self.device))
         self.turn ^= 1
         return batch
 
@@ -786,8 +803,8 @@ def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: boo
 
 
 def configure_backends(train_cfg: TrainConfig, device: torch.device) -> None:
-    """Deterministic algorithms when asked (bit-exact resume), else cuDNN's autotuner on a GPU; the
-    run's GPU as the current device, so that streams, graphs and allocations are made on it."""
+    """Deterministic algorithms when asked (bit-exact resume), else cuDNN's autotuner on a GPU.
+    CUDA's current device is left alone: every call names the run's device (`resolve_device`)."""
     if train_cfg.deterministic:
         # cuBLAS reads this when it starts (the first matmul): without it, deterministic mode raises
         # on the generator's Linear with CUDA >= 10.2. Harmless on the CPU; a user's own value stays.
@@ -796,8 +813,6 @@ def configure_backends(train_cfg: TrainConfig, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # algorithm choice only; precision stays the default
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
 
 
 def make_optimizer(params, opt, device: torch.device | None = None, capturable: bool = False) -> torch.optim.Optimizer:
@@ -845,10 +860,11 @@ def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict) -> None:
 # evaluation's latents
 
 
-def eval_sampler(G, beta, latent_dim, device, seed: int, n: int, autocast):
+def eval_sampler(G, beta, latent_dim, device, seed: int, n: int):
     """`sample(start, count)` for the evaluator: G in eval mode on n latents drawn from `seed` (an
-    epoch's is `eval_seed`; the generator snapshot records it, so `ocbench sample` redraws them)."""
-    return latent_sampler(G, beta, latents(n, latent_dim, seed), device, autocast)
+    epoch's is `eval_seed`; the generator snapshot records it, so `ocbench sample` redraws them),
+    in fp32 even when training runs under bf16 autocast, as `ocbench sample` regenerates them."""
+    return latent_sampler(G, beta, latents(n, latent_dim, seed), device)
 
 
 def eval_seed(cfg: Config, epoch: int) -> int:

@@ -218,7 +218,7 @@ def test_inception_runs_in_full_fp32_whatever_training_set():
 
 def test_pinned_batches_are_the_gathered_images_and_survive_the_next_gathers():
     images = torch.randint(0, 256, (40, 8, 8, 3), dtype=torch.uint8)
-    gather = PinnedGather(images, 4, torch.device("cpu"), pin=False, event=None)
+    gather = PinnedGather(images, 4, torch.device("cpu"), pin=False)
     perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
     batches = [gather(perm[i * 4:(i + 1) * 4]) for i in range(10)]
     for i, batch in enumerate(batches):  # each still holds its own images after the buffers were reused
@@ -226,7 +226,7 @@ def test_pinned_batches_are_the_gathered_images_and_survive_the_next_gathers():
     assert batch_gatherer(images, torch.device("cpu"), 4).__self__ is images  # the CPU: a plain index
 
 
-def test_runs_sharing_a_gpu_budget_its_free_memory():
+def test_runs_sharing_a_gpu_budget_their_share_of_the_card():
     gib = 2**30
-    assert fits_on_device(10 * gib, 80 * gib, runs_per_gpu=1)
-    assert not fits_on_device(10 * gib, 80 * gib, runs_per_gpu=8)  # a share of 10 GB: no room beside the array
+    assert fits_on_device(10 * gib, 80 * gib, 80 * gib, runs=1)
+    assert not fits_on_device(10 * gib, 80 * gib, 80 * gib, runs=8)  # a share of 10 GB: no room beside the array

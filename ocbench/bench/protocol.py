@@ -138,19 +138,18 @@ def time_training(step, batches, beta, d_only: bool, device, iterations: int, wa
     return with_g, without_g
 
 
-def time_our_evaluation(cfg: Config, evaluator, G, beta, device, autocast) -> float:
+def time_our_evaluation(cfg: Config, evaluator, G, beta, device) -> float:
     """One per-epoch evaluation as training makes it, after a one-batch warm-up of G and Inception."""
     from ocbench.fid import to_uint8
 
     train_cfg = cfg.train
     G.eval()
     warmup = min(evaluator.batch_size, 2)  # one small batch: kernel selection, not the timed work
-    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), warmup, autocast)
+    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), warmup)
     evaluator.features([to_uint8(sample(0, warmup))], warmup)
     sync(device)
     start = time.perf_counter()
-    evaluator.evaluate(eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), cfg.metrics.fid_samples,
-                                    autocast),
+    evaluator.evaluate(eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), cfg.metrics.fid_samples),
                        cfg.metrics.fid_samples)
     sync(device)
     seconds = time.perf_counter() - start
@@ -184,7 +183,7 @@ def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, itera
     if images is None:
         images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)
     evaluator = Evaluator.from_config(cfg, device) if evaluator is None else evaluator
-    G, step, autocast = build(cfg, gan_name, variant.alpha, device)
+    G, step = build(cfg, gan_name, variant.alpha, device)
     beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
     batches = our_batches(images, train_cfg.batch_size, device, train_cfg.channels_last)
     with_g, without_g = time_training(step, batches, beta, d_only, device, iterations, warmup, barrier)
@@ -193,7 +192,7 @@ def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, itera
             + profile_iterations(step, batches, beta, device))
     if barrier is not None:
         barrier.wait()
-    return Timing(with_g, without_g, time_our_evaluation(cfg, evaluator, G, beta, device, autocast))
+    return Timing(with_g, without_g, time_our_evaluation(cfg, evaluator, G, beta, device))
 
 
 def _shared_job(raw: dict, gan_name, variant_name, d_only, iterations, warmup, barrier, results) -> None:
@@ -235,7 +234,7 @@ def time_authors(cfg: Config, gan_name: str, variant_name: str, d_only: bool, it
 
     train_cfg, m, variant = cfg.train, cfg.metrics, cfg.variants[variant_name]
     device = resolve_device(train_cfg.device)
-    G, step, autocast = build(cfg, gan_name, variant.alpha, device)
+    G, step = build(cfg, gan_name, variant.alpha, device)
     beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
     with_g, without_g = time_training(step, authors_batches(loader, device), beta, d_only, device,
                                       iterations, warmup)
@@ -243,7 +242,7 @@ def time_authors(cfg: Config, gan_name: str, variant_name: str, d_only: bool, it
     out = work / f"samples_{gan_name}_{variant_name}"
     out.mkdir(parents=True)
     G.eval()
-    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), m.fid_samples, autocast)
+    sample = eval_sampler(G, beta, train_cfg.latent_dim, device, eval_seed(cfg, 0), m.fid_samples)
     sync(device)
     start = time.perf_counter()
     for s in range(0, m.fid_samples, m.batch_size):

@@ -43,14 +43,14 @@ def authors_loader(images: np.ndarray, folder: Path, batch_size: int):
 
 
 def build(cfg: Config, gan_name: str, alpha: float, device: torch.device):
-    """(G, the training step as the config builds it, autocast) of one GAN at `alpha`, seeded as a
-    run with seed 0."""
+    """(G, the training step as the config builds it) of one GAN at `alpha`, seeded as a run with
+    seed 0."""
     train_cfg, gan = cfg.train, cfg.gans[gan_name]
     torch.manual_seed(0)
     G, D = build_networks(alpha, gan, train_cfg, device)
     noise = torch.Generator(device).manual_seed(0)
     step = build_step(G, D, gan, train_cfg, device, noise)
-    return G, step, step.autocast
+    return G, step
 
 
 def our_batches(images: torch.Tensor, batch_size: int, device: torch.device, channels_last: bool):
@@ -108,7 +108,7 @@ def bench_train(cfg: Config, iterations: int, warmup: int, rounds: int = 3, alph
 
         for gan_name in cfg.run.gans:
             for alpha in alphas:
-                _, step, _ = build(cfg, gan_name, alpha, device)
+                _, step = build(cfg, gan_name, alpha, device)
                 rates = compare({"ours": our_batches(images, train_cfg.batch_size, device, train_cfg.channels_last),
                                 "authors": authors_batches(loader, device)}, step, device, warmup, iterations, rounds)
                 row = {"gan": gan_name, "alpha": alpha, "ours_it_s": rates["ours"], "authors_it_s": rates["authors"]}
