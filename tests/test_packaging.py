@@ -31,9 +31,11 @@ def test_environment_yml_and_pyproject_name_the_same_packages():
 
 def test_environment_yml_takes_cuda_pytorch_from_conda_forge_only():
     """The `pytorch` channel (and `nvidia` beside it, `pytorch-cuda` from it) stopped publishing
-    after PyTorch 2.5 (pytorch/pytorch#138506): an environment from them is stuck at 2.5."""
+    after PyTorch 2.5 (pytorch/pytorch#138506): an environment from them is stuck at 2.5. Snakemake
+    is on bioconda only, which Snakemake's docs put after conda-forge (strict priority), so
+    PyTorch and everything else still come from conda-forge."""
     env = yaml.safe_load((REPO / "environment.yml").read_text())
-    assert set(env["channels"]) <= {"conda-forge", "nodefaults"}, env["channels"]
+    assert env["channels"] == ["conda-forge", "bioconda", "nodefaults"], env["channels"]
     specs = [dep for dep in env["dependencies"] if isinstance(dep, str)]
     assert not [s for s in specs if "::" in s], "a package from another channel (channel::name)"
     names = {name(s) for s in specs}

@@ -105,3 +105,31 @@ def test_a_prepared_array_of_the_wrong_shape_fails_the_data_check(setup):
     preflight.check_data(cfg, report)
     check = next(c for c in report.checks if c.name == "prepared")
     assert check.status == "✘" and "(64, 64, 3)" in check.detail and "ocbench data prepare" in check.fix
+
+
+def test_with_cuda_graphs_the_resume_check_captures_and_replays_both_halves_on_each_side(setup, monkeypatch):
+    """WGAN-GP makes a G step every 5 iterations: 3 + 3 iterations with a 3-call warm-up never
+    captured its G step (nor anything after the reload). The check now runs enough iterations per
+    half for each trainer to capture and replay both halves, and fails when one does not; timings
+    count replays only. The device side is the CPU stand-in for a CUDA graph (test_gpu_paths)."""
+    from test_gpu_paths import ReplayByCalling
+
+    root, config = setup
+    cfg = config_mod.load([config], ["train.cuda_graphs=true"])
+    cpu = preflight.torch.device("cpu")
+    critic = cfg.gans["wgan_gp"].critic
+    assert preflight.iterations_per_half(critic, 3, warmup=None) == 3  # no graphs: as asked
+    k = preflight.iterations_per_half(critic, 3, warmup=3)
+    assert k == 23  # G steps at 0, 5, ..., 20: 3 eager, the capture, a replay; 25 ... 45 after it
+    official = config_mod.load([preflight.Path(__file__).parent.parent / "workflow/config/official-wgan.yaml"])
+    # 20 critic steps per G step at first: G at 0, 20, ..., 80 before the checkpoint, 100 ... 180 after
+    assert preflight.iterations_per_half(official.gans["wgan"].critic, 3, warmup=3) == 91
+
+    batches = preflight.random_batches(2 * k, cfg.train.batch_size, 128)
+    graphed = preflight.Trainer(cfg, "wgan_gp", "oct", cfg.train, cpu, graphs=ReplayByCalling)
+    graphed.run(batches)
+    assert graphed.steady() and graphed.timed == 2 * k - 16  # D captured at 3, G at 15: timed from 16
+    ok, detail = preflight.check_resume(cfg, "wgan_gp", "oct", cfg.train, cpu, batches, k, graphed, ReplayByCalling)
+    assert ok and "both halves captured and replayed before and after the reload" in detail, detail
+    ok, detail = preflight.check_resume(cfg, "wgan_gp", "oct", cfg.train, cpu, batches[:6], 3, graphed, ReplayByCalling)
+    assert not ok and "was not captured and replayed on both sides" in detail
