@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test reproduce smoke mini cluster-deps test-cluster clean-smoke clean-mini gpu-wheels
+.PHONY: test reproduce smoke mini cluster-deps test-cluster clean-smoke clean-mini gpu-wheels gpu-check gpu-check-cpu
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,9 +45,21 @@ clean-mini:
 	rm -rf results/mini figures/mini data/mini
 
 # Wheels for a GPU machine without internet whose image has torch but not these (Python 3.12,
-# x86-64): pip install --no-index --target /tmp/site .whl/*.whl there. See BENCHMARKS.md.
+# x86-64): `make gpu-check` installs the ones it lacks. pytest runs the GPU tests there.
 gpu-wheels:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	    -d .whl pytorch-fid==0.3.0 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 \
-	    referencing==0.37.0 rpds-py==2026.9.1
+	    referencing==0.37.0 rpds-py==2026.9.1 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1 \
+	    packaging==25.0 pygments==2.21.0
+
+# Everything a GPU must show, in at most 9 minutes on one H100/H200, with the machine's own python
+# and torch (carry .whl from `make gpu-wheels`); results in $$OUT (default gpu-check/). No venv: a
+# lent GPU machine has no internet. See ocbench/bench/gpu_check.py.
+OUT ?= gpu-check
+gpu-check:
+	python3 -m ocbench.bench.gpu_check --out $(OUT)
+
+# The same steps at smoke size on this CPU (the test suite runs them too: tests/test_gpu_check.py).
+gpu-check-cpu: $(STAMP)
+	$(BIN)/python -m ocbench.bench.gpu_check --cpu --out $(OUT)-cpu
