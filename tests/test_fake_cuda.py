@@ -37,9 +37,10 @@ from ocbench import fid, preflight
 from ocbench.bench import sync
 from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
-from ocbench.train import (CudaGraphs, CudaGraphStep, PinnedGather, configure_backends, fits_on_device,
-                           load_optimizer_state, make_optimizer, rng_state, set_rng_state, set_up,
-                           to_model_input)
+from ocbench.bench.protocol import environment
+from ocbench.train import (CudaGraphs, CudaGraphStep, PinnedGather, Position, configure_backends, fits_on_device,
+                           load_optimizer_state, make_optimizer, resume, rng_state, set_rng_state, set_up,
+                           to_model_input, training_state)
 
 CUDA0 = torch.device("cuda", 0)
 SMOKE = Path(__file__).resolve().parent.parent / "workflow" / "config" / "smoke.yaml"
@@ -164,6 +165,28 @@ def test_a_gpu_optimiser_resumed_from_a_cpu_checkpoint_keeps_its_state_on_the_gp
         load_optimizer_state(opt, saved)
         for state in opt.state.values():
             assert {v.device for v in state.values()} == {CUDA0}
+
+
+def test_a_gpu_runs_checkpoint_resumes_into_a_new_gpu_run(fake_cuda, smoke_cfg):
+    """What `resume` does after `torch.load(map_location="cpu")`: every tensor of the checkpoint on
+    the CPU, the run's networks, optimisers and noise stream on the GPU."""
+    with fake_cuda():
+        first = set_up(smoke_cfg, "wgan_gp_oct_s0")
+        state = training_state(first.G, first.D, first.step.opt_g, first.step.opt_d, first.noise_rng,
+                               first.data_rng, first.device)
+        on_cpu = torch.utils._pytree.tree_map(lambda v: v.cpu() if torch.is_tensor(v) else v, state)
+        ckpt = {**on_cpu, "position": Position().as_dict(), "rows": []}
+        assert ckpt["device"] == "cuda"
+        again = set_up(smoke_cfg, "wgan_gp_oct_s0")
+        said = []
+        position, rows = resume(again, ckpt, None, said.append)
+        assert position == Position() and rows == [] and said[0].startswith("wgan_gp_oct_s0: resuming at epoch 1")
+        assert {p.device for p in again.G.parameters()} == {CUDA0}
+
+
+def test_the_benchmarks_name_the_gpu(fake_cuda):
+    with fake_cuda(name="NVIDIA H200"):
+        assert environment(CUDA0)["device_name"] == "NVIDIA H200"
 
 
 def test_cuda_graphs_warm_up_on_a_side_stream_and_capture_on_their_own(fake_cuda):
