@@ -8,6 +8,7 @@ zip (the md5s are module constants for that reason).
 import hashlib
 import io
 import json
+import os
 import socket
 import zipfile
 from pathlib import Path
@@ -363,3 +364,21 @@ def test_a_truncated_prepared_array_is_named_and_prepare_rebuilds_it(tmp_path, c
     proc = cli("data", "prepare", "--config", cfg, "--workers", "1")
     assert proc.returncode == 0 and "up to date" not in proc.stdout
     assert out.read_bytes() == whole
+
+
+def test_a_planted_tmp_symlink_in_the_data_folder_is_not_written_through(tmp_path):
+    """A member of a group-writable data folder plants list_eval_partition.txt.tmp -> the victim's
+    file: fetch writes the partition file (formats.atomic_write), the victim's file stays as it was."""
+    if os.geteuid() != 0:
+        pytest.skip("a symlink owned by another user needs root to make (the user's own is followed)")
+    victim, part = tmp_path / "thesis.txt", tmp_path / "list_eval_partition.txt"
+    victim.write_text("my thesis")
+    for leftover in (part.with_name(part.name + ".tmp"), part.with_name(part.name + ".md5cache.tmp")):
+        leftover.symlink_to(victim)
+        os.lchown(leftover, 65534, 65534)
+    data.fetch_partition(part)
+    assert victim.read_text() == "my thesis"
+    assert part.read_bytes() == data.official_partition() and not part.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list_eval_partition.txt",
+                                                          "list_eval_partition.txt.md5cache", "thesis.txt"]
+
