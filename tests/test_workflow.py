@@ -211,6 +211,35 @@ def test_the_jobs_python_is_snakemakes_unless_conda_deploys_one(tmp_path):
     assert with_conda.count(" python -m ocbench") == 2 and sys.executable not in with_conda
 
 
+def test_paths_with_spaces_and_shell_syntax_reach_the_jobs_as_one_word(tmp_path):
+    """A checkout under ~/My Projects/ and paths.results "my results $(touch pwned)": a real job (the
+    synthetic CelebA of 4 images) runs, its log lands at the configured path, and nothing the paths
+    spell is run (today: `bash: Projects/ocbench: No such file`, a stray ./my, a `touch`)."""
+    import shutil
+
+    checkout = tmp_path / "My Projects" / "ocbench"
+    checkout.mkdir(parents=True)
+    for part in ("Snakefile", "environment.yml", "workflow", "profiles", "ocbench"):
+        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy
+        copy(REPO / part, checkout / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                              if (REPO / part).is_dir() else {}))
+    work = tmp_path / "work"
+    work.mkdir()
+    results = "my results $(touch pwned)"
+    (work / "overlay.yaml").write_text(yaml.safe_dump({
+        "name": "t", "paths": {"results": results, "figures": "figures"},
+        "data": {"images": "data/img_align_celeba.zip", "partition": "data/list_eval_partition.txt",
+                 "prepared": "data/celeba128.npy", "subset": True, "synthetic": {"n": 4, "seed": 0}}}))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(checkout / "Snakefile"), "--directory",
+                           str(work), "data/img_align_celeba.zip", "--cores", "1", "--configfile",
+                           str(work / "overlay.yaml")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (work / "data/img_align_celeba.zip").is_file()
+    assert "wrote data/img_align_celeba.zip" in (work / results / "t/logs/synth.log").read_text()
+    assert sorted(p.name for p in work.iterdir()) == [".snakemake", "data", results, "overlay.yaml"]
+
+
 def test_jobs_on_the_cpu_get_the_cores_they_are_given(tmp_path):
     """On a machine without a GPU, train and fid_stats run with every thread --cores allows
     (Snakemake then sets OMP_NUM_THREADS for them), and no rule needs --cores to parse."""
