@@ -150,14 +150,14 @@ def open_lock_dir(path: Path, shared: bool) -> int:
     """The slot folder, created if absent, opened without following a symlink (the slot files are then
     opened relative to it, so nothing can swap the folder in between). `shared`: made like /tmp, 1777,
     so every user can add slots to it; only the folder itself, its missing parents get the umask (a
-    1777 folder in a home is one anyone could fill with symlinks). Not shared (a SLURM job's own): the
-    umask's mode, and it must be this user's. Either way a folder that exists must be a real folder
+    1777 folder in a home is one anyone could fill with symlinks). Not shared (a SLURM job's own): made
+    0700, and it must be this user's. Either way a folder that exists must be a real folder
     whose slot files nobody else can swap: its owner this user or root (or, shared, any user, when it is
     sticky like /tmp), and no group or other write without the sticky bit."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            path.mkdir()
+            path.mkdir(mode=0o700)  # a SLURM job's own stays so; a shared one is made 1777 below
             made = True
         except FileExistsError:
             made = False

@@ -29,6 +29,7 @@ same command resumes. Otherwise the lock stays, and the line printed says why an
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import socket
@@ -43,10 +44,10 @@ MARK = "OCBENCH_SNAKEMAKE_WORKDIR"  # in the environment of a registered Snakema
 _registered: dict[str, int] = {}  # our own instance file -> its descriptor (one per process)
 
 
-def register(workdir: Path = Path("."), local: bool = True) -> None:
-    """This process, as a live Snakemake of the workflow in `workdir` (running its jobs locally or
-    not), until it ends; its jobs carry MARK. Parsing the Snakefile again in the same process
-    registers it once."""
+def register(workdir: Path = Path("."), local: bool = True, dry_run: bool = False) -> None:
+    """This process, as a live Snakemake of the workflow in `workdir` (running its jobs locally, on a
+    cluster, or none: a dry run), until it ends; its jobs carry MARK. An end by exit removes its file:
+    only killed ones leave theirs. Parsing the Snakefile again in the same process registers it once."""
     folder = workdir / INSTANCES
     path = folder / f"{os.getpid()}.lock"
     if str(path.resolve()) in _registered:
@@ -58,9 +59,11 @@ def register(workdir: Path = Path("."), local: bool = True) -> None:
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
     fcntl.flock(fd, fcntl.LOCK_EX)
     command = " ".join(sys.argv).replace("\n", " ")
-    os.write(fd, f"{os.getpid()}\n{command}\n{socket.gethostname()}\n{'local' if local else 'cluster'}\n".encode())
+    mode = "dry-run" if dry_run else "local" if local else "cluster"
+    os.write(fd, f"{os.getpid()}\n{command}\n{socket.gethostname()}\n{mode}\n".encode())
     os.replace(tmp, path)
     _registered[str(path.resolve())] = fd
+    atexit.register(path.unlink, missing_ok=True)
 
 
 def _instances(workdir: Path):
@@ -148,6 +151,8 @@ def blocker(workdir: Path = Path("."), dry_run: bool = False, local: bool = True
         return (f"{shared}: a snakemake alive on another host cannot be seen from here; if none is, "
                 "run `snakemake --unlock` once")
     for _, _, (pid, _, host, mode) in _instances(workdir):
+        if mode == "dry-run":  # ran no job
+            continue
         if mode == "cluster":
             return (f"the killed snakemake (PID {pid}) submitted its jobs to a cluster, where they may still run; "
                     "when none does (squeue), run `snakemake --unlock` once")
@@ -186,7 +191,7 @@ def claim_for_snakemake() -> str | None:
 def claim(workdir: Path = Path("."), dry_run: bool = False, local: bool = True) -> str | None:
     """Register, then remove the stale Snakemake lock unless something says it must stay (`blocker`).
     Returns a line for the user, or None when there is nothing to say."""
-    register(workdir, local)
+    register(workdir, local, dry_run)
     others = live_instances(workdir)
     if others:
         names = "; ".join(f"PID {pid} ({command})" for pid, command in others)
