@@ -14,15 +14,17 @@ min_version("8.0")
 # The ocbench package sits beside this file; it need not be installed for Snakemake to use it.
 sys.path.insert(0, workflow.basedir)
 from ocbench.config import yaml_typed
-from ocbench.workflow_lock import claim
+from ocbench.workflow_lock import claim_for_snakemake
 from snakemake_interface_executor_plugins.settings import ExecMode
 
 # After a crash the same command resumes: this Snakemake registers itself (a kernel lock held while
-# it lives) and, when no other Snakemake of the workflow is alive here, removes the lock a killed one
-# left, before Snakemake checks it. Job processes (SLURM jobs, --mode remote/subprocess) neither
-# register nor remove anything: their main Snakemake holds the directory. See ocbench/workflow_lock.py.
+# it lives; its jobs carry a mark in their environment) and, when it is to run jobs on this machine and
+# no other Snakemake of the workflow nor any job of a killed one is alive here, removes the lock a
+# killed one left, before Snakemake checks it. Job processes (SLURM jobs, --mode remote/subprocess)
+# neither register nor remove anything: their main Snakemake holds the directory. See
+# ocbench/workflow_lock.py.
 if workflow.exec_mode == ExecMode.DEFAULT:
-    said = claim()
+    said = claim_for_snakemake()
     if said:
         print(said, file=sys.stderr)
 

@@ -179,7 +179,7 @@ def cmd_with_gpu(args) -> None:
         devices = None if g.devices == "auto" else [str(d) for d in g.devices]
     lock_dir = Path(args.lock_dir or g.lock_dir or gpus.DEFAULT_LOCK_DIR)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    gpus.exec_with_gpu(command, devices, args.runs_per_gpu or g.runs_per_gpu, lock_dir)
+    gpus.exec_with_gpu(command, devices, args.runs_per_gpu or g.runs_per_gpu, lock_dir, args.timeout)
 
 
 def cmd_bench_prepare(args) -> None:
@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", help="comma-separated GPU ids (default: gpus.devices of the config)")
     p.add_argument("--runs-per-gpu", type=int, help="slots per GPU (default: gpus.runs_per_gpu)")
     p.add_argument("--lock-dir", help="folder of the slot locks (default: gpus.lock_dir)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up (exit 1) when no slot is free after this long (default: wait as long as it takes)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_with_gpu)
 

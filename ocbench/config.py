@@ -327,6 +327,11 @@ def validate(raw: dict) -> None:
         where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ConfigError(f"config error at {where}: {error.message}")
 
+    for where, value in configured_paths(raw):
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ConfigError(f"config error at {where}: {value!r} holds a control character (a newline, a tab, "
+                              "an escape: a pasting slip, or an attempt on the workflow's shell commands); "
+                              "remove it")
     for gan in raw["run"]["gans"]:
         if gan not in raw["gans"]:
             raise ConfigError(
@@ -358,6 +363,21 @@ def validate(raw: dict) -> None:
                 raise ConfigError(
                     f"config error at variants.{name}.beta.knots: t must increase strictly, got {ts}"
                 )
+
+
+# Every config key that names a file or folder (data.sources: each copy of the zip)
+PATH_KEYS = [("paths", "results"), ("paths", "figures"), ("data", "images"), ("data", "partition"),
+             ("data", "prepared"), ("data", "sources"), ("metrics", "stats"), ("metrics", "weights_dir"),
+             ("gpus", "lock_dir")]
+
+
+def configured_paths(raw: dict):
+    """(where, value) of every path the config names."""
+    for section, key in PATH_KEYS:
+        value = raw.get(section, {}).get(key)
+        for k, v in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            if isinstance(v, str):
+                yield f"{section}.{key}" + (f"[{k}]" if k is not None else ""), v
 
 
 def from_dict(raw: dict) -> Config:

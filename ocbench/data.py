@@ -64,6 +64,12 @@ CELEBA_PARTITION = Expected("list_eval_partition.txt", 2_836_386, "d32c9cbf5e040
 CELEBA_PAGE = "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"
 CELEBA_COUNTS = {"all": 202_599, "train": 162_770, "valid": 19_867, "test": 19_962}
 SPLIT_CODES = {"train": 0, "valid": 1, "test": 2}
+# Every Align&Cropped image is 178 x 218 (w x h), and about 10 KB (ocbench's synthetic ones too). An
+# archive member far larger, or a JPEG whose header says another size, is not one of them: a zip bomb
+# (a few KB of zeros that inflate to gigabytes) or a decompression bomb (a 1.4 KB JPEG whose header says
+# 12000 x 12000 would take 1.2 GB to decode). Both are refused before they are read or decoded.
+CELEBA_FRAME = (178, 218)
+MAX_MEMBER_BYTES = 1 << 20
 FORMAT_VERSION = 1  # bump when the recipe changes, so that older arrays count as out of date
 
 FILTERS = {name: getattr(Image.Resampling, name.upper())
@@ -274,15 +280,24 @@ def list_source(source: Path) -> dict[str, str]:
 
 
 def read_partition(path: Path) -> list[tuple[str, int]]:
-    """`list_eval_partition.txt` -> [(file name, 0|1|2)], in file order."""
-    entries = []
-    for k, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+    """`list_eval_partition.txt` -> [(file name, 0|1|2)], in file order. A name listed twice, or a
+    UTF-8 byte-order mark (which would hide the first name), is a one-line error."""
+    text = path.read_bytes()
+    if text.startswith(b"\xef\xbb\xbf"):
+        raise OcbenchError(f"{path} starts with a UTF-8 byte-order mark, which CelebA's file has not (an editor "
+                           f"added it); save it without one, or delete it: {manual_hint(path, CELEBA_PARTITION)}")
+    entries, seen = [], {}
+    for k, line in enumerate(text.decode(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
             raise OcbenchError(f"{path} line {k} is {line[:40]!r}, not '<name>.jpg 0|1|2'; "
                                f"{manual_hint(path, CELEBA_PARTITION)}")
+        if parts[0] in seen:
+            raise OcbenchError(f"{path} lists {parts[0]} twice (lines {seen[parts[0]]} and {k}); remove the "
+                               f"duplicate, or delete the file: {manual_hint(path, CELEBA_PARTITION)}")
+        seen[parts[0]] = k
         entries.append((parts[0], int(parts[1])))
     return entries
 
@@ -314,8 +329,19 @@ def _init_worker(source: str, out_path: str, crop, resize: str, size: int) -> No
 
 
 def _open(entry: str) -> Image.Image:
+    """The image, header read, not yet decoded; ValueError for what is not a CelebA image (see
+    CELEBA_FRAME)."""
     zf = _worker["zip"]
-    return Image.open(io.BytesIO(zf.read(entry)) if zf is not None else entry)
+    size = zf.getinfo(entry).file_size if zf is not None else os.stat(entry).st_size
+    if size > MAX_MEMBER_BYTES:
+        raise ValueError(f"{size:,} bytes uncompressed, more than the {MAX_MEMBER_BYTES:,} accepted: CelebA's "
+                         "JPEGs are about 10 KB")
+    img = Image.open(io.BytesIO(zf.read(entry)) if zf is not None else entry)
+    if img.size != CELEBA_FRAME:
+        img.close()
+        raise ValueError(f"its header says {img.size[0]}x{img.size[1]}, CelebA's images are "
+                         f"{CELEBA_FRAME[0]}x{CELEBA_FRAME[1]}")
+    return img
 
 
 def _work(start: int, entries: list[tuple[str, str]]) -> tuple[int, list[tuple[int, str, str]]]:

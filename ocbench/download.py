@@ -17,10 +17,12 @@ error lists what each returned.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import os
 import re
+import stat
 import sys
 import time
 import urllib.error
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from ocbench import __version__
 from ocbench.errors import OcbenchError
+from ocbench.formats import create_new, rename_own
 from ocbench.progress import progress as progress_bar
 
 CHUNK = 1 << 20
@@ -107,11 +110,30 @@ class _Part:
     def __init__(self, dest: Path):
         self.path = dest.with_name(dest.name + ".part")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "ab+", buffering=0)  # unbuffered: a kill loses no received byte
+        # unbuffered: a kill loses no received byte
+        self.file = open(self._open(self.path), "ab+", buffering=0, closefd=True)
         self._reset_digests()
         self.file.seek(0)  # bytes left by an earlier attempt or process: hashed once, then continued
         for block in iter(lambda: self.file.read(CHUNK), b""):
             self._hash(block)
+
+    @staticmethod
+    def _open(path: Path) -> int:
+        """A `.part` to resume only if it is a regular file of this user's with no other name, opened
+        without following a symlink; anything else under its name (in a data folder others write to:
+        a planted symlink, another member's file) is removed and the download starts anew."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            fd = None
+        if fd is not None:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1:
+                return fd
+            os.close(fd)
+        fd = create_new(path)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)  # see restart()
+        return fd
 
     def _reset_digests(self) -> None:
         self.size, self.md5, self.sha256 = 0, hashlib.md5(), hashlib.sha256()
@@ -143,8 +165,12 @@ class _Part:
         elif expected.sha256 and sha256 != expected.sha256:
             problem = f"right size and md5 but sha256 {sha256}, not {expected.sha256}"
         else:
-            self.file.close()
-            os.replace(self.path, dest)
+            try:
+                rename_own(self.file.fileno(), self.path, dest)  # the file verified, not one swapped in
+            except OSError as exc:
+                raise SourceFailed(_reason(exc)) from None
+            finally:
+                self.file.close()
             return Fetched(source, md5, sha256)
         self.discard()
         raise SourceFailed(problem)

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Callable, Union
 
@@ -50,6 +52,51 @@ def grid_columns(n_images: int) -> int:
 Content = Union[bytes, str, Callable]
 
 
+def create_new(path: Path) -> int:
+    """`path` created for writing (O_CREAT | O_EXCL | O_NOFOLLOW), after removing what a killed writer
+    left there: a descriptor of a new, empty regular file of ours. A folder others may write to (a
+    group's data folder) may hold anything under a temporary's fixed name; `unlink` removes a planted
+    symlink without following it, and O_EXCL never opens what appeared in between. One exception: a
+    symlink of this user's own is followed (the user aimed it; the tests aim /dev/full at a write)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid():
+        return os.open(path, os.O_RDWR | os.O_TRUNC)
+    if st is not None:
+        os.unlink(path)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+
+
+def rename_own(fd: int, src: Path, dest: Path) -> None:
+    """Rename `src` to `dest` only if `src` is still the file `fd` wrote (nobody swapped it since)."""
+    a, b = os.fstat(fd), os.stat(src)  # followed: the user's own symlink (create_new) leads to `fd`
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        raise OSError(errno.EEXIST, f"{src} was replaced by another file while it was written; not renamed")
+    os.replace(src, dest)
+
+
+@contextlib.contextmanager
+def _replacing(path: str | Path, previous: Path | None = None):
+    """`replacing`, yielding (tmp, the descriptor `create_new` gave)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = None
+    try:
+        fd = create_new(tmp)
+        yield tmp, fd
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        rename_own(fd, tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def replacing(path: str | Path, previous: Path | None = None):
     """`with replacing(path) as tmp:` write `tmp` (`<name>.tmp` beside `path`); when the block ends
@@ -57,26 +104,19 @@ def replacing(path: str | Path, previous: Path | None = None):
     one, never a part, and a kill leaves the old one. When the block raises (a full disk), `tmp` is
     removed and `path` stays as it was. With `previous`, the file being replaced is kept under that
     name (only once the new one is complete). One writer per file at a time (a run's lock,
-    Snakemake's one job per output): the temporary name is fixed, so a rerun overwrites what a
-    killed writer left. `atomic_write` is the common case; this form is for writers that want a
-    path (torch.save names its archive after the file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    Snakemake's one job per output): the temporary name is fixed, so a rerun replaces what a
+    killed writer left (`create_new`: created anew, never written through a planted symlink).
+    `atomic_write` is the common case; this form is for writers that want a path (torch.save names
+    its archive after the file)."""
+    with _replacing(path, previous) as (tmp, _):
         yield tmp
-        if previous is not None and path.exists():
-            os.replace(path, previous)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write(path: str | Path, content: Content, previous: Path | None = None) -> Path:
     """Write `path` whole or not at all (`replacing`): `content` is bytes, text, or a function
     `write(f)` of a binary file; it reaches the disk (fsync) before the rename. A failed write
     raises OSError with its errno (ENOSPC for a full disk) and leaves `path` as it was."""
-    with replacing(path, previous) as tmp, open(tmp, "wb") as f:
+    with _replacing(path, previous) as (_, fd), open(fd, "wb", closefd=False) as f:
         if callable(content):
             content(f)
         else:

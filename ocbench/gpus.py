@@ -26,14 +26,20 @@ job on the same node, and nvidia-smi there may or may not number the GPUs as CUD
   - none (CUDA_VISIBLE_DEVICES unset: the job asked SLURM for no GPU): the command runs as is.
 
 Several users of one machine share slots when they share the lock folder: it is created like /tmp
-(mode 1777: anyone adds files, nobody removes another's) and its files are 0o666 whatever the umask.
+(mode 1777: anyone adds files, nobody removes another's; its missing parents get the umask) and its
+files are 0o666 whatever the umask. Since anyone may add files there, a slot file is used only when
+it is a regular file of ours (ocbench/lock.py: no symlink, hard link, FIFO or directory under its
+name), and a folder only when nobody but its owner, root or (for a sticky one) each file's owner
+can swap its files; a SLURM job's own folder must be this user's.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -41,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocbench.errors import OcbenchError, UsageError
-from ocbench.lock import try_lock
+from ocbench.lock import UnusableLock, probe, try_lock
 
 DEFAULT_LOCK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "ocbench-gpu-slots"
 
@@ -115,6 +121,8 @@ def gpus_to_claim(devices: list[str] | None) -> list[Gpu]:
     names = parse_visible(os.environ["CUDA_VISIBLE_DEVICES"]) if devices is None else devices
     if not names:
         return []
+    if not any(name.isdigit() for name in names):
+        return [Gpu(name, name) for name in names]  # UUIDs name the devices: nothing to look up
     try:
         uuid_of = {index: uuid for index, uuid, _ in nvidia_smi_gpus()}
     except NoNvidiaSmi:
@@ -133,63 +141,128 @@ def gpus_to_claim(devices: list[str] | None) -> list[Gpu]:
     return gpus
 
 
-def slot_path(lock_dir: Path, gpu: Gpu, k: int) -> Path:
+def slot_name(gpu: Gpu, k: int) -> str:
     # Old MIG UUIDs hold slashes (MIG-GPU-<uuid>/1/0): a file name keeps letters, digits, - . _ only.
-    return lock_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', gpu.key)}-slot{k}.lock"
+    return f"{re.sub(r'[^A-Za-z0-9._-]', '_', gpu.key)}-slot{k}.lock"
 
 
-def make_shared_dir(path: Path) -> None:
-    """Create `path` (and its missing parents) like /tmp, 1777, so every user can add slots to it."""
-    for folder in [*reversed(path.parents), path]:
+def open_lock_dir(path: Path, shared: bool) -> int:
+    """The slot folder, created if absent, opened without following a symlink (the slot files are then
+    opened relative to it, so nothing can swap the folder in between). `shared`: made like /tmp, 1777,
+    so every user can add slots to it; only the folder itself, its missing parents get the umask (a
+    1777 folder in a home is one anyone could fill with symlinks). Not shared (a SLURM job's own): made
+    0700, and it must be this user's. Either way a folder that exists must be a real folder
+    whose slot files nobody else can swap: its owner this user or root (or, shared, any user, when it is
+    sticky like /tmp), and no group or other write without the sticky bit."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            folder.mkdir()
+            path.mkdir(mode=0o700)  # a SLURM job's own stays so; a shared one is made 1777 below
+            made = True
         except FileExistsError:
-            continue
-        except PermissionError as err:
-            raise open_error(folder, err) from None
-        folder.chmod(0o1777)  # not left to the umask, which would keep other users out
+            made = False
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except PermissionError as err:
+        raise open_error(Path(err.filename or path), err) from None
+    except OSError as err:  # ELOOP: a symlink; ENOTDIR: a file or a symlink to one
+        raise OcbenchError(f"GPU slot folder {path} is not a folder (a symlink or a file: {err.strerror}); "
+                           "remove it, or set gpus.lock_dir to a folder of your own") from None
+    if made and shared:
+        os.fchmod(fd, 0o1777)  # not left to the umask, which would keep other users out
+    st = os.fstat(fd)
+    mode, sticky = stat.S_IMODE(st.st_mode), bool(st.st_mode & stat.S_ISVTX)
+    problem = None
+    if st.st_uid not in (os.geteuid(), 0) and not (shared and sticky):
+        problem = f"belongs to uid {st.st_uid}, not to you"
+    elif mode & 0o022 and not sticky:
+        problem = f"is writable by others (mode {mode:o}) without the sticky bit: anyone could swap its lock files"
+    if problem:
+        os.close(fd)
+        raise OcbenchError(f"GPU slot folder {path} {problem}; remove it (its owner or root can), or set "
+                           "gpus.lock_dir to a folder of your own")
+    return fd
 
 
 def open_error(path: Path, err: OSError) -> OcbenchError:
     """The one line a slot file or folder that this user cannot open or create gets."""
-    where = path if path.exists() else path.parent
-    st = where.stat()
-    what = "GPU slot file" if where == path else "GPU slot folder"
-    fix = ("its owner can make it 666 (chmod 666, or remove it)" if where == path
+    where = path if os.path.lexists(path) else path.parent
+    st = where.lstat()
+    what = "GPU slot file" if where == path and not stat.S_ISDIR(st.st_mode) else "GPU slot folder"
+    fix = ("its owner can make it 666 (chmod 666, or remove it)" if what == "GPU slot file"
            else "its owner can make it 1777 like /tmp (chmod 1777)")
     return OcbenchError(f"cannot open {what} {where} (owner uid {st.st_uid}, mode {st.st_mode & 0o7777:o}): "
                         f"{err.strerror}; {fix}, or set gpus.lock_dir to a folder of your own")
 
 
+def holders(lock_dir: Path, dir_fd: int, names: list[str]) -> str:
+    """Who holds these slots, for the one waiting: "PID 123 (alice), PID 456 (bob)"."""
+    said = []
+    for name in names:
+        pid = probe(name, dir_fd)
+        if pid is None:
+            continue
+        pid = pid.split()[0] if pid.split() else pid
+        try:
+            user = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
+        except (OSError, KeyError, ValueError):
+            user = "?"
+        said.append(f"PID {pid} ({user})")
+    return ", ".join(said) or "nobody now"
+
+
 def claim(gpus: list[Gpu], runs_per_gpu: int, lock_dir: Path, poll: float = 1.0,
-          timeout: float | None = None) -> tuple[Gpu, int]:
-    """Lock a free slot, preferring the least-loaded GPU; returns (GPU, fd of the held lock)."""
+          timeout: float | None = None, shared: bool = True) -> tuple[Gpu, int]:
+    """Lock a free slot, preferring the least-loaded GPU; returns (GPU, fd of the held lock). A slot
+    whose file cannot be used (another user's 0600 file, a directory, a symlink) is named in one line
+    and skipped; when none can be used, that is the error. Waits for a busy one, saying who holds them,
+    at most `timeout` seconds (None: as long as it takes)."""
     if runs_per_gpu < 1:
         raise UsageError(f"gpus.runs_per_gpu must be at least 1, got {runs_per_gpu}")
-    make_shared_dir(lock_dir)
-    # Slot k of every GPU before slot k + 1 of any: jobs spread over the GPUs before they share.
-    slots = [(gpu, k) for k in range(runs_per_gpu) for gpu in gpus]
-    started, waiting_said = time.monotonic(), False
-    while True:
-        for gpu, k in slots:
-            path = slot_path(lock_dir, gpu, k)
-            try:
-                fd = try_lock(path, shared=True)
-            except PermissionError as err:
-                raise open_error(path, err) from None
-            if fd is not None:
-                return gpu, fd
-        if timeout is not None and time.monotonic() - started > timeout:
-            raise OcbenchError(f"no free GPU slot in {lock_dir} after {timeout:.0f} s")
-        if not waiting_said:
-            print(f"ocbench: all {len(slots)} GPU slots busy; waiting for one", file=sys.stderr)
-            waiting_said = True
-        time.sleep(poll)
+    dir_fd = open_lock_dir(lock_dir, shared)
+    try:
+        # Slot k of every GPU before slot k + 1 of any: jobs spread over the GPUs before they share.
+        slots = [(gpu, k) for k in range(runs_per_gpu) for gpu in gpus]
+        unusable: dict[str, str] = {}  # slot file name -> why it cannot be used, said once
+        started, said = time.monotonic(), None
+        while True:
+            for gpu, k in slots:
+                name = slot_name(gpu, k)
+                if name in unusable:
+                    continue
+                try:
+                    fd = try_lock(name, shared=True, dir_fd=dir_fd)
+                except UnusableLock as err:
+                    unusable[name] = str(err)
+                except OSError as err:  # PermissionError, and what else the kernel answers
+                    unusable[name] = str(open_error(lock_dir / name, err))
+                else:
+                    if fd is not None:
+                        return gpu, fd
+                    continue
+                if len(unusable) < len(slots):
+                    print(f"ocbench: skipping a GPU slot: {unusable[name]}", file=sys.stderr)
+            if len(unusable) == len(slots):
+                raise OcbenchError(next(iter(unusable.values())) if len(slots) == 1 else
+                                   f"none of the {len(slots)} GPU slots in {lock_dir} can be used; the first: "
+                                   f"{next(iter(unusable.values()))}")
+            busy = [slot_name(gpu, k) for gpu, k in slots if slot_name(gpu, k) not in unusable]
+            who = holders(lock_dir, dir_fd, busy)
+            if timeout is not None and time.monotonic() - started >= timeout:
+                raise OcbenchError(f"no free GPU slot in {lock_dir} after {timeout:g} s (held by {who}); "
+                                   "try again later, or wait longer (--timeout)")
+            if who != said:  # at the start, and whenever the holders change
+                print(f"ocbench: all {len(busy)} GPU slots busy (held by {who}); waiting for one"
+                      + (f", at most {timeout:g} s" if timeout is not None else ""), file=sys.stderr)
+                said = who
+            time.sleep(poll)
+    finally:
+        os.close(dir_fd)
 
 
 def exec_with_gpu(command: list[str], devices: list[str] | None, runs_per_gpu: int,
-                  lock_dir: Path) -> None:
-    """Claim a slot, then replace this process with `command` on that GPU (never returns)."""
+                  lock_dir: Path, timeout: float | None = None) -> None:
+    """Claim a slot (waiting at most `timeout` s), then replace this process with `command` on that
+    GPU (never returns)."""
     if not command:
         raise UsageError("with-gpu needs a command after --, e.g. ocbench with-gpu -- ocbench train ...")
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # GPU N is nvidia-smi's GPU N
@@ -210,9 +283,11 @@ def exec_with_gpu(command: list[str], devices: list[str] | None, runs_per_gpu: i
                   "unset, so there is no list of GPUs (on a GPU machine, put nvidia-smi on PATH or set "
                   "gpus.devices)", file=sys.stderr)
     if gpus:
-        if job:  # the names are this allocation's own; only its jobs may share its GPUs
-            lock_dir = lock_dir / f"slurm-job-{job}"
-        gpu, fd = claim(gpus, runs_per_gpu, lock_dir)
+        shared = True
+        if job:  # the names are this allocation's own; only its jobs (this user's) may share its GPUs
+            os.close(open_lock_dir(lock_dir, shared=True))  # the shared folder the job folders sit in
+            lock_dir, shared = lock_dir / f"slurm-job-{job}", False
+        gpu, fd = claim(gpus, runs_per_gpu, lock_dir, timeout=timeout, shared=shared)
         os.set_inheritable(fd, True)  # the lock lives as long as the command does
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu.name
         physical = f" ({gpu.key})" if gpu.key not in (gpu.name, f"gpu{gpu.name}") else ""

@@ -3,67 +3,125 @@
 A `flock` on a lock file, taken without waiting: the GPU slots (ocbench/gpus.py) and the one
 trainer of a run (ocbench/train.py) use it. The holder writes its PID into the file, so that the
 one who finds it taken can say who holds it.
+
+Lock files may sit in folders other users write to (the GPU slot folder is shared like /tmp), where
+anyone can plant a symlink, a hard link, a FIFO or a directory under a slot's name. So a lock file is
+opened with O_NOFOLLOW (never through a symlink) and O_NONBLOCK (a FIFO does not hang the open), used
+only when it is a regular file with no other name (no hard link to someone's file) that holds
+nothing but a PID record, and never truncated: the PID is written over the old record, padded to a
+fixed width.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import re
+import stat
 from pathlib import Path
 
+from ocbench.errors import OcbenchError
 
-def open_lock_file(path: Path, shared: bool = False) -> int:
-    """`path` opened for reading and writing, created if absent; `shared`: made 0o666 when this
-    process creates it, whatever the umask, so that other users can take the lock too."""
+SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK
+PID_RECORD = 16  # bytes: the PID, spaces, a newline; longer than any PID record an older ocbench wrote
+LOCK_CONTENT = re.compile(rb"[0-9 \n]*")  # what a lock file of ours ever holds
+
+
+class UnusableLock(OcbenchError):
+    """A lock file's name holds something that is not a lock file of ours (see the module's docstring)."""
+
+
+def _check(fd: int, path: Path, created: bool) -> None:
+    """Raise UnusableLock (closing `fd`) unless `fd` is a lock file we may write a PID into."""
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file"
+    elif st.st_nlink != 1:
+        problem = f"has {st.st_nlink} names (a hard link to another file)"
+    elif not created and (st.st_size > 64 or not LOCK_CONTENT.fullmatch(os.pread(fd, 65, 0))):
+        problem = "holds something other than a PID"
+    if problem:
+        os.close(fd)
+        raise UnusableLock(f"lock file {path} {problem}; remove it (only its owner, uid {st.st_uid}, or root can)")
+
+
+def open_lock_file(path: Path, shared: bool = False, dir_fd: int | None = None) -> int:
+    """`path` (relative to `dir_fd` when given) opened for reading and writing, created if absent;
+    `shared`: made 0o666 when this process creates it, whatever the umask, so that other users can take
+    the lock too. UnusableLock for a symlink, a directory, a FIFO, a hard link or a file of other content;
+    PermissionError when this user may not open or create it."""
+    created = False
     try:
-        # An existing file is opened without O_CREAT: with fs.protected_regular (systemd sets it),
-        # O_CREAT on another user's file in a sticky folder like /tmp fails even where it is 0o666.
-        return os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        pass
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-    except FileExistsError:  # another process created it in between
-        return os.open(path, os.O_RDWR)
-    if shared:
+        try:
+            # An existing file is opened without O_CREAT: with fs.protected_regular (systemd sets it),
+            # O_CREAT on another user's file in a sticky folder like /tmp fails even where it is 0o666.
+            fd = os.open(path, os.O_RDWR | SAFE_OPEN, dir_fd=dir_fd)
+        except FileNotFoundError:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | SAFE_OPEN, 0o666, dir_fd=dir_fd)
+                created = True
+            except FileExistsError:  # another process created it in between (or a symlink is there)
+                fd = os.open(path, os.O_RDWR | SAFE_OPEN, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise UnusableLock(f"lock file {path} is a symlink; remove it (whoever planted it meant "
+                               "to redirect the write)") from None
+        if err.errno in (errno.EISDIR, errno.ENXIO):
+            raise UnusableLock(f"lock file {path} is a directory or a socket, not a file; remove it") from None
+        raise
+    _check(fd, path, created)
+    if created and shared:
         os.fchmod(fd, 0o666)
     return fd
 
 
-def try_lock(path: Path, shared: bool = False) -> int | None:
+def try_lock(path: Path, shared: bool = False, dir_fd: int | None = None) -> int | None:
     """An exclusive flock on `path` (created if absent, see open_lock_file): the open descriptor
     that holds it, or None when another process holds it. Closing the descriptor (or ending the
-    process) releases it. PermissionError when this user may not open or create the file."""
-    fd = open_lock_file(path, shared)
+    process) releases it."""
+    fd = open_lock_file(path, shared, dir_fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    os.pwrite(fd, f"{os.getpid():<{PID_RECORD - 1}}\n".encode(), 0)  # over the old record, no truncation
     return fd
 
 
-def holder(path: Path) -> str:
-    """The PID the holder of `path` wrote, as text ("unknown" before it has written it)."""
+def _read(fd: int) -> str:
+    return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+
+
+def holder(path: Path, dir_fd: int | None = None) -> str:
+    """The PID the holder of `path` wrote, as text ("unknown" before it has written it, or when
+    `path` is not a regular file)."""
     try:
-        return Path(path).read_text().strip() or "unknown"
+        fd = os.open(path, os.O_RDONLY | SAFE_OPEN, dir_fd=dir_fd)
     except OSError:
         return "unknown"
-
-
-def probe(path: Path) -> str | None:
-    """Who holds `path` now (the PID it wrote), or None when nobody does, without taking it: a
-    shared flock tried and dropped at once. Reads only; a missing file is not held."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+        return _read(fd) if stat.S_ISREG(os.fstat(fd).st_mode) else "unknown"
+    finally:
+        os.close(fd)
+
+
+def probe(path: Path, dir_fd: int | None = None) -> str | None:
+    """Who holds `path` now (the PID it wrote), or None when nobody does, without taking it: a
+    shared flock tried and dropped at once. Reads only; a missing file, or anything that is not a
+    regular file, is not held."""
+    try:
+        fd = os.open(path, os.O_RDONLY | SAFE_OPEN, dir_fd=dir_fd)
+    except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return holder(path)
+        return _read(fd)
     finally:
         os.close(fd)  # closing drops the shared lock, if it was taken
     return None

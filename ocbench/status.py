@@ -23,7 +23,7 @@ from pathlib import Path
 from ocbench.config import Config
 from ocbench.formats import CHECKPOINT, LOCK, POSITION
 from ocbench.lock import probe
-from ocbench.workflow_lock import live_instances, stale_snakemake_locks
+from ocbench.workflow_lock import blocker, live_instances, stale_snakemake_locks
 
 COLUMNS = ("run", "state", "epoch", "iteration", "fid", "best fid", "img/s", "left", "trainer")
 
@@ -119,8 +119,12 @@ def workflow_line(workdir: Path = Path(".")) -> str:
         return (f"snakemake: running here ({names}); a second run of the workflow here refuses until it "
                 f"ends (a dry run works)")
     if stale_snakemake_locks(workdir):
+        why = blocker(workdir)
+        if why:
+            return f"snakemake: a stale lock (.snakemake/locks) left by a killed snakemake, which stays: {why}"
         return ("snakemake: a stale lock (.snakemake/locks) left by a killed snakemake; no snakemake of the "
-                "workflow is alive, so the next `snakemake` here removes it and resumes the unfinished runs")
+                "workflow nor any of its jobs is alive, so the next `snakemake` here removes it and resumes the "
+                "unfinished runs")
     return "snakemake: not running here, no lock"
 
 

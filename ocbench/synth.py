@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ocbench.data import CELEBA_FRAME
 from ocbench.formats import atomic_write
 
-WIDTH, HEIGHT = 178, 218  # CelebA "Align&Cropped" frame (w x h)
+WIDTH, HEIGHT = CELEBA_FRAME  # CelebA "Align&Cropped" frame (w x h)
 FOLDER = "img_align_celeba"
 
 # CelebA's split sizes; a synthetic archive of n images keeps the same proportions, in the same

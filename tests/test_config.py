@@ -1,6 +1,7 @@
 """The config: paper.yaml holds the protocol; overlays and --set merge over it; bad values stop early."""
 
 import copy
+import re
 
 import pytest
 
@@ -168,3 +169,13 @@ def test_every_schema_key_says_what_it_means():
             "analysis.margins.not_dramatically_worse"} <= set(keys)
     undocumented = [k for k, sub in keys.items() if not str(sub.get("description") or "").strip()]
     assert not undocumented, f"schema keys without a description: {', '.join(undocumented)}"
+
+
+@pytest.mark.parametrize("key, value", [("paths.results", "results\nrm -rf ~"), ("data.images", "data/\x1b[2Jx.zip"),
+                                        ("data.sources", ["ok.zip", "bad\t.zip"])])
+def test_a_control_character_in_a_configured_path_is_refused(key, value):
+    raw = copy.deepcopy(config.read_yaml(config.BASE_CONFIG))
+    section, name = key.split(".")
+    raw[section][name] = value
+    with pytest.raises(config.ConfigError, match=rf"^config error at {re.escape(key)}.*holds a control character"):
+        config.from_dict(raw)

@@ -8,6 +8,7 @@ zip (the md5s are module constants for that reason).
 import hashlib
 import io
 import json
+import os
 import socket
 import zipfile
 from pathlib import Path
@@ -363,3 +364,68 @@ def test_a_truncated_prepared_array_is_named_and_prepare_rebuilds_it(tmp_path, c
     proc = cli("data", "prepare", "--config", cfg, "--workers", "1")
     assert proc.returncode == 0 and "up to date" not in proc.stdout
     assert out.read_bytes() == whole
+
+
+def test_a_planted_tmp_symlink_in_the_data_folder_is_not_written_through(tmp_path):
+    """A member of a group-writable data folder plants list_eval_partition.txt.tmp -> the victim's
+    file: fetch writes the partition file (formats.atomic_write), the victim's file stays as it was."""
+    if os.geteuid() != 0:
+        pytest.skip("a symlink owned by another user needs root to make (the user's own is followed)")
+    victim, part = tmp_path / "thesis.txt", tmp_path / "list_eval_partition.txt"
+    victim.write_text("my thesis")
+    for leftover in (part.with_name(part.name + ".tmp"), part.with_name(part.name + ".md5cache.tmp")):
+        leftover.symlink_to(victim)
+        os.lchown(leftover, 65534, 65534)
+    data.fetch_partition(part)
+    assert victim.read_text() == "my thesis"
+    assert part.read_bytes() == data.official_partition() and not part.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["list_eval_partition.txt",
+                                                          "list_eval_partition.txt.md5cache", "thesis.txt"]
+
+
+# --------------------------------------------------------------------------------------------------
+# bombs and partition oddities
+
+
+def replaced_copy(src: Path, dst: Path, victim: str, payload: bytes) -> None:
+    """A copy of the zip in which one member holds `payload` instead (deflated, as a bomb would be)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, payload if info.filename.endswith(victim) else zin.read(info))
+
+
+def claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """The JPEG with its baseline frame header (SOF0) saying width x height: a decompression bomb."""
+    at = jpeg.index(b"\xff\xc0") + 5  # marker, length (2), precision (1), then height and width
+    return jpeg[:at] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 4:]
+
+
+@pytest.mark.parametrize("bomb", ["zip", "header"])
+def test_a_bomb_in_the_archive_is_refused_before_it_is_decoded(tmp_path, cli, archive, bomb):
+    """A member that inflates to megabytes of zeros, or a JPEG whose header claims 1000 x 1000 (today
+    it decodes and lands in the array as a grey image, exit 0): one line naming the member."""
+    with zipfile.ZipFile(archive[0]) as zf:
+        good = zf.read("img_align_celeba/000005.jpg")
+    payload = bytes(data.MAX_MEMBER_BYTES + 1) if bomb == "zip" else claiming(good, 1000, 1000)
+    bad_zip = tmp_path / "img_align_celeba.zip"
+    replaced_copy(archive[0], bad_zip, "000005.jpg", payload)
+    assert bad_zip.stat().st_size < archive[0].stat().st_size + 10_000  # small on disk
+    cfg = synthetic_config(tmp_path, archive, images=str(bad_zip))
+    proc = cli("data", "prepare", "--config", cfg, "--workers", "1")
+    why = "bytes uncompressed, more than the 1,048,576 accepted" if bomb == "zip" else \
+        "its header says 1000x1000, CelebA's images are 178x218"
+    assert_one_line_error(proc, "000005.jpg", why)
+    assert leftovers(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("oddity", ["duplicate", "bom"])
+def test_partition_file_oddities_are_one_line_errors(tmp_path, cli, archive, oddity):
+    """A line twice (2 images became 4), a UTF-8 BOM (the first image silently dropped)."""
+    lines = archive[1].read_bytes().splitlines(keepends=True)
+    part = tmp_path / "list_eval_partition.txt"
+    part.write_bytes(b"".join(lines[:2] + lines[:2]) if oddity == "duplicate" else b"\xef\xbb\xbf" + b"".join(lines))
+    cfg = synthetic_config(tmp_path, archive, partition=str(part))
+    proc = cli("data", "prepare", "--config", cfg, "--workers", "1")
+    assert_one_line_error(proc, str(part), "lists 000001.jpg twice (lines 1 and 3)" if oddity == "duplicate"
+                          else "starts with a UTF-8 byte-order mark")
+    assert leftovers(tmp_path / "out") == []

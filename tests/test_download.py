@@ -225,3 +225,34 @@ def test_google_drive_links_are_recognised():
     assert download.google_drive_id(data.CELEBA_ZIP_MIRRORS[-1]) == "0B7EVK8r0v71pZjFTYXZWM3FlRnM"
     assert download.google_drive_id("https://drive.google.com/file/d/abc-1_x/view?usp=sharing") == "abc-1_x"
     assert download.google_drive_id(data.CELEBA_ZIP_MIRRORS[0]) is None
+
+
+def planted_by_another_user(link: Path, target: Path) -> None:
+    """A symlink another user planted (a symlink of the user's own is followed: formats.create_new)."""
+    if os.geteuid() != 0:
+        pytest.skip("a symlink owned by another user needs root to make")
+    link.symlink_to(target)
+    os.lchown(link, 65534, 65534)
+
+
+def test_a_planted_part_symlink_neither_writes_through_nor_lands_in_place(tmp_path, server):
+    """In a data folder others write to, a member plants <zip>.part -> the victim's file: the download
+    writes neither the victim's file nor the link's dangling target, and the zip is a file of its own."""
+    victim, dest = tmp_path / "thesis.txt", tmp_path / "img_align_celeba.zip"
+    victim.write_bytes(b"my thesis")
+    planted_by_another_user(dest.with_name(dest.name + ".part"), victim)
+    download.fetch(dest, [server.url("good")], EXPECTED, **FAST)
+    assert victim.read_bytes() == b"my thesis"
+    assert not dest.is_symlink() and dest.read_bytes() == PAYLOAD
+    assert files(tmp_path) == ["img_align_celeba.zip", "thesis.txt"]
+
+
+def test_a_part_file_of_another_user_is_not_resumed(tmp_path, server):
+    if os.geteuid() != 0:
+        pytest.skip("a file owned by another user needs root to make")
+    dest = tmp_path / "img_align_celeba.zip"
+    part = dest.with_name(dest.name + ".part")
+    part.write_bytes(WRONG[:HALF])  # their half, which would fail the digest or poison the file
+    os.chown(part, 65534, 65534)
+    download.fetch(dest, [server.url("good")], EXPECTED, **FAST)
+    assert dest.read_bytes() == PAYLOAD and server.log == [("/good", None)]  # from the start, no Range

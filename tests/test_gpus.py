@@ -57,7 +57,7 @@ def test_more_jobs_than_slots_wait(tmp_path):
     a, b = finish(first), finish(second)
     assert a[0] == b[0] == "0"
     assert b[1] >= a[2]  # the second began only after the first had ended
-    assert "slots busy; waiting" in b[3]
+    assert f"slots busy (held by PID {first.pid} (" in b[3] and "waiting for one" in b[3]
 
 
 def test_several_runs_share_a_gpu_when_configured(tmp_path):
@@ -167,7 +167,12 @@ def test_without_a_list_every_gpu_nvidia_smi_lists_is_claimed_in_its_order(tmp_p
     # The slot files name the physical GPUs, and every user of the machine may take them.
     assert sorted(p.name for p in slots.iterdir()) == [f"{uuid(0)}-slot0.lock", f"{uuid(1)}-slot0.lock"]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 for p in slots.iterdir())
-    assert stat.S_IMODE(slots.stat().st_mode) == stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o1777
+    # Only the slot folder is 1777; the parent it had to create gets the umask (a 1777 folder in a
+    # home would be open to anyone's symlinks).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(slots.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o777 & ~umask
 
 
 def test_jobs_in_a_multi_gpu_slurm_allocation_spread_over_its_gpus(tmp_path):
@@ -317,3 +322,123 @@ def test_a_slot_file_this_user_cannot_open_is_named_in_one_line(shared_tmp, othe
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert f"cannot open GPU slot file {slots / 'gpu0-slot0.lock'}" in proc.stderr and "chmod 666" in proc.stderr
+
+
+# --- a slot folder others write to: symlinks, hard links, FIFOs, directories, a folder not ours ----
+
+def shared_slots(tmp_path: Path) -> Path:
+    slots = tmp_path / "slots"
+    slots.mkdir()
+    slots.chmod(0o1777)
+    return slots
+
+
+def three_gpus():
+    from ocbench.gpus import Gpu
+
+    return [Gpu(str(i), f"gpu{i}") for i in range(3)]
+
+
+def test_a_planted_symlink_or_hard_link_never_redirects_the_pid_write(tmp_path, capsys):
+    """Another user pre-creates the folder with slot files that point at the victim's files: each is
+    skipped (named in one line), and the victim's files are as they were, the dangling link's target
+    not created."""
+    from ocbench.gpus import claim
+
+    slots = shared_slots(tmp_path)
+    thesis, linked = tmp_path / "thesis.txt", tmp_path / "notes.txt"
+    thesis.write_text("my thesis")
+    linked.write_text("my notes")
+    (slots / "gpu0-slot0.lock").symlink_to(thesis)
+    os.link(linked, slots / "gpu1-slot0.lock")
+    (slots / "gpu2-slot0.lock").symlink_to(tmp_path / "created-by-us")  # dangling
+    with pytest.raises(Exception) as err:
+        claim(three_gpus(), 1, slots)
+    assert thesis.read_text() == "my thesis" and linked.read_text() == "my notes"
+    assert not (tmp_path / "created-by-us").exists()
+    assert "none of the 3 GPU slots" in str(err.value) and "is a symlink" in str(err.value)
+    said = capsys.readouterr().err
+    assert "gpu0-slot0.lock is a symlink" in said and "gpu1-slot0.lock has 2 names" in said
+
+
+def test_a_file_of_other_content_under_a_slots_name_is_not_overwritten(tmp_path):
+    slots = shared_slots(tmp_path)
+    (slots / "gpu0-slot0.lock").write_text("not a lock file: someone's data\n")
+    proc = subprocess.run([*EXE, "with-gpu", "--devices", "0", "--lock-dir", str(slots), "--", sys.executable,
+                           "-c", SHOW], capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert "gpu0-slot0.lock holds something other than a PID" in proc.stderr
+    assert (slots / "gpu0-slot0.lock").read_text() == "not a lock file: someone's data\n"
+
+
+def test_an_unusable_slot_file_is_skipped_for_the_next_slot(tmp_path, capsys):
+    """A directory and a FIFO under two slots' names: named once each, and the third slot is taken
+    (today's code stopped at the first, with a traceback)."""
+    from ocbench.gpus import claim
+
+    slots = shared_slots(tmp_path)
+    (slots / "gpu0-slot0.lock").mkdir()
+    os.mkfifo(slots / "gpu1-slot0.lock")
+    gpu, fd = claim(three_gpus(), 1, slots)
+    os.close(fd)
+    assert gpu.name == "2"
+    said = capsys.readouterr().err.splitlines()
+    assert len(said) == 2 and "gpu0-slot0.lock is a directory" in said[0] and "gpu1-slot0.lock is not a regular file" in said[1]
+
+
+def test_a_waiting_job_says_who_holds_the_slots_and_gives_up_at_its_timeout(tmp_path):
+    holder = start(tmp_path, "0", 600)
+    try:
+        assert holder.stdout.readline().split()[0] == "0"
+        t0 = time.monotonic()
+        proc = subprocess.run([*EXE, "with-gpu", "--devices", "0", "--lock-dir", str(tmp_path), "--timeout", "1",
+                               "--", sys.executable, "-c", SHOW], capture_output=True, text=True, env=ENV, timeout=60)
+        assert proc.returncode == 1 and proc.stdout == "" and time.monotonic() - t0 < 30
+        waiting, error = proc.stderr.splitlines()
+        assert f"held by PID {holder.pid} (" in waiting and "at most 1 s" in waiting
+        assert f"no free GPU slot in {tmp_path} after 1 s (held by PID {holder.pid} (" in error
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_slot_folder_that_is_a_symlink_or_open_to_everyone_is_refused(tmp_path):
+    from ocbench.errors import OcbenchError
+    from ocbench.gpus import claim
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere)
+    with pytest.raises(OcbenchError, match="is not a folder"):
+        claim(three_gpus(), 1, tmp_path / "link")
+    assert list(elsewhere.iterdir()) == []
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open").chmod(0o777)  # anyone may rename another's slot file away: no sticky bit
+    with pytest.raises(OcbenchError, match="writable by others .* without the sticky bit"):
+        claim(three_gpus(), 1, tmp_path / "open")
+    assert list((tmp_path / "open").iterdir()) == []
+
+
+def test_a_slurm_job_folder_made_by_another_user_is_refused(tmp_path):
+    """SLURM job ids are sequential: another user may create slurm-job-<next id> first."""
+    if os.geteuid() != 0:
+        pytest.skip("making a folder another user owns needs root")
+    slots = shared_slots(tmp_path)
+    planted = slots / "slurm-job-43"
+    planted.mkdir()
+    os.chown(planted, 65534, 65534)
+    (planted / "gpu0-slot0.lock").symlink_to(tmp_path / "victim")
+    env = {**ENV, "SLURM_JOB_ID": "43", "CUDA_VISIBLE_DEVICES": "0,1"}
+    proc = subprocess.run([*EXE, "with-gpu", "--lock-dir", str(slots), "--", sys.executable, "-c", SHOW],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == "" and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"GPU slot folder {planted} belongs to uid 65534, not to you" in proc.stderr
+    assert not (tmp_path / "victim").exists()
+
+
+def test_gpus_named_by_uuid_need_no_nvidia_smi(tmp_path):
+    """Every device a GPU-/MIG- UUID: nothing to look up, so a failing nvidia-smi does not block the job."""
+    fake_nvidia_smi(tmp_path / "bin", None)
+    names = f"{uuid(0)},MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"
+    shown = ended(start_in(env_with(tmp_path / "bin", CUDA_VISIBLE_DEVICES=names), tmp_path / "slots", 0))
+    assert shown["device"] == uuid(0)

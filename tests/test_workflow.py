@@ -211,6 +211,35 @@ def test_the_jobs_python_is_snakemakes_unless_conda_deploys_one(tmp_path):
     assert with_conda.count(" python -m ocbench") == 2 and sys.executable not in with_conda
 
 
+def test_paths_with_spaces_and_shell_syntax_reach_the_jobs_as_one_word(tmp_path):
+    """A checkout under ~/My Projects/ and paths.results "my results $(touch pwned)": a real job (the
+    synthetic CelebA of 4 images) runs, its log lands at the configured path, and nothing the paths
+    spell is run (today: `bash: Projects/ocbench: No such file`, a stray ./my, a `touch`)."""
+    import shutil
+
+    checkout = tmp_path / "My Projects" / "ocbench"
+    checkout.mkdir(parents=True)
+    for part in ("Snakefile", "environment.yml", "workflow", "profiles", "ocbench"):
+        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy
+        copy(REPO / part, checkout / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                              if (REPO / part).is_dir() else {}))
+    work = tmp_path / "work"
+    work.mkdir()
+    results = "my results $(touch pwned)"
+    (work / "overlay.yaml").write_text(yaml.safe_dump({
+        "name": "t", "paths": {"results": results, "figures": "figures"},
+        "data": {"images": "data/img_align_celeba.zip", "partition": "data/list_eval_partition.txt",
+                 "prepared": "data/celeba128.npy", "subset": True, "synthetic": {"n": 4, "seed": 0}}}))
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(checkout / "Snakefile"), "--directory",
+                           str(work), "data/img_align_celeba.zip", "--cores", "1", "--configfile",
+                           str(work / "overlay.yaml")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (work / "data/img_align_celeba.zip").is_file()
+    assert "wrote data/img_align_celeba.zip" in (work / results / "t/logs/synth.log").read_text()
+    assert sorted(p.name for p in work.iterdir()) == [".snakemake", "data", results, "overlay.yaml"]
+
+
 def test_jobs_on_the_cpu_get_the_cores_they_are_given(tmp_path):
     """On a machine without a GPU, train and fid_stats run with every thread --cores allows
     (Snakemake then sets OMP_NUM_THREADS for them), and no rule needs --cores to parse."""
@@ -250,7 +279,90 @@ def test_a_stale_snakemake_lock_goes_only_when_no_snakemake_of_the_workflow_is_a
     assert "stale lock" in status and "removes it" in status, status
     proc = snakemake("-n", "--cores", "1", "--configfile", SMOKE, workdir=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert stale.exists()  # a dry run removes nothing
+    proc = snakemake("data/smoke/img_align_celeba.zip", "--cores", "1", "--configfile", SMOKE, workdir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
     assert "removed the lock a killed snakemake left" in proc.stderr and not stale.exists()
+
+
+TOY = """
+import sys
+sys.path.insert(0, {repo!r})
+from ocbench.workflow_lock import claim_for_snakemake
+from snakemake_interface_executor_plugins.settings import ExecMode
+
+if workflow.exec_mode == ExecMode.DEFAULT:  # as the Snakefile does
+    said = claim_for_snakemake()
+    if said:
+        print(said, file=sys.stderr)
+
+rule slow:
+    output: "done.txt"
+    shell: "echo $$ >> starts.txt; if [ ! -e fast ]; then sleep 600; fi; touch {{output}}"
+"""
+
+
+def test_the_lock_stays_while_a_job_of_a_killed_snakemake_still_runs(tmp_path):
+    """kill -9 of Snakemake alone (the OOM killer; a closed terminal with nohup jobs) leaves its job
+    running: neither a dry run nor the next run removes the lock, so no second copy of the job starts
+    (today: a dry run removed it, and two copies ran). Once the job is gone too, the same command resumes."""
+    (tmp_path / "Snakefile").write_text(TOY.format(repo=str(REPO)))
+    starts = tmp_path / "starts.txt"
+
+    def toy(*args):
+        return subprocess.run([str(BIN / "snakemake"), "--cores", "1", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+
+    first = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1"], cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not starts.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job = int(starts.read_text().split()[0])
+        os.kill(first.pid, signal.SIGKILL)  # Snakemake alone; its job lives on
+        first.wait()
+        locks = sorted((tmp_path / ".snakemake/locks").iterdir())
+        assert locks and toy("-n").returncode == 0 and sorted((tmp_path / ".snakemake/locks").iterdir()) == locks
+        proc = toy()
+        assert proc.returncode != 0 and starts.read_text().split() == [str(job)]  # no second copy
+        assert f"job process(es) of a killed snakemake still run: PID {job} " in proc.stderr, proc.stderr
+        status = run_cli("status", "--config", SMOKE, cwd=tmp_path, check=True).stdout
+        assert "stale lock" in status and f"still run: PID {job} " in status, status
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the whole group: the job too
+    while os.path.exists(f"/proc/{job}"):
+        time.sleep(0.05)
+    (tmp_path / "fast").touch()
+    proc = toy()
+    assert proc.returncode == 0, proc.stderr
+    assert "removed the lock a killed snakemake left" in proc.stderr and (tmp_path / "done.txt").exists()
+
+
+def test_the_lock_stays_for_a_cluster_snakemake_and_on_a_filesystem_with_local_locks(tmp_path):
+    from ocbench import workflow_lock
+
+    stale = tmp_path / ".snakemake/locks/0.output.lock"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("done.txt\n")
+    dead = tmp_path / workflow_lock.INSTANCES / "123.lock"
+    dead.parent.mkdir(parents=True)
+    dead.write_text("123\nsnakemake --executor slurm\nlogin1\ncluster\n")  # nobody holds it: dead
+    said = workflow_lock.claim(tmp_path, dry_run=False, local=True)
+    assert "stays: the killed snakemake (PID 123) submitted its jobs to a cluster" in said and stale.exists()
+    said = workflow_lock.claim(tmp_path, dry_run=False, local=False)
+    assert "this snakemake submits its jobs to a cluster" in said and stale.exists()
+    # A Snakemake that ends by exiting (a finished run, a dry run on a cluster) leaves no record to block on.
+    child = subprocess.run([sys.executable, "-c", "import os; from pathlib import Path; from ocbench.workflow_lock "
+                            "import register; register(Path('.'), local=False); print(os.getpid())"], cwd=tmp_path,
+                           check=True, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True)
+    assert not (dead.parent / f"{child.stdout.strip()}.lock").exists() and dead.exists()
+    mounts = f"server:/export {tmp_path.parent} nfs4 rw,vers=4.2,local_lock=flock 0 0\n"
+    assert "nfs4 mounted with local_lock=flock" in workflow_lock.incoherent_flock(tmp_path, mounts)
+    mounts = f"10.0.0.1@o2ib:/scratch {tmp_path.parent} lustre rw,localflock 0 0\n"
+    assert "Lustre mounted without the flock option" in workflow_lock.incoherent_flock(tmp_path, mounts)
+    mounts = f"10.0.0.1@o2ib:/scratch {tmp_path.parent} lustre rw,flock 0 0\n"
+    assert workflow_lock.incoherent_flock(tmp_path, mounts) is None
 
 
 @pytest.mark.slow

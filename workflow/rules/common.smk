@@ -157,7 +157,15 @@ NETWORK_ENV = "" if ON_GPU else "OMP_WAIT_POLICY=PASSIVE GOMP_SPINCOUNT=1000 "
 # runs Snakemake itself, which has ocbench's dependencies, whether or not its environment is
 # active: `.venv/bin/snakemake` works from any shell.
 DEPLOYS_SOFTWARE = {"conda", "apptainer"} & {m.name.lower() for m in workflow.deployment_settings.deployment_method}
-PYTHON = "python" if DEPLOYS_SOFTWARE else shlex.quote(sys.executable)
+
+
+def shell_word(text):
+    """`text` as one word of a rule's shell command: quoted for the shell, its braces doubled for
+    Snakemake's formatting. A shell-safe text (letters, digits, @%+=:,./-_) stays as it is."""
+    return shlex.quote(text).replace("{", "{{").replace("}", "}}")
+
+
+PYTHON = "python" if DEPLOYS_SOFTWARE else shell_word(sys.executable)
 # torch is not imported here (see the top), but the jobs need it: a Snakemake installed without it
 # (pipx, a system package) stops now, in one line, rather than in every job's log. find_spec
 # locates the package without importing it.
@@ -168,8 +176,22 @@ if not DEPLOYS_SOFTWARE and importlib.util.find_spec("torch") is None:
     )
 # The ocbench CLI of this checkout, with that Python.
 # (Doubled braces: Snakemake formats shell commands, so {{...}} reaches the shell as {...}.)
-OCBENCH = f"PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {PYTHON} -m ocbench"
+OCBENCH = f"PYTHONPATH={shell_word(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}} {PYTHON} -m ocbench"
 ENV = "../../environment.yml"  # conda: of every rule, relative to this folder
+
+# Every {field} of a rule's command is quoted for the shell ({field:q}, shlex.quote), unless every value
+# it can take is shell-safe already: the fields are {params.config}, {log} and {output} (paths under
+# RESULTS), {wildcards.run} (a run id: letters, digits, _ and -, ocbench.config.RUN_ID) and {threads}.
+# Where RESULTS is shell-safe, quoting would change no command a job runs, only the rules' text, and
+# Snakemake reruns every job whose rule's text changed (rerun trigger `code`: a finished 50-epoch run,
+# a downloaded zip). So such a workflow keeps the text it had before quoting; one whose RESULTS needs
+# quoting (a space, a $) never ran a job before (the unquoted commands failed), so nothing reruns.
+QUOTE = "" if shlex.quote(RESULTS) == RESULTS else ":q"
+FIELD = re.compile(r"(?<!\{)\{([A-Za-z_][\w.]*)\}(?!\})")  # {x}, not {{x}} (which reaches the shell as {x})
+
+
+def quoted_fields(command):
+    return FIELD.sub(lambda m: f"{{{m[1]}{QUOTE}}}", command)
 
 
 def ocbench(command, gpu=False):
@@ -182,13 +204,14 @@ def ocbench(command, gpu=False):
     resource: on a GPU slot of the job's own (`ocbench with-gpu`, ocbench/gpus.py), with
     NETWORK_ENV. COMMAND is Snakemake's to format ({wildcards.run}, {threads}, {output}).
 
-    The text is exactly what the rules spelled out before this helper, {params.config} included:
-    Snakemake reruns a job whose rule's command text or params changed (rerun triggers `code`,
-    `params`), and a finished 50-epoch run must not train again for a refactoring."""
+    The text is exactly what the rules spelled out before this helper, {params.config} included,
+    wherever no field needs quoting (QUOTE): Snakemake reruns a job whose rule's command text or params
+    changed (rerun triggers `code`, `params`), and a finished 50-epoch run must not train again for a
+    refactoring."""
     subcommand, dashes, options = command.partition(" --")
-    command = f"{subcommand} --config {{params.config}}{dashes}{options}"
+    command = quoted_fields(f"{subcommand} --config {{params.config}}{dashes}{options}")
     if gpu:
-        command = f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config}} -- {PYTHON} -m ocbench {command}"
+        command = f"{NETWORK_ENV}{OCBENCH} with-gpu {quoted_fields('--config {params.config}')} -- {PYTHON} -m ocbench {command}"
     else:
         command = f"{OCBENCH} {command}"
-    return f"{command} > {{log}} 2>&1"
+    return f"{command} > {quoted_fields('{log}')} 2>&1"
