@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e '.[test,cluster]'
 	touch $(STAMP)
 
+# Two pytest-xdist workers: the suite's end-to-end tests wait on subprocess start-up, Snakemake and
+# SLURM's polls as much as they compute; tests/conftest.py orders them for --dist worksteal.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 --dist worksteal tests
 
 reproduce: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores 1 --resources gpu=1

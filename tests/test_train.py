@@ -37,7 +37,9 @@ def tiny_images(n: int, seed: int = 0) -> np.ndarray:
 def setup(tmp_path_factory):
     """A config overlay pointing everything into a temporary folder, with prepared data,
     placeholder Inception weights and reference statistics made by ocbench itself."""
-    from conftest import run_cli
+    from ocbench import config as config_mod
+    from ocbench import fid
+    from ocbench.metrics import make_reference
 
     root = tmp_path_factory.mktemp("train")
     np.save(root / "images.npy", tiny_images(96))
@@ -53,8 +55,11 @@ def setup(tmp_path_factory):
     }
     config = root / "tiny.yaml"
     config.write_text(yaml.safe_dump(overlay))
-    run_cli("fid", "weights", "--config", config, check=True)
-    run_cli("fid", "stats", "--config", config, check=True)
+    # What `ocbench fid weights` and `ocbench fid stats --config tiny.yaml` do, in this process: two
+    # torch start-ups fewer per xdist worker that runs this module (the CLIs have their own tests).
+    cfg = config_mod.load([config])
+    fid.ensure_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)
+    make_reference(cfg, progress=False)
     return root, config
 
 
