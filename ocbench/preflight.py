@@ -354,7 +354,7 @@ def iterations_per_half(critic, k: int, warmup: int | None) -> int:
     """Iterations in each half of the resume check (before and after the checkpoint): `k`, or with
     CUDA graphs (`warmup`: a half's eager calls before its capture) as many as make each half of
     the check warm up, capture and replay both halves of the step, the G step included: with
-    several critic steps per G step (WGAN-GP's 5, the official WGAN's 100 at first), G steps are rare."""
+    several critic steps per G step (WGAN-GP's 5, the authors' wgan.sh 20 at first), G steps are rare."""
     if warmup is None:
         return k
     needed = warmup + 2  # the eager calls, the capture, one replay
