@@ -8,6 +8,9 @@ exist, so alpha = 0 is exactly a plain CNN (the baseline) and alpha = 1 works to
     y_h = conv_hh(x_h) + up(conv_lh(x_l))        y_l = conv_ll(x_l) + conv_hl(pool(x_h))
 
 `up` is nearest 2x upsampling and `pool` 2x2 average pooling; every conv is 3x3, padding 1, no bias.
+`ARCHS` names the two architectures (`train.arch`): the paper's (`dcgan`, `Generator` and
+`Discriminator`) and, beyond the paper, SN-GAN's ResNet at 128 x 128 (`resnet`, `ResNetGenerator` and
+`ResNetDiscriminator`, at the end of this file); `generator` and `discriminator` build either.
 
 The discriminator's normalisation is a setting (`d_norm`, two per layer as the BatchNorms): the paper's
 BatchNorm, none, or a per-sample layer norm; `spectral_norm` puts PyTorch's spectral normalisation on
@@ -15,6 +18,8 @@ every discriminator conv, each octave branch apart. The generator always uses Ba
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -49,8 +54,9 @@ def add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     return a if b is None else a + b
 
 
-def conv3x3(cin: int, cout: int) -> nn.Conv2d | None:
-    return nn.Conv2d(cin, cout, 3, padding=1, bias=False) if cin and cout else None
+def conv2d(cin: int, cout: int, kernel: int = 3, bias: bool = False) -> nn.Conv2d | None:
+    """A kernel x kernel conv keeping the size (padding kernel // 2); None when a side has no channels."""
+    return nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=bias) if cin and cout else None
 
 
 def apply(module: nn.Module | None, x: torch.Tensor | None) -> torch.Tensor | None:
@@ -58,17 +64,24 @@ def apply(module: nn.Module | None, x: torch.Tensor | None) -> torch.Tensor | No
 
 
 class OctaveConv(nn.Module):
-    """The four-branch octave convolution; `alpha_in = 0` is a single input group (first block)."""
+    """The four-branch octave convolution; `alpha_in = 0` is a single input group (first block).
 
-    def __init__(self, cin: int, cout: int, alpha_in: float, alpha_out: float):
+    `kernel` and `bias` as a plain conv's (the paper's: 3, no bias). With `bias`, each output group has
+    one bias, on its same-frequency branch (conv_hh, conv_ll) or, where that branch does not exist,
+    on the other one: two biases summed into a group would be one parameter written twice, and at
+    alpha = 0 the single conv_hh carries the plain conv's bias.
+    """
+
+    def __init__(self, cin: int, cout: int, alpha_in: float, alpha_out: float, kernel: int = 3,
+                 bias: bool = False):
         super().__init__()
         in_h, in_l = split_channels(cin, alpha_in)
         out_h, out_l = split_channels(cout, alpha_out)
-        self.channels_out = (out_h, out_l)
-        self.conv_hh = conv3x3(in_h, out_h)
-        self.conv_hl = conv3x3(in_h, out_l)
-        self.conv_lh = conv3x3(in_l, out_h)
-        self.conv_ll = conv3x3(in_l, out_l)
+        self.channels_in, self.channels_out, self.kernel = (in_h, in_l), (out_h, out_l), kernel
+        self.conv_hh = conv2d(in_h, out_h, kernel, bias)
+        self.conv_hl = conv2d(in_h, out_l, kernel, bias and not in_l)
+        self.conv_lh = conv2d(in_l, out_h, kernel, bias and not in_h)
+        self.conv_ll = conv2d(in_l, out_l, kernel, bias)
 
     def forward(self, x: Pair) -> Pair:
         x_h, x_l = x
@@ -206,3 +219,212 @@ class Discriminator(nn.Module):
         # upsample is the identity, so the low branch is already at the output's 1 x 1.
         y = add(pool(apply(self.out.conv_hh, x_h)), apply(self.out.conv_lh, x_l))
         return y.flatten(1).squeeze(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Beyond the paper: SN-GAN's ResNet for 128 x 128 in octave form (`train.arch: resnet`)
+#
+# The architecture of Miyato et al. 2018 as mimicry's `sngan_128` implements it, the one its CelebA-128
+# table (SNGAN FID 12.93) was measured with. At ratio alpha every conv, the 3x3s and the 1x1 shortcuts,
+# is an `OctaveConv` (with bias, as SN-GAN's); BatchNorm, ReLU, resampling and the residual sum act on
+# each group; beta weighs each block's output pair. alpha = 0 is exactly the plain ResNet (one group,
+# every conv its conv_hh; tests/test_resnet.py builds that network from torch layers and compares).
+
+
+def each(f, pair: Pair) -> Pair:
+    """`f` applied to each group of a pair; an empty group stays None."""
+    return tuple(None if x is None else f(x) for x in pair)
+
+
+def up_bilinear(x: torch.Tensor) -> torch.Tensor:
+    """SN-GAN's 2x upsampling in G's blocks: bilinear, align_corners False (mimicry's, torchvision's)."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+def pool2(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 2)
+
+
+def add_pair(a: Pair, b: Pair) -> Pair:
+    """The residual sum, group by group."""
+    return add(a[0], b[0]), add(a[1], b[1])
+
+
+def weigh(pair: Pair, beta: Beta) -> Pair:
+    """The paper's beta-weighting of a block's output pair."""
+    return pair if beta is None else (weight(pair[0], beta[0]), weight(pair[1], beta[1]))
+
+
+class PairBatchNorm(nn.Module):
+    """BatchNorm2d on each group of a `channels`-channel map at ratio `alpha`."""
+
+    def __init__(self, channels: int, alpha: float):
+        super().__init__()
+        high, low = split_channels(channels, alpha)
+        self.bn_h = nn.BatchNorm2d(high) if high else None
+        self.bn_l = nn.BatchNorm2d(low) if low else None
+
+    def forward(self, x: Pair) -> Pair:
+        return apply(self.bn_h, x[0]), apply(self.bn_l, x[1])
+
+
+SQRT2 = math.sqrt(2.0)
+
+
+def xavier_(conv: OctaveConv, gain: float) -> None:
+    """SN-GAN's Xavier-uniform init of a conv, on every branch, with the fans of the whole (unsplit)
+    convolution: a branch's weights are a block of the plain conv's matrix, so each layer starts at the
+    plain layer's scale whatever alpha (a branch's own, smaller fans would double the output variance
+    at alpha = 0.5). At alpha = 0 it is `nn.init.xavier_uniform_` of the plain conv, draw for draw."""
+    area = conv.kernel * conv.kernel
+    fan_in, fan_out = sum(conv.channels_in) * area, sum(conv.channels_out) * area
+    bound = math.sqrt(3.0) * gain * math.sqrt(2.0 / float(fan_in + fan_out))  # torch's formula, exactly
+    with torch.no_grad():
+        for branch in (conv.conv_hh, conv.conv_hl, conv.conv_lh, conv.conv_ll):
+            if branch is not None:
+                branch.weight.uniform_(-bound, bound)
+
+
+class ResGenBlock(nn.Module):
+    """G's up-block: residual BN, ReLU, 2x bilinear up, conv3x3, BN, ReLU, conv3x3; shortcut 2x up,
+    conv1x1; summed per group, then beta. `alpha_in = 0`: a single input group (the first block)."""
+
+    def __init__(self, cin: int, cout: int, alpha_in: float, alpha: float):
+        super().__init__()
+        self.bn1 = PairBatchNorm(cin, alpha_in)
+        self.conv1 = OctaveConv(cin, cout, alpha_in, alpha, 3, bias=True)
+        self.bn2 = PairBatchNorm(cout, alpha)
+        self.conv2 = OctaveConv(cout, cout, alpha, alpha, 3, bias=True)
+        self.shortcut = OctaveConv(cin, cout, alpha_in, alpha, 1, bias=True)
+        xavier_(self.conv1, SQRT2), xavier_(self.conv2, SQRT2), xavier_(self.shortcut, 1.0)
+
+    def forward(self, x: Pair, beta: Beta = None) -> Pair:
+        h = self.conv1(each(up_bilinear, each(F.relu, self.bn1(x))))
+        h = self.conv2(each(F.relu, self.bn2(h)))
+        return weigh(add_pair(h, self.shortcut(each(up_bilinear, x))), beta)
+
+
+class ResDisBlock(nn.Module):
+    """D's block: residual ReLU, conv3x3 (to `cin` channels), ReLU, conv3x3, [2x2 avg-pool]; shortcut
+    conv1x1 then [pool] where the channels change or it pools, else the identity; summed per group,
+    then beta. `first`: SN-GAN's optimised first block, on the image (a single group): conv3x3 (to
+    `cout`), ReLU, conv3x3, pool, with the shortcut pool then conv1x1, and no ReLU before."""
+
+    def __init__(self, cin: int, cout: int, alpha_in: float, alpha: float, downsample: bool = True,
+                 first: bool = False):
+        super().__init__()
+        hidden = cout if first else cin
+        self.first, self.downsample = first, downsample
+        self.conv1 = OctaveConv(cin, hidden, alpha_in, alpha, 3, bias=True)
+        self.conv2 = OctaveConv(hidden, cout, alpha, alpha, 3, bias=True)
+        learnable = first or downsample or cin != cout or alpha_in != alpha
+        self.shortcut = OctaveConv(cin, cout, alpha_in, alpha, 1, bias=True) if learnable else None
+        xavier_(self.conv1, SQRT2), xavier_(self.conv2, SQRT2)
+        if self.shortcut is not None:
+            xavier_(self.shortcut, 1.0)
+
+    def forward(self, x: Pair, beta: Beta = None) -> Pair:
+        h = self.conv2(each(F.relu, self.conv1(x if self.first else each(F.relu, x))))
+        if self.downsample:
+            h = each(pool2, h)
+        if self.first:
+            s = self.shortcut(each(pool2, x))
+        elif self.shortcut is None:
+            s = x
+        else:
+            s = self.shortcut(x)
+            s = each(pool2, s) if self.downsample else s
+        return weigh(add_pair(h, s), beta)
+
+
+class ResNetGenerator(nn.Module):
+    """z (N x latent_dim) -> N x 3 x 128 x 128 in [-1, 1]: SN-GAN's ResNet generator, width ngf.
+
+    Linear(latent -> 4 x 4 x ngf) -> five up-blocks ngf -> ngf -> ngf/2 -> ngf/4 -> ngf/8 -> ngf/16
+    (`ResGenBlock`, the first on a single group) -> BN, ReLU per group -> output conv3x3 -> 3 merging
+    the groups as the paper's output block does (y = conv_hh(x_h) + up(conv_lh(x_l))) -> tanh.
+    Xavier-uniform init: gain sqrt(2) for the 3x3 convs, 1 for the shortcuts, the linear layer and the
+    output conv; biases keep PyTorch's default.
+    """
+
+    def __init__(self, alpha: float, width: int = 1024, latent_dim: int = 128):
+        super().__init__()
+        self.alpha, self.width, self.latent_dim = alpha, width, latent_dim
+        self.fc = nn.Linear(latent_dim, 4 * 4 * width)
+        chans = [width, width, width // 2, width // 4, width // 8, width // 16]
+        self.blocks = nn.ModuleList(ResGenBlock(cin, cout, 0.0 if i == 0 else alpha, alpha)
+                                    for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])))
+        self.bn = PairBatchNorm(chans[-1], alpha)
+        self.out = OctaveConv(chans[-1], 3, alpha, 0.0, 3, bias=True)
+        nn.init.xavier_uniform_(self.fc.weight, 1.0)
+        xavier_(self.out, 1.0)
+
+    def forward(self, z: torch.Tensor, beta: Beta = None) -> torch.Tensor:
+        pair: Pair = (self.fc(z).view(z.shape[0], self.width, 4, 4), None)
+        for block in self.blocks:
+            pair = block(pair, beta)
+        y, _ = self.out(each(F.relu, self.bn(pair)))
+        return torch.tanh(y)
+
+
+class ResNetDiscriminator(nn.Module):
+    """N x 3 x 128 x 128 -> N logits: SN-GAN's ResNet discriminator, width ndf, no normalisation.
+
+    The optimised first block 3 -> ndf/16 (a single input group), blocks ndf/16 -> ndf/8 -> ndf/4 ->
+    ndf/2 -> ndf pooling 2x2 and ndf -> ndf without (`ResDisBlock`), ReLU, global sum pooling,
+    Linear(ndf -> 1). `spectral_norm`: PyTorch's on every conv branch and on the linear layer.
+
+    The octave form pools each group and the linear layer reads both, concatenated (ndf features, so
+    the same weights as the plain network's at any alpha). The low group is summed over the grid of
+    the high one it stands for: each of its positions covers 2 x 2 of the high group's, so its sum
+    counts 4 times, as a plain sum over up(x_l) would (the octave convs merge the groups through `up`
+    too). A plain sum would shrink the low-frequency features 4-fold against the high ones before a
+    spectrally normalised layer, which cannot scale them back up.
+    """
+
+    def __init__(self, alpha: float, width: int = 1024, spectral_norm: bool = True):
+        super().__init__()
+        self.alpha, self.width = alpha, width
+        chans = [3, width // 16, width // 8, width // 4, width // 2, width, width]
+        self.blocks = nn.ModuleList(
+            ResDisBlock(cin, cout, 0.0 if i == 0 else alpha, alpha, downsample=i < 5, first=i == 0)
+            for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])))
+        self.fc = nn.Linear(width, 1)
+        nn.init.xavier_uniform_(self.fc.weight, 1.0)
+        if spectral_norm:  # after the init: it reparametrises the weights the init drew
+            for layer in [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]:
+                parametrizations.spectral_norm(layer)
+
+    def forward(self, x: torch.Tensor, beta: Beta = None) -> torch.Tensor:
+        pair: Pair = (x, None)
+        for block in self.blocks:
+            pair = block(pair, beta)
+        x_h, x_l = each(F.relu, pair)
+        sums = [x_h.sum((2, 3))] if x_h is not None else []
+        if x_l is not None:
+            sums.append(4.0 * x_l.sum((2, 3)))  # over the high grid: see the docstring
+        return self.fc(torch.cat(sums, 1)).squeeze(1)
+
+
+ARCHS = ("dcgan", "resnet")
+
+
+def generator(arch: str, alpha: float, width: int, latent_dim: int, init: str = "pytorch") -> nn.Module:
+    """The generator of `arch` (`train.arch`) at `alpha`; `init` is the paper network's setting (the
+    ResNet has SN-GAN's own)."""
+    if arch == "dcgan":
+        return Generator(alpha, width, latent_dim, init=init)
+    if arch == "resnet":
+        return ResNetGenerator(alpha, width, latent_dim)
+    raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
+
+
+def discriminator(arch: str, alpha: float, width: int, init: str = "pytorch", norm: str = "batch",
+                  spectral_norm: bool = False) -> nn.Module:
+    """The discriminator of `arch` at `alpha`; `init` and `norm` are the paper network's settings (the
+    ResNet's D has no normalisation layers and SN-GAN's init)."""
+    if arch == "dcgan":
+        return Discriminator(alpha, width, init=init, norm=norm, spectral_norm=spectral_norm)
+    if arch == "resnet":
+        return ResNetDiscriminator(alpha, width, spectral_norm=spectral_norm)
+    raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")
