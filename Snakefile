@@ -33,11 +33,13 @@ configfile: f"{workflow.basedir}/workflow/config/paper.yaml"
 
 
 # `--config run='{seeds: [0, 1, 2]}'` arrives as strings; give such nested values their YAML types.
+# Only --config's (`config_settings.config`): a --configfile is YAML already, and reading its strings
+# again would turn a text with ": " in it (a source in analysis.references) into a mapping.
 update_config(
     config,
     {
         key: yaml_typed(value)
-        for key, value in workflow.config_settings.overwrite_config.items()
+        for key, value in workflow.config_settings.config.items()
         if isinstance(value, (dict, list))
     },
 )
