@@ -122,6 +122,10 @@ class TrainConfig:
     latent_dim: int = 100
     width: int = 32
     init: str = "pytorch"
+    arch: str = "dcgan"  # dcgan (the paper's networks, `width`) | resnet (SN-GAN's ResNet, `ngf` and `ndf`)
+    ngf: int = 1024
+    ndf: int = 1024
+    g_steps: int | None = None  # None: `epochs` whole epochs; N: stop at the N-th G update
     snapshot_epochs: list[int] = field(default_factory=list)
     grid_size: int = 64
     checkpoint_minutes: float = 5.0
@@ -132,6 +136,15 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     cuda_graphs: bool = False
+
+    @property
+    def g_width(self) -> int:
+        """The generator's width: `width` for the paper's networks, `ngf` for the ResNet."""
+        return self.width if self.arch == "dcgan" else self.ngf
+
+    @property
+    def d_width(self) -> int:
+        return self.width if self.arch == "dcgan" else self.ndf
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,7 @@ class MetricsConfig:
     fid_inf_points: int = 5
     fid_inf_smallest: float = 0.5
     eval_seed: int = 1_000_000  # the FID samples after epoch index e use seed eval_seed + e
+    final_samples: int | None = None  # after the last epoch, also score this many samples (run.json's "final")
 
 
 @dataclass(frozen=True)
@@ -185,12 +199,27 @@ class MarginsConfig:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A published number for one (GAN, variant) of the config, set beside our final evaluation's."""
+
+    gan: str
+    variant: str
+    measure: str  # fid | kid: of run.json's "final"
+    value: float
+    source: str
+    std: float | None = None
+    generated: int | None = None
+    real: int | None = None
+
+
+@dataclass(frozen=True)
 class AnalysisConfig:
     """How `ocbench summary` and `ocbench claims` judge finished runs; no number training computes."""
 
     std_window: int = 10  # last epochs whose FIDs give the summary's fid_std_last10
     confidence: float = 0.95  # of the claims' paired t-intervals
     margins: MarginsConfig = field(default_factory=MarginsConfig)
+    references: list[Reference] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -349,6 +378,20 @@ def validate(raw: dict) -> None:
                 f"config error at gans.{name}: loss hinge with clamp {gan['clamp']} conflicts (the clamp "
                 "is WGAN's weight clipping); remove clamp, or use loss wgan"
             )
+    train = raw["train"]
+    if train.get("arch", "dcgan") == "resnet":
+        if train["init"] != "pytorch":
+            raise ConfigError(f"config error at train.init: {train['init']!r} is the paper networks' init; arch "
+                              "resnet has SN-GAN's own (Xavier-uniform): set train.init: pytorch")
+        for gan in raw["run"]["gans"]:
+            if raw["gans"][gan].get("d_norm", "batch") != "none":
+                raise ConfigError(f"config error at gans.{gan}.d_norm: arch resnet's discriminator has no "
+                                  f"normalisation layers (SN-GAN's); set gans.{gan}.d_norm: none")
+    for i, ref in enumerate(raw.get("analysis", {}).get("references", [])):
+        for key, known in (("gan", raw["gans"]), ("variant", raw["variants"])):
+            if ref[key] not in known:
+                raise ConfigError(f"config error at analysis.references[{i}].{key}: unknown {key} {ref[key]!r}; "
+                                  f"allowed: {', '.join(known)}")
     for name, variant in raw["variants"].items():
         beta = variant["beta"]
         if beta["kind"] == "piecewise":
@@ -413,7 +456,8 @@ def from_dict(raw: dict) -> Config:
 
 
 def analysis_config(raw: dict) -> AnalysisConfig:
-    return AnalysisConfig(**{**raw, "margins": MarginsConfig(**raw.get("margins", {}))})
+    return AnalysisConfig(**{**raw, "margins": MarginsConfig(**raw.get("margins", {})),
+                             "references": [Reference(**r) for r in raw.get("references", [])]})
 
 
 def load(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:

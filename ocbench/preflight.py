@@ -39,7 +39,7 @@ import torch
 
 from ocbench import fid
 from ocbench.bench import sync
-from ocbench.bench.protocol import Case, Timing, cpu_name, first_epoch_beta, iteration_counts, project
+from ocbench.bench.protocol import Case, Timing, cpu_name, evaluations, first_epoch_beta, iteration_counts, project
 from ocbench.config import Config
 from ocbench.data import CELEBA_COUNTS, CELEBA_PARTITION, CELEBA_ZIP, file_md5, load_prepared
 from ocbench.device import resolve_device
@@ -143,14 +143,16 @@ def output_bytes(cfg: Config) -> int:
     """Disk the protocol's runs will write: per run two checkpoints (G, D and Adam's two moments
     each) and the generator snapshots, a sample grid per epoch; plus the prepared array when it is
     not there yet (the zip is counted by fetch)."""
-    from ocbench.nn import Discriminator, Generator
+    from ocbench.nn import discriminator, generator
 
     train_cfg, total = cfg.train, 0
     for gan_name in cfg.run.gans:
         for variant_name in cfg.run.variants:
             alpha = cfg.variants[variant_name].alpha
-            g = sum(p.numel() for p in Generator(alpha, train_cfg.width, train_cfg.latent_dim).parameters()) * 4
-            d = sum(p.numel() for p in Discriminator(alpha, train_cfg.width).parameters()) * 4
+            with torch.device("meta"):  # shapes only: no memory, no init
+                g = sum(p.numel() for p in generator(train_cfg.arch, alpha, train_cfg.g_width,
+                                                     train_cfg.latent_dim).parameters()) * 4
+                d = sum(p.numel() for p in discriminator(train_cfg.arch, alpha, train_cfg.d_width).parameters()) * 4
             snapshots = len({e for e in train_cfg.snapshot_epochs if e <= train_cfg.epochs} | {train_cfg.epochs})
             total += len(cfg.run.seeds) * (2 * 3 * (g + d) + snapshots * g + train_cfg.epochs * 200_000)
     if not Path(cfg.data.prepared).exists():
@@ -501,10 +503,11 @@ def check_projection(cfg: Config, device: torch.device, rates: dict, seconds_per
             seconds = rates.get((gan_name, variant_name), measured_per_gan.get(gan_name))
             if seconds is None:
                 continue
-            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, train_cfg.epochs)
+            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, train_cfg.epochs,
+                                                 train_cfg.g_steps)
             case = Case(gan_name, variant_name, len(cfg.run.seeds), with_g, without_g,
                         Timing(seconds, seconds, evaluation), None, 1)
-            hours += project(case, train_cfg.epochs)["ours_device_h"]
+            hours += project(case, evaluations(cfg))["ours_device_h"]
             runs += len(cfg.run.seeds)
     report.projection = {"runs": runs, "epochs": train_cfg.epochs, "images": n_images, "device_hours": hours,
                          "evaluation_s_per_epoch": evaluation,

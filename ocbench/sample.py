@@ -21,7 +21,7 @@ import torch
 from ocbench import fid
 from ocbench.errors import OcbenchError, UsageError
 from ocbench.formats import GRID_PADDING, atomic_write, grid_columns
-from ocbench.nn import Generator
+from ocbench.nn import generator
 from ocbench.progress import progress
 
 GRID_IMAGES = 64  # a grid's default size, as training's train.grid_size
@@ -34,17 +34,17 @@ Sampler = Callable[[int, int], torch.Tensor]  # sample(start, count) -> count im
 
 def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
     """(Generator in eval mode, beta, evaluation) from a `generator_epoch_EEE.pt` written by training:
-    a dict with "generator" (state_dict), "alpha", "width", "latent_dim", "beta" ([bh, bl]) and
+    a dict with "generator" (state_dict), "alpha", "width", "latent_dim", "beta" ([bh, bl]),
     "evaluation" ({"seed", "samples"}: the latents its epoch's FID was computed on; None for a
-    snapshot without it, e.g. one saved by hand)."""
+    snapshot without it, e.g. one saved by hand) and, for a network other than the paper's, "arch"."""
     path = Path(checkpoint)
     if not path.is_file():
         raise OcbenchError(f"generator checkpoint {path} not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        g = Generator(ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
+        g = generator(ckpt.get("arch", "dcgan"), ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
         g.load_state_dict(ckpt["generator"])
-    except (KeyError, RuntimeError, TypeError) as exc:
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise OcbenchError(
             f"{path} is not a generator checkpoint (keys generator, alpha, width, latent_dim, beta): "
             f"{str(exc).splitlines()[0]}"

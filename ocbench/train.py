@@ -43,7 +43,7 @@ from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
 from ocbench.formats import CHECKPOINT, LOCK, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
 from ocbench.lock import holder, try_lock
-from ocbench.nn import Discriminator, Generator
+from ocbench.nn import discriminator, generator
 from ocbench.progress import progress
 from ocbench.sample import latent_sampler, latents, save_grid
 
@@ -191,6 +191,8 @@ def _train(cfg: Config, run_id: str, files: RunFiles, evaluator, log) -> dict:
         checkpoints.save(position)
 
     summary = run_summary(run, status, position, rows, fingerprint, evaluator)
+    if status == "ok" and cfg.metrics.final_samples:
+        summary["final"] = final_evaluation(run, evaluator, log)
     checkpoints.save(position, finished=True)
     tb.close()
     with checkpoints.writing(files.summary):
@@ -213,8 +215,8 @@ class Run:
     images: torch.Tensor  # the prepared uint8 N x H x W x 3 array, on the device when it fits
     gather: object  # gather(indices) -> that batch of `images` on the device (`batch_gatherer`)
     n_batches: int
-    G: Generator
-    D: Discriminator
+    G: torch.nn.Module  # ocbench.nn's generator of train.arch
+    D: torch.nn.Module
     step: TrainingStep
     noise_rng: torch.Generator  # z and WGAN-GP's interpolation weights, on the device
     data_rng: torch.Generator  # the shuffles, on the CPU: the same order on any device
@@ -234,6 +236,13 @@ def set_up(cfg: Config, run_id: str) -> Run:
     if n_batches == 0:
         raise OcbenchError(f"{len(images)} prepared images make no batch of {train_cfg.batch_size}; "
                            f"lower train.batch_size")
+    if train_cfg.g_steps is not None:
+        needed = epochs_for_g_steps(train_cfg.g_steps, n_batches, gan_cfg.critic)
+        if needed != train_cfg.epochs:
+            raise OcbenchError(
+                f"train.g_steps {train_cfg.g_steps} takes {needed} epochs of {n_batches} batches of "
+                f"{train_cfg.batch_size} (with {gan_name}'s critic schedule), not train.epochs {train_cfg.epochs}; "
+                f"set train.epochs: {needed}")
 
     torch.manual_seed(seed)
     G, D = build_networks(variant.alpha, gan_cfg, train_cfg, device)
@@ -298,15 +307,18 @@ def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints) -> Epo
         position.iterations += 1
         position.g_updates += loss_g is not None
         position.batch = batch_index + 1
+        last_g_step = position.g_updates == train_cfg.g_steps  # with train.g_steps: the run stops here
 
         # Now and then (and at the epoch's last batch) the running losses come off the device.
-        if batch_index % cfg.log.every == cfg.log.every - 1 or batch_index == run.n_batches - 1:
+        if batch_index % cfg.log.every == cfg.log.every - 1 or batch_index == run.n_batches - 1 or last_g_step:
             g_mean, d_mean = totals.means()
             bar.set_postfix(g=f"{g_mean:.3f}", d=f"{d_mean:.3f}", refresh=False)
             tb.losses(position.iterations, g_mean, d_mean, totals.g_steps, totals.d_steps, beta)
             if not (math.isfinite(g_mean) and math.isfinite(d_mean)):
                 status = "diverged"
                 break
+        if last_g_step:  # within the last epoch (set_up checked train.epochs): evaluated as an epoch
+            break
         if checkpoints.due():
             position.elapsed = time.monotonic() - started
             checkpoints.save(position)
@@ -345,10 +357,12 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
                    weights_official=bool(scores["weights_official"]), frechet=str(scores["frechet"]),
                    kid=float(scores["kid"]), kid_std=float(scores["kid_std"]), fid_inf=float(scores["fid_inf"]))
         if snapshot_epoch:
-            snapshot = {"generator": run.G.state_dict(), "alpha": run.variant.alpha, "width": train_cfg.width,
+            snapshot = {"generator": run.G.state_dict(), "alpha": run.variant.alpha, "width": train_cfg.g_width,
                         "latent_dim": train_cfg.latent_dim, "beta": list(epoch.beta), "epoch": number, "run": run.id,
                         # the latents this epoch's FID was computed on: `ocbench sample` redraws them
-                        "evaluation": {"seed": seed, "samples": n_samples}}
+                        "evaluation": {"seed": seed, "samples": n_samples},
+                        # the paper's networks' snapshots keep the keys they always had
+                        **({"arch": train_cfg.arch} if train_cfg.arch != "dcgan" else {})}
             with checkpoints.writing(files.snapshot(number)):
                 atomic_write(files.snapshot(number), lambda f: torch.save(snapshot, f))
     else:
@@ -359,6 +373,24 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
     row.update(evaluator.provenance(n_samples))
     row["eval_seconds"] = round(time.monotonic() - eval_started, 3)
     return row
+
+
+def final_evaluation(run: Run, evaluator, log) -> dict:
+    """run.json's "final": FID, KID and precision/recall of `metrics.final_samples` samples of the
+    trained generator (published tables score 50,000), against the same reference as every epoch's.
+    Their latents come from the seed after the last epoch's (`eval_seed`), which no epoch scores;
+    `ocbench fid score --generator <last snapshot> -n N --seed S` scores the same images."""
+    cfg, n = run.cfg, run.cfg.metrics.final_samples
+    seed = eval_seed(cfg, cfg.train.epochs)
+    started = time.monotonic()
+    run.G.eval()
+    scores = evaluator.evaluate(eval_sampler(run.G, run.beta, cfg.train.latent_dim, run.device, seed, n), n)
+    final = {"fid": float(scores["fid"]), "kid": float(scores["kid"]), "kid_std": float(scores["kid_std"]),
+             "precision": float(scores["precision"]), "recall": float(scores["recall"]), "seed": seed,
+             **evaluator.provenance(n), "eval_seconds": round(time.monotonic() - started, 3)}
+    log(f"{run.id} final evaluation on {n} samples: fid {final['fid']:.2f} kid {final['kid']:.5f} "
+        f"precision {final['precision']:.3f} recall {final['recall']:.3f} ({final['eval_seconds']:.1f}s)")
+    return final
 
 
 def epoch_line(run: Run, row: dict, epoch: Epoch) -> str:
@@ -399,6 +431,12 @@ def protocol_fingerprint(cfg: Config, run_id: str) -> str:
         "train": [t.epochs, t.batch_size, t.latent_dim, t.width, t.init],
         "data": cfg.data.prepared, "fid_samples": cfg.metrics.fid_samples,
     }
+    # Settings added later join only when they differ from what runs before them trained with, so
+    # that those runs' checkpoints keep their fingerprint and resume.
+    if t.arch != "dcgan":
+        protocol["arch"] = [t.arch, t.ngf, t.ndf]
+    if t.g_steps is not None:
+        protocol["g_steps"] = t.g_steps
     return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -712,14 +750,28 @@ def build_step(G, D, gan_cfg: GanConfig, train_cfg: TrainConfig, device: torch.d
 
 
 def build_networks(alpha: float, gan_cfg: GanConfig, train_cfg: TrainConfig,
-                   device: torch.device) -> tuple[Generator, Discriminator]:
-    """G and D of a run at `alpha`: D's normalisation and spectral norm as the GAN's config says."""
-    G = Generator(alpha, train_cfg.width, train_cfg.latent_dim, init=train_cfg.init).to(device)
-    D = Discriminator(alpha, train_cfg.width, init=train_cfg.init, norm=gan_cfg.d_norm,
+                   device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """G and D of a run at `alpha`, of `train.arch`: D's normalisation and spectral norm as the GAN's
+    config says."""
+    G = generator(train_cfg.arch, alpha, train_cfg.g_width, train_cfg.latent_dim, init=train_cfg.init).to(device)
+    D = discriminator(train_cfg.arch, alpha, train_cfg.d_width, init=train_cfg.init, norm=gan_cfg.d_norm,
                       spectral_norm=gan_cfg.spectral_norm).to(device)
     if train_cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     return G, D
+
+
+def epochs_for_g_steps(g_steps: int, n_batches: int, critic) -> int:
+    """The epochs of `n_batches` batches in which the critic schedule reaches `g_steps` G updates (the
+    last one partial): what `train.epochs` must be with `train.g_steps`."""
+    g_updates, epochs = 0, 0
+    while g_updates < g_steps:  # every epoch has a G step: on its batch 0
+        epochs += 1
+        for batch_index in range(n_batches):
+            g_updates += critic.g_turn(batch_index, g_updates)
+            if g_updates == g_steps:
+                break
+    return epochs
 
 
 def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:

@@ -77,23 +77,34 @@ class Case:
 # counting
 
 
-def iteration_counts(critic: CriticConfig, batches_per_epoch: int, epochs: int) -> tuple[int, int]:
-    """(iterations with a G step, iterations without) of one whole run, by training's own rule."""
-    if critic.n == 1 and critic.warmup in (None, 1):
+def iteration_counts(critic: CriticConfig, batches_per_epoch: int, epochs: int,
+                     g_steps: int | None = None) -> tuple[int, int]:
+    """(iterations with a G step, iterations without) of one whole run, by training's own rule; with
+    `g_steps` (train.g_steps), up to the G step that ends the run."""
+    if critic.n == 1 and critic.warmup in (None, 1) and g_steps is None:
         return batches_per_epoch * epochs, 0
-    with_g = g_updates = 0
+    with_g = iterations = 0
     for _ in range(epochs):
         for batch_index in range(batches_per_epoch):
-            if critic.g_turn(batch_index, g_updates):
+            iterations += 1
+            if critic.g_turn(batch_index, with_g):
                 with_g += 1
-                g_updates += 1
-    return with_g, batches_per_epoch * epochs - with_g
+                if with_g == g_steps:
+                    return with_g, iterations - with_g
+    return with_g, iterations - with_g
 
 
-def project(case: Case, epochs: int) -> dict:
-    """Seconds per run and device-hours of the case's runs, ours and the authors'."""
+def evaluations(cfg: Config) -> float:
+    """A run's evaluations in units of one epoch's (`metrics.fid_samples` samples): one per epoch, and
+    the final one of `metrics.final_samples`."""
+    return cfg.train.epochs + (cfg.metrics.final_samples or 0) / cfg.metrics.fid_samples
+
+
+def project(case: Case, evaluations: float) -> dict:
+    """Seconds per run and device-hours of the case's runs, ours and the authors', with `evaluations`
+    per run (`evaluations(cfg)`)."""
     def per_run(t: Timing) -> float:
-        seconds = case.iterations_with_g * t.with_g + epochs * t.evaluation
+        seconds = case.iterations_with_g * t.with_g + evaluations * t.evaluation
         if case.iterations_without_g:
             seconds += case.iterations_without_g * t.without_g
         return seconds
@@ -330,7 +341,8 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
             host_images = load_images(cfg.data.prepared, torch.device("cpu"), False).numpy()
             loader = authors_loader(host_images, work / "train", train_cfg.batch_size)
         for gan_name in cfg.run.gans:
-            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, train_cfg.epochs)
+            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, train_cfg.epochs,
+                                                 train_cfg.g_steps)
             d_only = without_g > 0
             for variant_name in cfg.run.variants:
                 if jobs > 1:
@@ -341,7 +353,7 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
                 theirs = (time_authors(cfg, gan_name, variant_name, d_only, iterations, warmup, loader, work, fid_env)
                           if authors else None)
                 case = Case(gan_name, variant_name, len(cfg.run.seeds), with_g, without_g, ours, theirs, jobs)
-                case.projection = project(case, train_cfg.epochs)
+                case.projection = project(case, evaluations(cfg))
                 cases.append(case)
                 p = case.projection
                 log(f"{gan_name}/{variant_name}: {p['ours_it_s']:.1f} it/s, evaluation {ours.evaluation:.2f} s"
