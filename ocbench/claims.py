@@ -11,10 +11,18 @@ deviation over the last `analysis.std_window` epochs, largest rise) and, for wha
 not hold, from the per-epoch rows (`run_extras`). Runs that are missing or unfinished are left out of
 the pairs and named; diverged runs are kept (measured over the epochs before they diverged, as in the
 summary) and named. The margins and the confidence level are the config's (`analysis`).
+
+A claim about the paper's three GANs is judged on every other GAN the config trains too (SN-GAN,
+WGAN-GP, the ResNet SN-GAN of sngan-resnet.yaml): the question the paper's "generalizable" raises.
+Published numbers the config lists (`analysis.references`, e.g. mimicry's SN-GAN FID on CelebA-128)
+are set beside our final evaluation (run.json's "final", `metrics.final_samples` samples) as rows
+of claim `R`, first in claims.md: whether the published value lies within our seed interval says
+whether our baseline reproduces before any octave verdict is read.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -109,6 +117,15 @@ class Claim:
     margin: str | None = None  # not_worse / similar: a key of analysis.margins (fraction of versus's mean)
     gans: tuple[str, ...] = ("dcgan", "lsgan", "wgan")
     reading: str = ""  # how the words become a test, where that is a choice
+    only_these_gans: bool = False  # True: about these GANs alone, not also the config's others
+
+
+def gans_of(cfg: Config, claim: Claim) -> tuple[str, ...]:
+    """The GANs a claim is judged on: its own (the paper's), then every other GAN `cfg` trains, unless
+    the claim is about its GANs alone (claim 3: vanilla DCGAN and LSGAN's mode collapse)."""
+    if claim.only_these_gans:
+        return claim.gans
+    return claim.gans + tuple(g for g in cfg.run.gans if g not in claim.gans)
 
 
 SIMILAR, NOT_DRAMATICALLY_WORSE = "similar", "not_dramatically_worse"  # keys of analysis.margins
@@ -128,7 +145,7 @@ CLAIMS = (
     Claim("3", "mode collapse", "vanilla DCGAN and LSGAN start to suffer from mode collapse from epoch 25 "
           "forward (Sec. 4.2, Fig. 4); [octave convolution leads to] suppressing the mode collapse problem",
           "Sec. 4.2 and 5", "oct", "baseline", ("recall_drop_late", "fid_rise_late"), "better",
-          gans=("dcgan", "lsgan"),
+          gans=("dcgan", "lsgan"), only_these_gans=True,
           reading="OCT loses less recall and gains less FID after epoch 20 than the vanilla network."),
     Claim("4a", "LOW quality", "surprisingly the score results are not dramatically worse than vanilla "
           "baselines", "Sec. 4.2, Fig. 6", "low", "baseline", ("final_fid", "best_fid", "final_kid", "best_kid"),
@@ -308,11 +325,13 @@ def evaluate(cfg: Config, runs: Runs) -> pd.DataFrame:
     """Every claim x GAN x measure, in the order of CLAIMS."""
     table = measure_table(cfg, runs)
     rows = [compare(cfg, table, claim, gan, measure, runs.metrics)
-            for claim in CLAIMS for gan in claim.gans for measure in claim.measures]
+            for claim in CLAIMS for gan in gans_of(cfg, claim) for measure in claim.measures]
+    rows = reference_rows(cfg, runs) + rows
     result = pd.DataFrame(rows).reindex(columns=COLUMNS)
     # FID against KID: a KID row whose FID twin reached another verdict is a claim that depends on the
     # metric (or on FID's sample-size bias); said on the row and in claims.md.
-    twin = {(r.claim, r.gan, KID_OF[r.measure]): r.verdict for r in result.itertuples() if r.measure in KID_OF}
+    twin = {(r.claim, r.gan, KID_OF[r.measure]): r.verdict for r in result.itertuples()
+            if r.measure in KID_OF and r.claim != REFERENCE}
     result["fid_kid_agree"] = [
         (twin[(r.claim, r.gan, r.measure)] == r.verdict) if (r.claim, r.gan, r.measure) in twin else pd.NA
         for r in result.itertuples()]
@@ -326,6 +345,88 @@ def disagreements(cfg: Config, result: pd.DataFrame) -> list[str]:
     return [f"- {r.claim} {r.title}, {r.gan.upper()}: {words[r.measure].label} **{r.verdict}**, FID twin "
             f"**{fid_verdict[(r.claim, r.gan, r.measure)]}**"
             for r in result.itertuples() if pd.notna(r.fid_kid_agree) and not r.fid_kid_agree]
+
+
+# --------------------------------------------------------------------------------------------------
+# published numbers beside ours
+
+REFERENCE = "R"  # the claim id of claims.csv's rows that compare with analysis.references
+FINAL_MEASURES = {
+    "fid": Measure("FID, final evaluation", "FID", "lower",
+                   "FID of metrics.final_samples images generated after training (run.json's final) against "
+                   "the reference statistics of the real images."),
+    "kid": Measure("KID, final evaluation", "KID", "lower",
+                   "KID of the same generated images against the real features kept for KID."),
+}
+WITHIN, OUTSIDE = "within the seed interval", "outside the seed interval"
+
+
+def final_evaluation(cfg: Config, run: str) -> dict | None:
+    """run.json's "final" of a finished run (None: not finished, or no final evaluation)."""
+    path = cfg.run_dir(run) / "run.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("final")
+
+
+def reference_rows(cfg: Config, runs: Runs) -> list[dict]:
+    """One claims row per published number (analysis.references): our final evaluation's mean over
+    seeds and its t-interval across seeds against the published value; `within the seed interval`
+    when the interval holds it. mean_versus is the published value, difference ours − published."""
+    out = []
+    for ref in cfg.analysis.references:
+        m = FINAL_MEASURES[ref.measure]
+        published = f"published {ref.value:g}" + (f" ± {ref.std:g}" if ref.std is not None else "")
+        row = {"claim": REFERENCE, "title": "published baseline", "gan": ref.gan,
+               "measure": f"final_eval_{ref.measure}", "unit": m.unit, "better": m.better,
+               "setting": label(ref.gan, ref.variant), "versus": published, "test": "within",
+               "mean_versus": ref.value, "n_seeds": 0, "seeds": "", "notes": ref.source}
+        trained = ref.gan in cfg.run.gans and ref.variant in cfg.run.variants
+        finals = {s: final_evaluation(cfg, run_id(ref.gan, ref.variant, s)) for s in cfg.run.seeds} if trained else {}
+        row.update(provenance(runs.metrics[runs.metrics.run.isin({run_id(ref.gan, ref.variant, s)
+                                                                   for s in cfg.run.seeds})]))
+        done = {s: f for s, f in finals.items() if f is not None}
+        if done:
+            row["fid_samples"] = ", ".join(sorted({str(f["fid_samples"]) for f in done.values()}))
+        if not trained:
+            row["verdict"] = NOT_TRAINED
+        elif not done:
+            row["verdict"] = ("no data: no finished run has a final evaluation" if cfg.metrics.final_samples
+                              else "no final evaluation: set metrics.final_samples")
+        else:
+            values = np.array([f[ref.measure] for f in done.values()], dtype=float)
+            row.update(mean_setting=values.mean(), difference=values.mean() - ref.value, n_seeds=len(values),
+                       seeds=" ".join(map(str, done)))
+            if len(values) == 1:
+                row["verdict"] = ONE_SEED
+            else:
+                low, high = t_interval(values - ref.value, cfg.analysis.confidence)
+                row.update(ci_low=low, ci_high=high, verdict=WITHIN if low <= 0 <= high else OUTSIDE)
+        missing = [run_id(ref.gan, ref.variant, s) for s, f in finals.items() if f is None]
+        if missing and trained:
+            row["notes"] += "; no final evaluation yet: " + ", ".join(missing)
+        out.append(row)
+    return out
+
+
+def reference_section(cfg: Config, result: pd.DataFrame) -> list[str]:
+    """claims.md's first table: each published number beside ours, or nothing without references."""
+    refs = result[result.claim == REFERENCE]
+    if refs.empty:
+        return []
+    conf = percent(cfg.analysis.confidence)
+    lines = ["## Our baseline against published numbers", "",
+             f"Read this first: the octave verdicts below stand on a baseline that reproduces. Ours: the mean over "
+             f"seeds of the final evaluation ({cfg.metrics.final_samples or 'no'} generated images, run.json's "
+             f"\"final\") with the {conf} t-interval of the mean across seeds; the verdict says whether the "
+             "published value lies within it.", "",
+             "| GAN | measure | published | ours (mean) | ours − published [" + conf + " CI] | n | verdict | source |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in refs.itertuples():
+        lines.append("| " + " | ".join([
+            r.setting, FINAL_MEASURES[r.measure.removeprefix("final_eval_")].label, r.versus.removeprefix("published "),
+            fmt(r.mean_setting, 4), interval_text(r), str(r.n_seeds), f"**{r.verdict}**", r.notes]) + " |")
+    return lines + [""]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -360,14 +461,15 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
     head = ["claim", "GAN", "measure", "setting", "versus", "mean setting", "mean versus",
             f"difference [{percent(conf)} CI]", "margin", "n", "verdict"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    tested = result[result.verdict != NOT_TRAINED]
+    claims_rows = result[result.claim != REFERENCE]
+    tested = claims_rows[claims_rows.verdict != NOT_TRAINED]
     for r in tested.itertuples():
         lines.append("| " + " | ".join([
             f"{r.claim} {r.title}", r.gan.upper(), words[r.measure].label, r.setting, r.versus,
             fmt(r.mean_setting), fmt(r.mean_versus), interval_text(r), fmt(r.margin), str(r.n_seeds),
             f"**{r.verdict}**",
         ]) + " |")
-    untested = result[result.verdict == NOT_TRAINED]
+    untested = claims_rows[claims_rows.verdict == NOT_TRAINED]
     not_trained = sorted(set(f"{r.claim} ({r.gan.upper()})" for r in untested.itertuples()),
                          key=lambda s: (s.split()[0], s))
     notes = list(dict.fromkeys(f"- {r.claim} {r.gan.upper()}: {r.notes}" for r in tested.itertuples() if r.notes))
@@ -376,12 +478,14 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
         test = TESTS[c.test].format(versus=variant_name(c.versus), margin=margin_of(cfg, c) or 0)
         claims.append(f"- **{c.id} {c.title}** ({c.where}): “{c.words}”. Tested: {variant_name(c.setting)} "
                       f"{test}; on {', '.join(words[m].label for m in c.measures)}; "
-                      f"for {', '.join(g.upper() for g in c.gans)}." + (f" Reading: {c.reading}" if c.reading else ""))
+                      f"for {', '.join(g.upper() for g in gans_of(cfg, c))}."
+                      + (f" Reading: {c.reading}" if c.reading else ""))
     measures = [f"- {m.label} ({m.better} is better): {m.how}" for m in words.values()]
     parts = [
         f"# The paper's claims: {cfg.name}", "",
         weights_header(runs), "",
         provenance_line(runs), "",
+        *reference_section(cfg, result),
         f"{len(runs.runs)} configured runs, seeds {seeds}, {cfg.train.epochs} epochs each. For each claim, "
         "GAN and measure: the means of the two settings over the seeds where both runs finished, and their "
         f"difference (setting − versus, in the measure's units) paired by seed with a {percent(conf)} "
@@ -440,6 +544,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
 
     notes = Notes()
     words = measures_for(cfg)
+    references, result = result[result.claim == REFERENCE], result[result.claim != REFERENCE]
     shown = result[result.n_seeds > 0]
     claims = {c.id: c for c in CLAIMS}
     groups = [(cid, shown[shown.claim == cid]) for cid in dict.fromkeys(shown.claim)]
@@ -519,6 +624,10 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     left = [r.notes for r in result.itertuples() if r.notes and r.verdict != NOT_TRAINED]
     for text in dict.fromkeys("; ".join(left).split("; ")) if left else []:
         notes.add(text + ".")
+    for r in references.itertuples():  # the baseline against its published number, in words
+        ours = f"{fmt(r.mean_setting, 4)} over {r.n_seeds} seed(s)" if r.n_seeds else "none yet"
+        notes.add(f"{r.setting} {FINAL_MEASURES[r.measure.removeprefix('final_eval_')].label}: {r.versus}, ours "
+                  f"{ours}: {r.verdict} ({r.notes.split(';')[0]}).", warn=r.verdict == OUTSIDE)
     weights_notes(notes, runs.metrics)
     return finish(fig, notes, tight=True)
 

@@ -232,3 +232,53 @@ def test_runs_written_before_kid_still_give_claims_summary_and_figures(tmp_path,
     assert row(table, "1", "dcgan", "final_kid").verdict.startswith("no data")
     cli("summary", "--config", config, check=True)
     cli("figures", "--config", config, check=True)
+
+
+def test_a_published_baseline_is_set_beside_ours_and_other_gans_are_judged_too(tmp_path):
+    """analysis.references (sngan-resnet.yaml's mimicry numbers): claims.md opens with each published
+    value beside the mean of our final evaluations (run.json's "final") and its seed interval, with
+    whether the interval holds it; claim 1 is judged on the config's SNGAN too, claim 3 (DCGAN and
+    LSGAN's mode collapse) is not."""
+    import json
+
+    from ocbench.aggregate import collect
+
+    FINAL["sngan", "baseline"], FINAL["sngan", "oct"] = [100.0, 104.0, 98.0], [70.0, 72.0, 69.0]
+    ours = {"fid": [12.5, 13.4, 13.1], "kid": [0.0100, 0.0110, 0.0105]}  # FID: 13.0 +- 1.1; KID: well above
+    published = [{"gan": "sngan", "variant": "baseline", "measure": m, "value": v, "std": s, "generated": 50000,
+                  "real": 50000, "source": f"mimicry, {m}"} for m, v, s in (("fid", 12.93, 0.04), ("kid", 0.0076, 0.0001))]
+    overlay = {"name": "ref", "paths": {"results": str(tmp_path / "results"), "figures": str(tmp_path / "figures")},
+               "run": {"gans": ["sngan"], "variants": ["baseline", "oct"], "seeds": SEEDS},
+               "train": {"epochs": EPOCHS}, "metrics": {"final_samples": 50000}, "figures": {"formats": ["png"]},
+               "analysis": {"references": published}}
+    cfg = config_mod.from_dict(config_mod.deep_merge(config_mod.read_yaml(config_mod.BASE_CONFIG), overlay))
+    for run in cfg.run_ids():
+        gan, variant, seed = cfg.parse_run(run)
+        write_run(cfg.run_dir(run), gan, variant, seed)
+        final = {m: ours[m][seed] for m in ours} if variant == "baseline" else {"fid": 11.0, "kid": 0.009}
+        (cfg.run_dir(run) / "run.json").write_text(json.dumps({"run": run, "final": {**final, "fid_samples": 50000}}))
+    result = claims_mod.evaluate(cfg, collect(cfg))
+
+    fid = row(result, "R", "sngan", "final_eval_fid")
+    ci = stats.ttest_1samp(np.array(ours["fid"]) - 12.93, 0).confidence_interval(0.95)
+    assert fid.mean_setting == pytest.approx(13.0) and fid.difference == pytest.approx(13.0 - 12.93)
+    assert (fid.ci_low, fid.ci_high) == pytest.approx((ci.low, ci.high))
+    assert fid.verdict == "within the seed interval" and fid.n_seeds == 3 and fid.fid_samples == "50000"
+    assert row(result, "R", "sngan", "final_eval_kid").verdict == "outside the seed interval"
+    assert row(result, "1", "sngan", "final_fid").verdict == "supported"  # OCT 70 vs 100: the paper's claim 1
+    assert not len(result[(result.claim == "3") & (result.gan == "sngan")])
+    claims_mod.write(cfg)
+    md = (cfg.results_dir / "claims.md").read_text()
+    assert md.index("## Our baseline against published numbers") < md.index("| claim | GAN |")
+    assert "| SNGAN | FID, final evaluation | 12.93 ± 0.04 | 13.00 |" in md and "**within the seed interval**" in md
+    assert "for DCGAN, LSGAN, WGAN, SNGAN." in md
+
+    # Without metrics.final_samples the row says what to set; a paper config has no reference section.
+    plain = config_mod.from_dict({**cfg.raw, "metrics": {**cfg.raw["metrics"], "final_samples": None}})
+    for run in plain.run_ids():
+        (plain.run_dir(run) / "run.json").write_text(json.dumps({"run": run}))
+    assert row(claims_mod.evaluate(plain, collect(plain)), "R", "sngan", "final_eval_fid").verdict == \
+        "no final evaluation: set metrics.final_samples"
+    assert "against published numbers" not in claims_mod.markdown(
+        config_mod.from_dict({**cfg.raw, "analysis": {}}), collect(cfg),
+        claims_mod.evaluate(config_mod.from_dict({**cfg.raw, "analysis": {}}), collect(cfg)))
