@@ -235,11 +235,24 @@ def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title:
     rows = runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(shown)]
     set_fid_range(axes[0][0], rows, cfg, notes, metric)
     sample_count_notes(notes, rows, metric)
-    fig.suptitle(f"Figure {number}: {title}")
+    protocol_notes(notes, cfg)
+    # wrapped to the figure's width (~11 characters an inch at the title's size): one panel is narrow
+    fig.suptitle(textwrap.fill(f"Figure {number}: {title}", int(11 * width)))
     unfinished_notes(notes, runs, gans, shown)
     absent_notes(notes, cfg, list(named), variants)
     weights_notes(notes, runs.metrics[runs.metrics.variant.isin(shown)])
     return finish(fig, notes, tight=True)
+
+
+def protocol_notes(notes: Notes, cfg: Config) -> None:
+    """Where the config's training departs from the paper's: other networks, a length in G steps."""
+    t = cfg.train
+    if t.arch == "resnet":
+        notes.add(f"Networks: SN-GAN's ResNet for 128x128 (Miyato et al. 2018, as mimicry's sngan_128), ngf {t.ngf}, "
+                  f"ndf {t.ndf}, octave convolutions at each variant's α: beyond the paper's DCGAN-style networks.")
+    if t.g_steps is not None:
+        notes.add(f"Training stops at G step {t.g_steps:,} (train.g_steps), within epoch {t.epochs}: its point "
+                  "scores the generator after a partial epoch.")
 
 
 def sample_count_notes(notes: Notes, rows: pd.DataFrame, metric: str) -> None:
@@ -513,6 +526,7 @@ def figure3(cfg: Config, runs: Runs):
                  y=layout.suptitle_y)
     unfinished_notes(notes, runs, [gan], variants)
     absent_notes(notes, cfg, [], ["baseline", "oct"])
+    protocol_notes(notes, cfg)
     weights_notes(notes, metrics)
     notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
     return shrink_to(fig, layout.bottom, notes)
