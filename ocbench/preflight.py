@@ -46,7 +46,7 @@ from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
 from ocbench.formats import atomic_write
 from ocbench.sample import latent_sampler, latents
-from ocbench.train import (CudaGraphStep, build_networks, build_step, configure_backends,
+from ocbench.train import (CudaGraphStep, build_networks, build_step, configure_backends, epochs_for_g_steps,
                            restore_training_state, to_model_input, training_state)
 
 PASS, FAIL, SKIP = "✔", "✘", "–"
@@ -494,6 +494,13 @@ def check_projection(cfg: Config, device: torch.device, rates: dict, seconds_per
     train_cfg = cfg.train
     n_images = len(load_prepared(cfg.data.prepared)) if Path(cfg.data.prepared).exists() else expected_images(cfg)
     batches_per_epoch = n_images // train_cfg.batch_size
+    if train_cfg.g_steps is not None:  # what each train job's set_up refuses, said before any job starts
+        for gan_name in cfg.run.gans:
+            needed = epochs_for_g_steps(train_cfg.g_steps, batches_per_epoch, cfg.gans[gan_name].critic)
+            report.add("projection", f"g_steps {gan_name}", needed == train_cfg.epochs,
+                       f"train.g_steps {train_cfg.g_steps:,} ends in epoch {needed} of {batches_per_epoch:,} batches "
+                       f"({n_images:,} images); train.epochs is {train_cfg.epochs}",
+                       f"set train.epochs: {needed}")
     evaluation = seconds_per_image * cfg.metrics.fid_samples
     measured_per_gan = {g: seconds for (g, _), seconds in rates.items()}
     hours, runs = 0.0, 0

@@ -5,9 +5,11 @@ Read it top to bottom. `train` is the run's outline in one screen: refuse or ski
 batch: one D step on a real batch and on G(z) for a fresh z as two forward passes, then one G step
 with another fresh z when the GAN's critic schedule says so) and `end_of_epoch` (FID and
 precision/recall on `metrics.fid_samples` samples, a sample grid from a fixed z, a generator
-snapshot, the metrics row), and a checkpoint. One iteration is `TrainingStep.__call__`; the CUDA-graph
-step is a variant that changes only how the halves are run. Helpers follow in the order the outline
-uses them: the step, the data path, the device and optimisers, the checkpoint's contents.
+snapshot, the metrics row), and a checkpoint; with `train.g_steps` the last epoch stops at that G step,
+and with `metrics.final_samples` a final evaluation follows (run.json's "final"). One iteration is
+`TrainingStep.__call__`; the CUDA-graph step is a variant that changes only how the halves are run.
+Helpers follow in the order the outline uses them: the step, the data path, the device and
+optimisers, the checkpoint's contents.
 
 Outputs under results/<config>/runs/<run id>/: metrics.csv (one row per epoch, rewritten whole),
 samples/epoch_EEE.png, generator_epoch_EEE.pt, run.json (written last: the run is finished).

@@ -58,6 +58,22 @@ def test_a_config_the_resnet_cannot_run_is_refused_in_one_line(overrides, words)
     assert "\n" not in str(err.value)
 
 
+def test_preflight_fails_a_g_step_length_that_train_epochs_does_not_reach():
+    """What every train job's set_up would refuse, preflight says first, from CelebA's count."""
+    import torch
+
+    from ocbench.preflight import FAIL, PASS, Report, check_projection
+
+    for epochs, status in ((64, PASS), (50, FAIL)):
+        report = Report(config="sngan-resnet")
+        cfg = config_mod.load([PRESET], [f"train.epochs={epochs}", "train.device=cpu",
+                                         "data.prepared=/nonexistent/celeba128.npy"])
+        check_projection(cfg, torch.device("cpu"), {}, 0.0, report)
+        (check,) = [c for c in report.checks if c.name == "g_steps sngan"]
+        assert check.status == status and "ends in epoch 64 of 3,165 batches" in check.detail, check
+    assert check.fix == "set train.epochs: 64"
+
+
 def test_dry_run_of_the_preset_plans_fifteen_resnet_runs_and_figure_8(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     proc = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
