@@ -45,6 +45,16 @@ def test_epochs_for_g_steps_counts_training_own_rule(g_steps, n_batches, n, epoc
     assert epochs_for_g_steps(g_steps, n_batches, CriticConfig(n=n)) == epochs
 
 
+def test_bench_protocol_projects_the_preset_to_its_last_g_step_and_its_final_evaluation():
+    from ocbench.bench.protocol import evaluations, iteration_counts
+
+    cfg = config_mod.load([PRESET])
+    # 63 epochs of 3,165 batches, then 541 of the 64th: 199,936 iterations, 100,000 with a G step
+    assert iteration_counts(cfg.gans["sngan"].critic, 3165, 64, cfg.train.g_steps) == (100_000, 99_936)
+    assert iteration_counts(CriticConfig(n=1), 3165, 50) == (3165 * 50, 0)  # the paper's: unchanged
+    assert evaluations(cfg) == 64 + 50_000 / 10_000  # every epoch's 10k samples, and the final 50k
+
+
 @pytest.mark.parametrize("overrides, words", [
     (["train.arch=resnet"], "gans.dcgan.d_norm: arch resnet's discriminator has no normalisation layers"),
     (["train.arch=resnet", "run.gans=[sngan]", "train.init=dcgan"], "train.init: 'dcgan'"),
