@@ -40,15 +40,69 @@ def cli():
     return run_cli
 
 
-def pytest_collection_modifyitems(items):
-    """The end-to-end DAG runs (marked slow, minutes each) each at the head of one half of the
-    collection: `make test`'s `--dist worksteal` hands each of its two workers one half, and a worker
-    with nothing left takes tests from the end of the other's queue. So the smoke DAG killed and
-    resumed (the longest test, computing) starts at once on one worker and the smoke DAG through
-    SLURM (mostly waiting on the executor's status polls) at once on the other; neither starts last
-    with the other worker idle. Without xdist this only changes the order."""
-    slow = sorted((item for item in items if item.get_closest_marker("slow")),
-                  key=lambda item: "slurm" in item.nodeid)  # the smoke DAG first, then SLURM
-    rest = [item for item in items if not item.get_closest_marker("slow")]
-    head = len(items) // 2 - 1  # worksteal's first worker gets len(items) // 2 tests
-    items[:] = slow[:1] + rest[:head] + slow[1:] + rest[head:]
+# What the order below knows of each test's cost: seconds on the 2-core VM (BENCHMARKS.md, a fresh
+# clone's `make test`), rounded. Only the order uses them; nothing asserts a duration. A key is a
+# test's node id without its parameters, or a module (then the cost of the module's tests together);
+# a test not named here counts LIGHT seconds.
+COST = {
+    "tests/test_workflow.py::test_smoke_dag_killed_during_training_resumes_and_finishes": 420,
+    "tests/test_train.py": 300,
+    "tests/test_slurm.py::test_smoke_dag_through_slurm": 160,
+    "tests/test_learning.py": 150,
+    "tests/test_step.py::test_compiled_step_matches_eager_and_a_new_beta_does_not_recompile": 130,
+    "tests/test_metrics.py": 90,
+    "tests/test_gpu_check.py::test_the_gpu_check_runs_every_step_at_smoke_size": 75,
+    "tests/test_bench.py": 60,
+    "tests/test_preflight.py": 60,
+    "tests/test_figures.py": 50,
+    "tests/test_data.py": 40,
+}
+LIGHT = 2
+
+
+def shares_a_fixture(item) -> bool:
+    """Whether the test uses a module- or session-scoped fixture of its own module: the module's
+    tests then go to one worker together, which builds the fixture once."""
+    module = item.nodeid.split("::")[0]
+    return any(fd.scope in ("module", "session") and fd.baseid == module
+               for defs in item._fixtureinfo.name2fixturedefs.values() for fd in defs)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The order `make test`'s `--dist worksteal` splits between its workers. Worksteal hands the
+    first of n workers the first len(items) // n tests, the next its share of the rest, and so on; a
+    worker with nothing left takes the back half of another's remaining queue. So the long tests go
+    at the heads of the shares, spread over them longest first (each to the share with the least so
+    far): the smoke DAG killed and resumed starts at once on one worker, the SLURM DAG (mostly
+    waiting on status polls) and test_train on the other, and none starts last with the other worker
+    idle. A module whose tests share a fixture (test_train's trained reference, test_metrics'
+    statistics) stays in one share, before the short tests that end each share and are the ones
+    taken by a worker with nothing left; so its fixture is built once, not once per worker. Without
+    xdist this only changes the order."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    units = {}  # a module sharing fixtures, or a single test -> its tests, in collection order
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        units.setdefault(module if shares_a_fixture(item) else item.nodeid, []).append(item)
+
+    def cost(key):
+        return COST.get(key) or sum(COST.get(item.nodeid.split("[")[0], LIGHT) for item in units[key])
+
+    ranked = sorted(units, key=cost, reverse=True)  # stable: ties keep the collection order
+    heavy = [key for key in ranked if cost(key) > 10 * LIGHT]
+    light = [item for key in ranked if key not in heavy for item in units[key]]
+    sizes, left = [], len(items)
+    for i in range(workers):
+        sizes.append(left // (workers - i))
+        left -= sizes[-1]
+    shares, load = [[] for _ in sizes], [0] * workers
+    for key in heavy:  # longest first, each to the share with the least so far that has room
+        fits = [i for i in range(workers) if len(shares[i]) + len(units[key]) <= sizes[i]] or range(workers)
+        i = min(fits, key=lambda i: load[i])
+        shares[i] += units[key]
+        load[i] += cost(key)
+    for share, size in zip(shares, sizes):  # then the short tests, filling each share to its size
+        room = max(0, size - len(share))
+        share += light[:room]
+        light = light[room:]
+    items[:] = [item for share in shares for item in share] + light
