@@ -48,7 +48,8 @@ COST = {
     "tests/test_workflow.py::test_smoke_dag_killed_during_training_resumes_and_finishes": 420,
     "tests/test_train.py": 300,
     "tests/test_slurm.py::test_smoke_dag_through_slurm": 160,
-    "tests/test_learning.py": 150,
+    "tests/test_learning.py": 180,  # the DCGAN check and the ResNet SN-GAN's, one fixture
+    "tests/test_sngan_resnet.py::test_the_presets_dag_runs_end_to_end_at_tiny_widths": 50,
     "tests/test_step.py::test_compiled_step_matches_eager_and_a_new_beta_does_not_recompile": 130,
     "tests/test_metrics.py": 90,
     "tests/test_gpu_check.py::test_the_gpu_check_runs_every_step_at_smoke_size": 75,
