@@ -351,11 +351,11 @@ def disagreements(cfg: Config, result: pd.DataFrame) -> list[str]:
 # published numbers beside ours
 
 REFERENCE = "R"  # the claim id of claims.csv's rows that compare with analysis.references
-FINAL_MEASURES = {
-    "fid": Measure("FID, final evaluation", "FID", "lower",
+FINAL_MEASURES = {  # claims.csv's measure of a reference row -> its words
+    "final_eval_fid": Measure("FID, final evaluation", "FID", "lower",
                    "FID of metrics.final_samples images generated after training (run.json's final) against "
                    "the reference statistics of the real images."),
-    "kid": Measure("KID, final evaluation", "KID", "lower",
+    "final_eval_kid": Measure("KID, final evaluation", "KID", "lower",
                    "KID of the same generated images against the real features kept for KID."),
 }
 WITHIN, OUTSIDE = "within the seed interval", "outside the seed interval"
@@ -375,10 +375,11 @@ def reference_rows(cfg: Config, runs: Runs) -> list[dict]:
     when the interval holds it. mean_versus is the published value, difference ours − published."""
     out = []
     for ref in cfg.analysis.references:
-        m = FINAL_MEASURES[ref.measure]
+        measure = f"final_eval_{ref.measure}"
+        m = FINAL_MEASURES[measure]
         published = f"published {ref.value:g}" + (f" ± {ref.std:g}" if ref.std is not None else "")
         row = {"claim": REFERENCE, "title": "published baseline", "gan": ref.gan,
-               "measure": f"final_eval_{ref.measure}", "unit": m.unit, "better": m.better,
+               "measure": measure, "unit": m.unit, "better": m.better,
                "setting": label(ref.gan, ref.variant), "versus": published, "test": "within",
                "mean_versus": ref.value, "n_seeds": 0, "seeds": "", "notes": ref.source}
         trained = ref.gan in cfg.run.gans and ref.variant in cfg.run.variants
@@ -424,7 +425,7 @@ def reference_section(cfg: Config, result: pd.DataFrame) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for r in refs.itertuples():
         lines.append("| " + " | ".join([
-            r.setting, FINAL_MEASURES[r.measure.removeprefix("final_eval_")].label, r.versus.removeprefix("published "),
+            r.setting, FINAL_MEASURES[r.measure].label, r.versus.removeprefix("published "),
             fmt(r.mean_setting, 4), interval_text(r), str(r.n_seeds), f"**{r.verdict}**", r.notes]) + " |")
     return lines + [""]
 
@@ -626,7 +627,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
         notes.add(text + ".")
     for r in references.itertuples():  # the baseline against its published number, in words
         ours = f"{fmt(r.mean_setting, 4)} over {r.n_seeds} seed(s)" if r.n_seeds else "none yet"
-        notes.add(f"{r.setting} {FINAL_MEASURES[r.measure.removeprefix('final_eval_')].label}: {r.versus}, ours "
+        notes.add(f"{r.setting} {FINAL_MEASURES[r.measure].label}: {r.versus}, ours "
                   f"{ours}: {r.verdict} ({r.notes.split(';')[0]}).", warn=r.verdict == OUTSIDE)
     weights_notes(notes, runs.metrics)
     return finish(fig, notes, tight=True)
