@@ -7,12 +7,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-# `make test` runs two pytest-xdist workers on two cores, and the ocbench processes the tests start
-# each run torch's OpenMP pool: a thread that spins while it waits for work steals the core the
-# other worker computes on. Passive waits, as the workflow gives its CPU jobs (common.smk); they
-# change no number, only how an idle thread waits (measured there, BENCHMARKS.md). Set before any test module imports torch.
+# `make test` runs three pytest-xdist workers on two cores, and the ocbench processes the tests start
+# each run torch's OpenMP pool: a thread that spins while it waits for work steals the core another
+# worker computes on. Passive waits, as the workflow gives its CPU jobs (common.smk); they change no
+# number, only how an idle thread waits (measured there, BENCHMARKS.md). Set before any test module
+# imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+
+def worker_cores() -> int:
+    """The cores of one pytest-xdist worker: the machine's (what this process may use) shared out
+    among the workers; all of them without xdist."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, len(os.sched_getaffinity(0)) // workers)
+
+
+# Torch's threads (and those of the ocbench processes a test starts) at the worker's share of the
+# cores, at least one, not every core: with two workers on two cores, two threads each made every
+# computation wait on a thread another worker's work had displaced. Two smoke training runs side by
+# side took 24.5 s with two threads each and 18.2 s with one (BENCHMARKS.md, "make test on a fresh
+# clone"). Snakemake sets a job's OMP_NUM_THREADS from its threads, so the workflow tests give
+# --cores WORKER_CORES.
+# Every comparison a test makes (a resumed run against an uninterrupted one) is at one thread count.
+# (Only in a worker: xdist's controller imports this file too, and its environment is the workers'.)
+WORKER_CORES = worker_cores()
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", str(WORKER_CORES))
 
 
 def checkout_env(env=None) -> dict:
@@ -75,7 +96,7 @@ def pytest_collection_modifyitems(config, items):
     worker with nothing left takes the back half of another's remaining queue. So the long tests go
     at the heads of the shares, spread over them longest first (each to the share with the least so
     far): the smoke DAG killed and resumed starts at once on one worker, the SLURM DAG (mostly
-    waiting on status polls) and test_train on the other, and none starts last with the other worker
+    waiting on status polls) and test_train on the others, and none starts last with the other workers
     idle. A module whose tests share a fixture (test_train's trained reference, test_metrics'
     statistics) stays in one share, before the short tests that end each share and are the ones
     taken by a worker with nothing left; so its fixture is built once, not once per worker. Without

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, WORKER_CORES
 from ocbench import config as config_mod
 from ocbench.config import CriticConfig
 from ocbench.train import epochs_for_g_steps
@@ -112,7 +112,7 @@ def test_the_presets_dag_runs_end_to_end_at_tiny_widths(tmp_path, monkeypatch):
     tiny.write_text(yaml.safe_dump(TINY))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(tmp_path / "torch")}
     proc = subprocess.run([str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory",
-                           str(tmp_path), "--cores", "2", "--resources", "gpu=1", "--configfile", str(PRESET),
+                           str(tmp_path), "--cores", str(WORKER_CORES), "--resources", "gpu=1", "--configfile", str(PRESET),
                            str(SMOKE), str(tiny)], env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = tmp_path / "results/sngan-resnet-smoke"

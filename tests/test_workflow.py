@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import REPO, run_cli
+from conftest import REPO, WORKER_CORES, run_cli
 from ocbench.claims import CLAIMS
 from ocbench.formats import TIMING_COLUMNS
 
@@ -372,8 +372,10 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
     --unlock: the stale lock goes, the run resumes from its checkpoint with the numbers of an
     uninterrupted run, and everything a user looks at is there, TensorBoard's event files too."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(tmp_path / "torch")}
+    # --cores: the README's 2 where a worker has the two cores (no xdist), 1 where `make test`'s two
+    # workers share them (conftest.WORKER_CORES); the DAG is the same.
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
-           "--cores", "2", "--resources", "gpu=1", "--configfile", str(SMOKE)]
+           "--cores", str(WORKER_CORES), "--resources", "gpu=1", "--configfile", str(SMOKE)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     state, runs = tmp_path / "results/smoke/state", tmp_path / "results/smoke/runs"
@@ -415,10 +417,10 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
     # swaps kernels only for indexing backward, index_put/put_ with accumulate and index_copy
     # (torch.use_deterministic_algorithms' list), none of which training runs; convolutions, batch
     # norm and Adam on the CPU give the same bits for the same thread count: the train job's
-    # (OMP_NUM_THREADS=2 from --cores 2), given here too.
+    # (Snakemake's OMP_NUM_THREADS, from --cores), given here too.
     alone = tmp_path / "uninterrupted"
     run_cli("train", "--config", tmp_path / "results/smoke/config.yaml", "--set", f"paths.results={alone}",
-            "--run", victim, cwd=tmp_path, env={"OMP_NUM_THREADS": "2"}, check=True)
+            "--run", victim, cwd=tmp_path, env={"OMP_NUM_THREADS": str(WORKER_CORES)}, check=True)
     ours, ref = tmp_path / f"results/smoke/runs/{victim}", alone / f"smoke/runs/{victim}"
     drop = lambda rs: [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in rs]  # noqa: E731
     with open(ours / "metrics.csv") as f, open(ref / "metrics.csv") as g:
