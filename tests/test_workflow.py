@@ -373,7 +373,7 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
     --unlock: the stale lock goes, the run resumes from its checkpoint with the numbers of an
     uninterrupted run, and everything a user looks at is there, TensorBoard's event files too."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(tmp_path / "torch")}
-    # --cores: the README's 2 where a worker has the two cores (no xdist), 1 where `make test`'s two
+    # --cores: the README's 2 where one pytest has the two cores (no xdist), 1 where `make test`'s
     # workers share them (conftest.WORKER_CORES); the DAG is the same.
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
            "--cores", str(WORKER_CORES), "--resources", "gpu=1", "--configfile", str(SMOKE)]
