@@ -17,10 +17,12 @@ os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 
 def worker_cores() -> int:
-    """The cores of one pytest-xdist worker: the machine's (what this process may use) shared out
-    among the workers; all of them without xdist."""
+    """The cores of one pytest-xdist worker: the machine's (what this process may use, as the
+    workflow counts them) shared out among the workers; all of them without xdist."""
+    from ocbench.data import default_workers  # torch-free
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    return max(1, len(os.sched_getaffinity(0)) // workers)
+    return max(1, default_workers() // workers)
 
 
 # Torch's threads (and those of the ocbench processes a test starts) at the worker's share of the
