@@ -28,8 +28,8 @@ def worker_cores() -> int:
 # Torch's threads (and those of the ocbench processes a test starts) at the worker's share of the
 # cores, at least one, not every core: with two workers on two cores, two threads each made every
 # computation wait on a thread another worker's work had displaced. Two smoke training runs side by
-# side took 24.5 s with two threads each and 18.2 s with one (BENCHMARKS.md, "make test on a fresh
-# clone"). Snakemake sets a job's OMP_NUM_THREADS from its threads, so the workflow tests give
+# side took 24.5 s with two threads each and 18.2 s with one (BENCHMARKS.md, "#29: one thread a
+# worker, three workers"). Snakemake sets a job's OMP_NUM_THREADS from its threads, so the workflow tests give
 # --cores WORKER_CORES.
 # Every comparison a test makes (a resumed run against an uninterrupted one) is at one thread count.
 # (Only in a worker: xdist's controller imports this file too, and its environment is the workers'.)
