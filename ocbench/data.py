@@ -43,7 +43,7 @@ from PIL import Image
 
 from ocbench import download
 from ocbench.download import Expected
-from ocbench.errors import OcbenchError
+from ocbench.errors import OcbenchError, one_line
 from ocbench.formats import atomic_write, sha256_of
 
 
@@ -74,11 +74,6 @@ FORMAT_VERSION = 1  # bump when the recipe changes, so that older arrays count a
 
 FILTERS = {name: getattr(Image.Resampling, name.upper())
            for name in ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")}
-
-
-def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _gb(n: int) -> str:
@@ -353,7 +348,7 @@ def _work(start: int, entries: list[tuple[str, str]]) -> tuple[int, list[tuple[i
             with _open(entry) as img:
                 out[start + k] = transform(img, *recipe)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, Image.DecompressionBombError) as exc:
-            bad.append((start + k, name, _one_line(exc, 80)))
+            bad.append((start + k, name, one_line(exc, 80)))
     return len(entries), bad
 
 
@@ -526,7 +521,7 @@ def load_prepared(path: str | Path, mmap: bool = True) -> np.ndarray:
         if not mmap and array.dtype == np.uint8:
             array = np.load(path)  # read() rather than a map: a disk error is an OSError, not SIGBUS
     except (OSError, ValueError, EOFError) as exc:
-        raise OcbenchError(f"{path} is truncated or damaged ({_one_line(exc, 80)}); {rebuild}") from None
+        raise OcbenchError(f"{path} is truncated or damaged ({one_line(exc, 80)}); {rebuild}") from None
     if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
         raise OcbenchError(f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; {rebuild}")
     return array
@@ -588,7 +583,7 @@ def prepare(cfg, skip_corrupt: bool = False, workers: int | None = None, progres
     try:
         available = list_source(source)
     except zipfile.BadZipFile as exc:
-        raise OcbenchError(f"{source} cannot be read as a zip ({_one_line(exc)}); "
+        raise OcbenchError(f"{source} cannot be read as a zip ({one_line(exc)}); "
                            f"{manual_hint(source, CELEBA_ZIP)}") from None
     names = select(cfg, source, partition, available)
     entries = [(n, available[n]) for n in names]
@@ -663,7 +658,7 @@ def verify_prepared(cfg, progress: bool = True) -> str:
     try:
         recorded = json.loads(meta_path.read_text()).get("sha256")
     except (OSError, ValueError, AttributeError) as exc:
-        raise OcbenchError(f"{meta_path} cannot be read ({_one_line(exc, 80)}), so {prepared} cannot be "
+        raise OcbenchError(f"{meta_path} cannot be read ({one_line(exc, 80)}), so {prepared} cannot be "
                            f"verified; {rebuild}") from None
     if not recorded:
         raise OcbenchError(f"{meta_path} records no sha256 (written by an older ocbench), so {prepared} cannot "

@@ -12,7 +12,7 @@ fake CUDA driver (tests/fake_cuda.py):
     train.make_optimizer         fused Adam; `load_optimizer_state` puts `step` on the GPU for it
     train.rng_state / set_rng_state   torch.cuda.get_rng_state / set_rng_state of the run's GPU
     fid.full_fp32                Inception under cudnn.flags(allow_tf32=False, fp32 "ieee")
-    bench.sync                   torch.cuda.synchronize(device), around preflight's timings
+    device.sync                  torch.cuda.synchronize(device), around preflight's and the benchmarks' timings
     preflight.check_environment  get_device_properties, the driver from nvidia-smi
     preflight.check_evaluation   the FID on the GPU against the CPU
 
@@ -94,3 +94,9 @@ def runs_sharing_gpu(runs_per_gpu: int, environ=os.environ) -> int:
     if environ.get("SLURM_JOB_ID") and len(assigned_gpus(environ)) == 1:
         return 1
     return max(runs_per_gpu, 1)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device: a GPU's work is asynchronous, and a timer must see it finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

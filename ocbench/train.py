@@ -246,6 +246,16 @@ def set_up(cfg: Config, run_id: str) -> Run:
                 f"{train_cfg.batch_size} (with {gan_name}'s critic schedule), not train.epochs {train_cfg.epochs}; "
                 f"set train.epochs: {needed}")
 
+    return build_run(cfg, run_id, device, images)
+
+
+def build_run(cfg: Config, run_id: str, device: torch.device, images: torch.Tensor, graphs=None) -> Run:
+    """The run's networks, random streams and step on `images`, seeded by the run's seed: what
+    `set_up` trains, and what preflight checks on random images. The order of the draws (networks'
+    init, then the noise, shuffle and grid generators) is the protocol's. `graphs`: a CUDA-graph
+    step's device side (tests pass a stand-in on the CPU, see `CudaGraphStep`)."""
+    gan_name, variant_name, seed = cfg.parse_run(run_id)
+    gan_cfg, variant, train_cfg = cfg.gans[gan_name], cfg.variants[variant_name], cfg.train
     torch.manual_seed(seed)
     G, D = build_networks(variant.alpha, gan_cfg, train_cfg, device)
     noise_rng = torch.Generator(device).manual_seed(seed)
@@ -253,8 +263,8 @@ def set_up(cfg: Config, run_id: str) -> Run:
     grid_z = torch.randn(train_cfg.grid_size, train_cfg.latent_dim,
                          generator=torch.Generator().manual_seed(seed)).to(device)
     return Run(cfg, run_id, gan_name, gan_cfg, variant_name, variant, seed, device, images,
-               batch_gatherer(images, device, train_cfg.batch_size), n_batches, G, D,
-               build_step(G, D, gan_cfg, train_cfg, device, noise_rng), noise_rng, data_rng,
+               batch_gatherer(images, device, train_cfg.batch_size), len(images) // train_cfg.batch_size, G, D,
+               build_step(G, D, gan_cfg, train_cfg, device, noise_rng, graphs), noise_rng, data_rng,
                beta_tensor(variant.beta, device), grid_z)
 
 
@@ -269,11 +279,16 @@ def resume(run: Run, ckpt: dict | None, files: RunFiles, log) -> tuple[Position,
             f"{files.checkpoint} was trained on {saved} and this run is on {run.device.type}: a resumed run "
             f"continues its {saved} random streams; resume it on {saved} (--set train.device={saved}), "
             f"or delete {files.state_dir} to train {run.id} afresh on {run.device.type}")
-    restore_training_state(ckpt, run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng,
-                           run.device)
-    position = Position.from_dict(ckpt["position"])
+    position = restore(run, ckpt)
     log(f"{run.id}: resuming at epoch {position.epoch + 1}, batch {position.batch}/{run.n_batches}")
     return position, ckpt["rows"]
+
+
+def restore(run: Run, ckpt: dict) -> Position:
+    """Put a checkpoint's training state (`checkpoint_state`) back into `run`; returns its position."""
+    restore_training_state(ckpt, run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng,
+                           run.device)
+    return Position.from_dict(ckpt["position"])
 
 
 @dataclass
@@ -286,9 +301,9 @@ class Epoch:
     beta: tuple[float, float]
 
 
-def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints) -> Epoch:
+def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints, show_progress: bool = True) -> Epoch:
     """Train on the batches of epoch `position.epoch` from `position.batch` on, advancing `position`.
-    Stops early when the running mean loss stops being finite."""
+    Stops early when the running mean loss stops being finite. `show_progress`: the epoch's bar."""
     cfg, train_cfg, epoch = run.cfg, run.cfg.train, position.epoch
     beta = schedules.beta(run.variant.beta, epoch, train_cfg.epochs)  # floats, for the record
     if run.beta is not None:
@@ -299,7 +314,8 @@ def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints) -> Epo
     run.G.train(), run.D.train()
     started = time.monotonic() - position.elapsed
     bar = progress(range(position.batch, run.n_batches), initial=position.batch, total=run.n_batches,
-                   desc=f"{run.id} epoch {epoch + 1}/{train_cfg.epochs}", unit="it", leave=False, mininterval=0.5)
+                   desc=f"{run.id} epoch {epoch + 1}/{train_cfg.epochs}", unit="it", leave=False, mininterval=0.5,
+                   disable=not show_progress)
     status = "ok"
     for batch_index in bar:
         real = to_model_input(run.gather(perm[batch_index * size:(batch_index + 1) * size]), run.device,
@@ -461,9 +477,7 @@ class Checkpoints:
         """checkpoint.pt (the one it replaces kept as checkpoint.prev.pt), then checkpoint.json."""
         run, files = self.run, self.files
         state = {"fingerprint": self.fingerprint, "run": run.id, "finished": finished,
-                 **training_state(run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng,
-                                  run.device),
-                 "position": position.as_dict(), "rows": self.rows}
+                 **checkpoint_state(run, position), "rows": self.rows}
         self.tb.flush()  # every event up to this step on disk before the checkpoint: a resume misses none
         train_cfg = run.cfg.train
         where = {"run": run.id, "finished": finished, "epochs": train_cfg.epochs, "n_batches": run.n_batches,
@@ -537,9 +551,15 @@ def run_lock(state_dir: Path, cfg: Config, run_id: str):
 
 def training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> dict:
     """What a checkpoint holds of the networks, their optimisers and every random stream (and the
-    device type they were on); `restore_training_state` puts it back. Preflight round-trips it too."""
+    device type they were on); `restore_training_state` puts it back."""
     return {"G": G.state_dict(), "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "rng": rng_state(noise_rng, data_rng, device), "device": device.type}
+
+
+def checkpoint_state(run: Run, position: Position) -> dict:
+    """What a checkpoint holds to continue the run where it stands (`restore` puts it back)."""
+    return {**training_state(run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng, run.device),
+            "position": position.as_dict()}
 
 
 def restore_training_state(state: dict, G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> None:
@@ -859,6 +879,11 @@ def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: boo
 def configure_backends(train_cfg: TrainConfig, device: torch.device) -> None:
     """Deterministic algorithms when asked (bit-exact resume), else cuDNN's autotuner on a GPU.
     CUDA's current device is left alone: every call names the run's device (`resolve_device`)."""
+    if train_cfg.deterministic and device.type == "cuda" and train_cfg.arch == "resnet":
+        raise OcbenchError(
+            "train.deterministic with train.arch resnet cannot run on a GPU: the generator's bilinear "
+            "upsampling has no deterministic CUDA backward in torch; set train.deterministic=false (a resumed "
+            "run then continues within the GPU's last-bit noise, which preflight checks) or train on the CPU")
     if train_cfg.deterministic:
         # cuBLAS reads this when it starts (the first matmul): without it, deterministic mode raises
         # on the generator's Linear with CUDA >= 10.2. Harmless on the CPU; a user's own value stays.

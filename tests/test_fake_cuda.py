@@ -34,7 +34,7 @@ import torch
 from fake_cuda import fake_cuda as _fake_cuda
 from ocbench import config as config_mod
 from ocbench import fid, preflight
-from ocbench.bench import sync
+from ocbench.device import sync
 from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
 from ocbench.bench.protocol import environment
@@ -106,6 +106,24 @@ def test_deterministic_mode_on_a_gpu(fake_cuda, monkeypatch):
             assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
         finally:
             torch.use_deterministic_algorithms(False)
+
+
+def test_deterministic_resnet_training_on_a_gpu_is_refused_in_one_line_before_it_starts(fake_cuda):
+    """CUDA's bilinear-upsampling backward (the ResNet's generator) has no deterministic kernel:
+    torch would raise at G's first backward, and preflight would call it "report it". Refused where
+    the backends are configured, which preflight's environment check runs first; the CPU runs it."""
+    cfg = config_mod.load([SMOKE.parent / "sngan-resnet.yaml"], ["train.deterministic=true", "train.device=auto"])
+    with fake_cuda():
+        with pytest.raises(OcbenchError, match="train.deterministic with train.arch resnet cannot run on a GPU.*"
+                                               "set train.deterministic=false"):
+            configure_backends(cfg.train, resolve_device("auto"))
+        assert not torch.are_deterministic_algorithms_enabled()
+        report = preflight.Report(cfg.name)
+        assert preflight.check_environment(cfg, report) is None
+        check = report.failed[0]
+        assert check.name == "device" and "bilinear" in check.detail and "deterministic=false" in check.fix
+    configure_backends(cfg.train, torch.device("cpu"))  # the CPU is deterministic: allowed
+    torch.use_deterministic_algorithms(False)
 
 
 def test_an_array_too_big_for_the_gpu_comes_through_pinned_buffers(fake_cuda, smoke_cfg):

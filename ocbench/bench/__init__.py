@@ -4,11 +4,3 @@ Each times the real code path against the authors' route on the same machine in 
 that the ratio means something on a shared, noisy machine; the figures go into BENCHMARKS.md with
 the machine, the command and the date. Nothing here is imported by training or the workflow.
 """
-
-import torch
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device: a GPU's work is asynchronous, and a timer must see it finished."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

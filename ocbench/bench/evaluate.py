@@ -47,8 +47,7 @@ import numpy as np
 import torch
 
 from ocbench import fid, prdc
-from ocbench.bench import sync
-from ocbench.device import resolve_device
+from ocbench.device import resolve_device, sync
 from ocbench.formats import sha256_of
 from ocbench.metrics import Evaluator
 from ocbench.nn import Generator

@@ -14,11 +14,15 @@ of value:
                   SIGKILLed after its first checkpoint and rerun: it must resume and finish
     protocol      a short `bench protocol`, eager and with the fastest option
 
-Each step runs in a process of its own under its own time limit (a hang costs that step, not the
-budget), and the results go to $OUT/gpu-check.json and $OUT/gpu-check.md (rows for BENCHMARKS.md).
-`--cpu` (`make gpu-check-cpu`, run by the test suite) executes the same steps at smoke size on a
-CPU, so the script never ships unrun: there the "GPU" tests skip, the fast preflight and protocol
-use channels_last (compile takes minutes on a CPU, CUDA graphs need a GPU) and one GAN trains.
+Each step runs in a process group of its own under its limit in PLAN, and every limit is cut from
+one overall deadline (DEADLINE_S, under the 600 s one command may run on a lent GPU machine): a
+hang costs that step, not the budget, and the results of the steps done reach $OUT whatever stops
+the run. $OUT/gpu-check.json and $OUT/gpu-check.md (rows for BENCHMARKS.md) are rewritten as each
+step starts and ends; a SIGTERM, SIGINT or SIGHUP kills the running step's whole group and writes
+them once more. `--cpu` (`make gpu-check-cpu`, run by the test suite) executes the same steps at
+smoke size on a CPU, so the script never ships unrun: there the "GPU" tests skip, the fast preflight
+and protocol use channels_last (compile takes minutes on a CPU, CUDA graphs need a GPU) and one GAN
+trains.
 
     python -m ocbench.bench.gpu_check --out $OUT          # on the GPU machine (make gpu-check)
     python -m ocbench.bench.gpu_check --out DIR --cpu     # the dry run here (make gpu-check-cpu)
@@ -38,18 +42,30 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ocbench.formats import atomic_write  # standard library only, as this script must be
+
 REPO = Path(__file__).resolve().parents[2]
 WHEELS = REPO / ".whl"
 NEEDED_MODULES = ("pytorch_fid", "jsonschema", "pytest")  # what a GPU image with torch may lack
 
-# Per step, seconds: on one H100/H200 these add up to 9 minutes (a guess until a GPU has run it:
-# BENCHMARKS.md gets the measured seconds). The dry run proves the steps, not the speed: its limits
-# are CPU_SCALE times longer, for a shared 2-core machine.
-LIMITS = {"environment": 20, "install": 30, "data": 45, "preflight": 75, "preflight fast": 90,
-          "gpu tests": 45, "train": 35, "protocol": 65}
+# Per step, in the order `main` runs them on a GPU (a step that runs several times is listed once
+# a run), its limit in seconds on one H100/H200: guesses until a GPU has run them (BENCHMARKS.md gets
+# the measured seconds). They add up to at most DEADLINE_S (tests/test_gpu_check.py sums them), and
+# every step also stops at that deadline. The dry run proves the steps, not the speed: its limits
+# and deadline are CPU_SCALE times longer, for a shared 2-core machine.
+DEADLINE_S = 540
+GANS = ["dcgan", "lsgan", "wgan"]
+PLAN = {"environment": 15, "install": 30,
+        "data: data synth": 25, "data: data prepare": 25, "data: fid weights": 15, "data: fid stats": 25,
+        "preflight": 75, "preflight fast": 90, "gpu tests": 40,
+        **{f"train: {gan}_baseline_s0": 35 for gan in GANS},
+        "protocol: eager": 45, "protocol: fastest": 45}
 CPU_SCALE = 4
 # The speed options compile per network: two GANs' baseline and OCT show them within their limits.
 FAST_CASES = ["--set", "run.gans=[dcgan, wgan]", "--set", "run.variants=[baseline, oct]"]
+# The protocol's per-epoch evaluation at 2,048 samples: its time per image is what the projection
+# scales to metrics.fid_samples; 10,000 samples for 15 cases would not fit the step.
+PROTOCOL_FID_SAMPLES = ["--set", "metrics.fid_samples=2048"]
 
 ENVIRONMENT = """
 import json, shutil, subprocess, torch
@@ -86,32 +102,77 @@ class GpuCheck:
         self.steps: list[Step] = []
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             filter(None, [str(REPO), str(site), os.environ.get("PYTHONPATH")]))}
+        self.started = time.monotonic()
+        self.deadline = self.started + DEADLINE_S * (CPU_SCALE if cpu else 1)
+        self.running: subprocess.Popen | None = None  # the process whose group a signal kills
+        self.interrupted = ""  # the signal that stopped the run
 
-    def run(self, name: str, argv: list[str], limit_s: float | None = None, **kw) -> Step:
-        """`argv` in a new process group, killed whole at the step's limit."""
-        step = Step(name, " ".join(shlex.quote(a) for a in argv), limit_s or self.limit(name.split(":")[0]))
-        started = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True, **kw)
-        try:
-            output, _ = proc.communicate(timeout=step.limit_s)
-            step.status = "ok" if proc.returncode == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            output, _ = proc.communicate()
-            step.status = "timed out"
-        step.seconds, step.tail = round(time.monotonic() - started, 1), output[-3000:]
+    # steps ----------------------------------------------------------------------------------------
+    def begin(self, name: str, command: str) -> Step | None:
+        """A new step `name` with its limit (PLAN's, cut to what is left before the deadline), or
+        None when no time is left (then it is recorded as skipped)."""
+        limit = max(0.0, min(PLAN[name] * (CPU_SCALE if self.cpu else 1), self.deadline - time.monotonic()))
+        step = Step(name, command, round(limit, 1))
         self.steps.append(step)
+        if limit <= 0:
+            step.status, step.tail = "skipped", f"no time left before the {self.deadline - self.started:.0f} s deadline"
+        self.write_report()
+        return step if limit > 0 else None
+
+    def end(self, step: Step, started: float) -> Step:
+        step.seconds = round(time.monotonic() - started, 1)
+        self.write_report()
         print(f"[gpu-check] {step.name}: {step.status} in {step.seconds:.1f} s (limit {step.limit_s:g} s)", flush=True)
         return step
 
-    def limit(self, name: str) -> float:
-        return LIMITS[name] * (CPU_SCALE if self.cpu else 1)
+    def spawn(self, argv: list[str], **kw) -> subprocess.Popen:
+        """`argv` in a process group of its own (killed whole: ocbench starts workers)."""
+        self.running = subprocess.Popen(argv, cwd=REPO, env=self.env, start_new_session=True, **kw)
+        return self.running
 
-    def ocbench(self, name: str, *args: str, limit_s: float | None = None) -> Step:
-        return self.run(name, [sys.executable, "-m", "ocbench", *args], limit_s)
+    def execute(self, argv: list[str], timeout: float) -> tuple[int | None, str]:
+        """(exit code, None when killed at `timeout` s; output) of `argv`."""
+        proc = self.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+            return proc.returncode, output
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            return None, proc.communicate()[0]
+        finally:
+            self.running = None
 
-    # ----------------------------------------------------------------------------------------------
+    def run(self, name: str, argv: list[str]) -> Step:
+        """`argv` as the step `name`: ok, failed, or timed out at its limit."""
+        started = time.monotonic()
+        step = self.begin(name, " ".join(shlex.quote(a) for a in argv))
+        if step is None:
+            return self.steps[-1]
+        code, output = self.execute(argv, step.limit_s)
+        step.status = "timed out" if code is None else "ok" if code == 0 else "failed"
+        step.tail = output[-3000:]
+        return self.end(step, started)
+
+    def ocbench(self, name: str, *args: str) -> Step:
+        return self.run(name, [sys.executable, "-m", "ocbench", *args])
+
+    def handle_signals(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self.stop)
+
+    def stop(self, signum: int, frame=None) -> None:
+        """SIGTERM, SIGINT, SIGHUP: the running step's group killed, the report written, exit 128 + n."""
+        self.interrupted = signal.Signals(signum).name
+        if self.running is not None:
+            kill_group(self.running)
+        for step in self.steps:
+            if step.status == "not run":
+                step.status, step.tail = "interrupted", f"[gpu-check] stopped by {self.interrupted}"
+        self.write_report()
+        print(f"[gpu-check] stopped by {self.interrupted}; what ran is in {self.out / 'gpu-check.json'}", flush=True)
+        os._exit(128 + signum)  # not SystemExit: it could be caught inside a step's wait
+
+    # the steps --------------------------------------------------------------------------------------
     def config_args(self) -> list[str]:
         """bench-gpu.yaml (paper.yaml's networks and sizes on 5,000 synthetic images) on a GPU; the
         smoke preset on the CPU; either way every file goes under $OUT/work."""
@@ -136,18 +197,17 @@ class GpuCheck:
 
     def install(self) -> None:
         missing = [m for m in NEEDED_MODULES if importlib.util.find_spec(m) is None]
-        if not missing:
-            self.steps.append(Step("install", "", LIMITS["install"], status="skipped",
-                                   tail="nothing to install: " + ", ".join(NEEDED_MODULES) + " import here"))
-            return
         wheels = sorted(str(p) for p in WHEELS.glob("*.whl"))
-        if not wheels:
-            self.steps.append(Step("install", "", LIMITS["install"], status="failed",
-                                   tail=f"missing {', '.join(missing)} and no wheels in {WHEELS}: run `make gpu-wheels` "
-                                        f"where PyPI is reachable and carry .whl"))
+        if missing and wheels:
+            self.run("install", [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                                 "--target", str(self.site), *wheels])
             return
-        self.run("install", [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
-                             "--target", str(self.site), *wheels])
+        step = self.begin("install", "")
+        if step is not None:
+            step.status, step.tail = ("skipped", "nothing to install: " + ", ".join(NEEDED_MODULES) + " import here") \
+                if not missing else ("failed", f"missing {', '.join(missing)} and no wheels in {WHEELS}: run "
+                                               "`make gpu-wheels` where PyPI is reachable and carry .whl")
+            self.end(step, time.monotonic())
 
     def data(self, config: list[str]) -> None:
         for command in (["data", "synth"], ["data", "prepare"], ["fid", "weights"], ["fid", "stats"]):
@@ -169,38 +229,42 @@ class GpuCheck:
 
     def train(self, config: list[str]) -> None:
         """Per GAN: one epoch, SIGKILLed once its first checkpoint is on disk (a checkpoint after
-        every iteration), then rerun as the workflow reruns it."""
-        gans = ["dcgan"] if self.cpu else ["dcgan", "lsgan", "wgan"]
+        every iteration), then rerun as the workflow reruns it; both within the step's limit."""
         one_epoch = ["--set", "train.epochs=1"] + ([] if self.cpu else ["--set", "metrics.fid_samples=2048"])
-        for gan in gans:
+        for gan in GANS[:1] if self.cpu else GANS:
             run_id = f"{gan}_baseline_s0"
             argv = [sys.executable, "-m", "ocbench", "train", *config, *one_epoch, "--run", run_id]
-            checkpoint = self.work / "results" / "gpu-check" / "state" / run_id / "checkpoint.pt"
             started = time.monotonic()
+            step = self.begin(f"train: {run_id}", " ".join(shlex.quote(a) for a in argv))
+            if step is None:
+                continue
+            checkpoint = self.work / "results" / "gpu-check" / "state" / run_id / "checkpoint.pt"
             killed = self.kill_after_checkpoint([*argv, "--set", "train.checkpoint_minutes=1.0e-9"], checkpoint,
-                                                self.limit("train") / 2)
-            step = self.run(f"train: {run_id}", argv, self.limit("train") - (time.monotonic() - started))
-            resumed = "resuming at epoch" in step.tail
-            step.result = {"killed_after_checkpoint": killed, "resumed": resumed}
-            if step.status == "ok" and not (killed and resumed):
+                                                step.limit_s / 2)
+            code, output = self.execute(argv, step.limit_s - (time.monotonic() - started))
+            step.status, step.tail = "timed out" if code is None else "ok" if code == 0 else "failed", output[-3000:]
+            step.result = {"killed_after_checkpoint": killed, "resumed": "resuming at epoch" in output}
+            if step.status == "ok" and not (killed and step.result["resumed"]):
                 step.status = "failed"
                 step.tail += f"\n[gpu-check] expected a kill after the first checkpoint and a resume: {step.result}"
+            self.end(step, started)
 
     def kill_after_checkpoint(self, argv: list[str], checkpoint: Path, limit_s: float) -> bool:
-        proc = subprocess.Popen(argv, cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        deadline = time.monotonic() + limit_s
-        while proc.poll() is None and not checkpoint.exists() and time.monotonic() < deadline:
+        """Whether `argv` wrote `checkpoint` within `limit_s` s, then its group SIGKILLed."""
+        proc = self.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + limit_s
+        while proc.poll() is None and not checkpoint.exists() and time.monotonic() < end:
             time.sleep(0.05)
         found = checkpoint.exists() and proc.poll() is None
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc)
         proc.wait()
+        self.running = None
         return found
 
     def protocol(self, config: list[str]) -> None:
         short = ["--no-authors", "--projected-images", "202599"] + (
-            ["--iterations", "2", "--warmup", "1", "--set", "run.variants=[baseline]"] if self.cpu else ["--iterations", "30", "--warmup", "10"])
+            ["--iterations", "2", "--warmup", "1", "--set", "run.variants=[baseline]"] if self.cpu
+            else ["--iterations", "30", "--warmup", "10", *PROTOCOL_FID_SAMPLES])
         fastest = ["--set", "train.channels_last=true"] if self.cpu else [
             "--set", "train.compile=true", "--set", "train.cuda_graphs=true", *FAST_CASES]
         for name, extra in (("protocol: eager", []), ("protocol: fastest", fastest)):
@@ -208,14 +272,34 @@ class GpuCheck:
             step = self.ocbench(name, "bench", "protocol", *config, *short, *extra, "--json", str(path))
             if path.exists():
                 step.result = json.loads(path.read_text())
+                self.write_report()
 
     # ----------------------------------------------------------------------------------------------
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
 
+    def report(self) -> dict:
+        done = all(s.status != "not run" for s in self.steps) and len(self.steps) == len(self.plan())
+        environment = next((s.result for s in self.steps if s.name == "environment"), {})
+        return {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "mode": "cpu dry run" if self.cpu else "gpu",
+                "ok": done and all(s.status in ("ok", "skipped") for s in self.steps) and not self.interrupted,
+                "complete": done and not self.interrupted, "interrupted": self.interrupted or None,
+                "seconds": round(time.monotonic() - self.started, 1), "deadline_s": round(self.deadline - self.started),
+                "environment": environment, "steps": [asdict(s) for s in self.steps]}
+
+    def plan(self) -> list[str]:
+        """The steps this mode runs (the dry run trains one GAN)."""
+        return [n for n in PLAN if not (self.cpu and n.startswith("train: ") and not n.startswith("train: dcgan"))]
+
+    def write_report(self) -> None:
+        """gpu-check.json and gpu-check.md as things stand, each replaced whole (atomic_write)."""
+        report = self.report()
+        atomic_write(self.out / "gpu-check.json", json.dumps(report, indent=2) + "\n")
+        atomic_write(self.out / "gpu-check.md", markdown(report))
+
     def main(self) -> bool:
-        started = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
+        self.handle_signals()
         self.environment()
         self.install()
         config = self.config_args()
@@ -224,23 +308,29 @@ class GpuCheck:
         self.gpu_tests()
         self.train(config)
         self.protocol(config)
-        ok = all(s.status in ("ok", "skipped") for s in self.steps)
-        report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "mode": "cpu dry run" if self.cpu else "gpu",
-                  "ok": ok, "seconds": round(time.monotonic() - started, 1),
-                  "environment": self.step("environment").result, "steps": [asdict(s) for s in self.steps]}
-        (self.out / "gpu-check.json").write_text(json.dumps(report, indent=2) + "\n")
-        (self.out / "gpu-check.md").write_text(markdown(report))
-        print(f"[gpu-check] {'all steps passed' if ok else 'FAILED'} in {report['seconds']:.0f} s; "
+        report = self.report()
+        self.write_report()
+        print(f"[gpu-check] {'all steps passed' if report['ok'] else 'FAILED'} in {report['seconds']:.0f} s; "
               f"{self.out / 'gpu-check.json'}, {self.out / 'gpu-check.md'}")
-        return ok
+        return report["ok"]
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL to `proc`'s whole process group (it leads one: start_new_session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def markdown(report: dict) -> str:
     """The rows BENCHMARKS.md takes: the machine, then one row per step with its headline number."""
     env = report["environment"]
+    state = "" if report["complete"] else (f", stopped by {report['interrupted']}" if report["interrupted"]
+                                           else ", still running or cut off")
     lines = [f"gpu-check ({report['mode']}), {report['date']}: {env.get('gpu', 'no GPU')}, driver "
              f"{env.get('driver')}, torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')}; "
-             f"{report['seconds']:.0f} s in all", "",
+             f"{report['seconds']:.0f} s of the {report['deadline_s']} s deadline{state}", "",
              "| step | status | s (limit) | what it showed |", "|---|---|---:|---|"]
     for s in report["steps"]:
         lines.append(f"| {s['name']} | {s['status']} | {s['seconds']:.1f} ({s['limit_s']:g}) | {headline(s)} |")

@@ -42,10 +42,9 @@ import torch
 
 from ocbench import config as config_mod
 from ocbench import schedules
-from ocbench.bench import sync
 from ocbench.bench.train import authors_batches, authors_loader, build, our_batches, seconds_per_iteration
 from ocbench.config import Config, CriticConfig
-from ocbench.device import resolve_device
+from ocbench.device import resolve_device, sync
 from ocbench.errors import OcbenchError
 from ocbench.formats import atomic_write
 from ocbench.train import beta_tensor, configure_backends, eval_sampler, eval_seed, load_images

@@ -21,8 +21,7 @@ import numpy as np
 import torch
 
 from ocbench.config import Config
-from ocbench.device import resolve_device
-from ocbench.bench import sync
+from ocbench.device import resolve_device, sync
 from ocbench.train import batch_gatherer, build_networks, build_step, configure_backends, load_images, to_model_input
 
 
