@@ -10,6 +10,7 @@ replaced, and `--set dotted.key=value` overrides come last. The merged dictionar
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -346,15 +347,43 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
 
 
-def validate(raw: dict) -> None:
-    """Schema first (types, ranges, names), then the cross-references a schema cannot express."""
+def schema_validator():
+    """The schema's validator, which also fills in each `default:` of the schema where its key is
+    absent, as Snakemake's validate() does (snakemake.utils.validate, set_default=True, after the FAQ
+    of jsonschema): so a config loaded by `ocbench` and the one Snakemake merged and wrote to
+    results/<config>/config.yaml are the same dictionary."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(load_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(key, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": fill_defaults})(load_schema())
+
+
+def validate(raw: dict) -> None:
+    """Schema first (types, ranges, names; filling in the schema's defaults), then the
+    cross-references a schema cannot express."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(schema_validator().iter_errors(raw))
     if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ConfigError(f"config error at {where}: {error.message}")
+        where = ".".join(str(p) for p in error.absolute_path)
+        known = error.schema.get("properties", {})
+        if error.validator == "additionalProperties" and error.schema["additionalProperties"] is False:
+            # A misspelt key: name it, and the setting it likely means.
+            key = next(k for k in error.instance if k not in known)
+            prefix = f"{where}." if where else ""
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"{where or 'the top level'} takes {', '.join(known)}"
+            raise ConfigError(f"config error at {prefix}{key}: no such setting; {hint}")
+        raise ConfigError(f"config error at {where or '(top level)'}: {error.message}")
 
     for where, value in configured_paths(raw):
         if re.search(r"[\x00-\x1f\x7f]", value):
@@ -424,7 +453,9 @@ def configured_paths(raw: dict):
 
 
 def from_dict(raw: dict) -> Config:
-    """Validate a merged dictionary and build the dataclasses."""
+    """Validate a merged dictionary (a copy, with the schema's defaults filled in) and build the
+    dataclasses."""
+    raw = copy.deepcopy(raw)
     validate(raw)
     gans = {
         name: GanConfig(
@@ -468,3 +499,4 @@ def load(files: list[str | Path] | None = None, overrides: list[str] | None = No
     for assignment in overrides or []:
         raw = apply_set(raw, assignment)
     return from_dict(raw)
+
