@@ -181,3 +181,24 @@ def test_a_control_character_in_a_configured_path_is_refused(key, value):
     with pytest.raises(config.ConfigError, match=rf"^config error at {re.escape(key)}.*holds a control character"):
         config.from_dict(raw)
 
+
+def test_ocbench_and_snakemake_read_one_protocol_from_a_config(tmp_path):
+    """`ocbench --config workflow/config/smoke.yaml` and results/smoke/config.yaml, the merged config
+    Snakemake writes after its validate() filled in the schema's defaults (every variant's beta_h and
+    beta_l), are the same config with the same fingerprint for every run: a run started by either
+    resumes under the other. (The smoke DAG's test compares the file Snakemake really wrote.)"""
+    from snakemake.utils import validate
+
+    smoke = config.WORKFLOW_DIR / "config" / "smoke.yaml"
+    merged = config.deep_merge(config.read_yaml(config.BASE_CONFIG), config.read_yaml(smoke))
+    validate(merged, str(config.SCHEMA))  # as the Snakefile does, defaults filled in
+    written = tmp_path / "config.yaml"
+    written.write_text(config.from_dict(merged).dump())  # as common.smk's onstart writes it
+    ours, snakemakes = config.load([smoke]), config.load([written])
+    assert ours.dump() == snakemakes.dump()
+    assert [config.protocol_fingerprint(ours, run) for run in ours.run_ids()] == [
+        config.protocol_fingerprint(snakemakes, run) for run in ours.run_ids()]
+    # One protocol however a default is spelt: written out, or left to the schema and the dataclasses.
+    spelt = config.load([smoke], ["variants.oct.beta={kind: constant, beta_h: 1, beta_l: 1.0}",
+                                  "gans.dcgan.d_norm=batch", "variants.oct.alpha=0.50"])
+    assert config.protocol_fingerprint(spelt, "dcgan_oct_s0") == config.protocol_fingerprint(ours, "dcgan_oct_s0")
