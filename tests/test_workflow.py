@@ -488,6 +488,32 @@ def test_smoke_dag_killed_during_training_resumes_and_finishes(tmp_path):
     html = (tmp_path / "report.html").read_text(errors="replace")
     assert "fig2" in html and "fig7" in html and "claims.pdf" in html
 
+    # One protocol: the config Snakemake merged and wrote, smoke.yaml as `ocbench` loads it, and what
+    # every run recorded have one fingerprint per run (so `ocbench train --config smoke.yaml` resumes).
+    from ocbench import config as config_mod
+
+    ours, written = config_mod.load([SMOKE]), config_mod.load([tmp_path / "results/smoke/config.yaml"])
+    for run in ours.run_ids():
+        recorded = json.loads((runs / run / "run.json").read_text())["fingerprint"]
+        assert config_mod.protocol_fingerprint(ours, run) == config_mod.protocol_fingerprint(written, run) == recorded
+
+    # Reruns follow the config's content (dry runs, on the finished tree): a variant's alpha reruns its
+    # runs and everything after them, a figure setting the figures alone, a comment nothing.
+    def planned(*args, configfile=SMOKE):
+        proc = subprocess.run([*cmd[:-1], str(configfile), "-n", *args], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        counts = job_counts(proc.stdout) if "Job stats:" in proc.stdout else {}
+        return counts, sorted(set(re.findall(r"^\s+wildcards: run=(\S+)$", proc.stdout, re.M)))
+
+    assert planned("--config", "variants={oct: {alpha: 0.25}}") == (
+        {"train": 3, "aggregate": 1, "figures": 1, "summary": 1, "claims": 1, "all": 1, "total": 8},
+        ["dcgan_oct_s0", "lsgan_oct_s0", "wgan_oct_s0"])
+    assert planned("--config", "figures={grid_epochs: [1, 3]}") == ({"figures": 1, "all": 1, "total": 2}, [])
+    commented = tmp_path / "smoke-commented.yaml"
+    commented.write_text("# a comment, and a default spelt out\n" + SMOKE.read_text() + "log: {tensorboard: true}\n")
+    assert planned(configfile=commented) == ({}, [])
+
     # Logs hold progress as lines, not a terminal's carriage-return redraws.
     stats_log = (tmp_path / "results/smoke/logs/fid_stats.log").read_bytes()  # bytes: text mode hides \r
     train_log = (tmp_path / f"results/smoke/logs/train/{victim}.log").read_bytes()
