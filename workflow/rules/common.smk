@@ -16,7 +16,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from ocbench.config import digest, from_dict, protocol_fingerprint, settings
+from ocbench.config import digest, from_dict, protocol_fingerprint, settings as config_settings
 from ocbench.data import default_workers
 from ocbench.errors import OcbenchError
 from ocbench.formats import atomic_write
@@ -54,10 +54,12 @@ def write_config_file():
 # that alters no output (a comment, a speed option) reruns nothing. The CONFIG_FILE param is a path,
 # the same whatever the file holds, so each rule also carries a digest of the settings it reads that
 # reach its output other than through its inputs; a training run carries its protocol's fingerprint,
-# which its checkpoint and run.json record too (ocbench.config.run_protocol).
+# which its checkpoint and run.json record too (ocbench.config.run_protocol). The fetch rules carry
+# none (they fetch the official files whatever the settings, and a rerun would delete a zip placed by
+# hand), nor does preflight (every training run depends on its output).
 def settings_of(*keys):
     """The digest of the settings under `keys` (e.g. "figures", "metrics.dims"), defaults filled in."""
-    return digest(settings(CFG, keys))
+    return digest(config_settings(CFG, keys))
 
 
 RUN_FINGERPRINTS = {run: protocol_fingerprint(CFG, run) for run in RUN_IDS}
