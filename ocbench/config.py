@@ -384,7 +384,8 @@ def validate(raw: dict) -> None:
             key = next(k for k in error.instance if k not in known)
             prefix = f"{where}." if where else ""
             close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {prefix}{close[0]}?" if close else f"{where or 'the top level'} takes {', '.join(known)}"
+            takes = f"{where or 'the top level'} takes {', '.join(known)}"
+            hint = f"did you mean {prefix}{close[0]}?" if close else takes
             raise ConfigError(f"config error at {prefix}{key}: no such setting; {hint}")
         raise ConfigError(f"config error at {where or '(top level)'}: {error.message}")
 

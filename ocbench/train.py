@@ -441,7 +441,8 @@ def give_way(ckpt: dict, files: RunFiles, run_id: str, protocol: dict, log) -> N
         return None
     of = f" of {recorded['train.epochs']}" if recorded else ""
     state = "a finished run" if ckpt["finished"] else f"an unfinished run ({ckpt['position']['epoch']}{of} epochs done)"
-    theirs = f"its settings (`{set_options(recorded, protocol)}`)" if recorded else "the ocbench and config that made it"
+    theirs = (f"its settings (`{set_options(recorded, protocol)}`)" if recorded
+              else "the ocbench and config that made it")
     raise OcbenchError(
         f"{files.checkpoint} is {state} of other settings: {changes}; to {'use' if ckpt['finished'] else 'resume'} "
         f"it, train with {theirs}; to train this config's beside it, give this config another name (--set name=NEW)")

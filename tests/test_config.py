@@ -59,7 +59,8 @@ def test_set_overrides_parse_yaml_values():
         ("variants.x.beta.kind=piecewise", "variants.x"),
         ("analysis.std_window=1", "analysis.std_window: 1 is less than the minimum of 2"),
         ("analysis.confidence=1", "analysis.confidence: 1 is greater than or equal to the maximum of 1"),
-        ("analysis.margins.similr=0.1", "analysis.margins.similr: no such setting; did you mean analysis.margins.similar?"),
+        ("analysis.margins.similr=0.1",
+         "analysis.margins.similr: no such setting; did you mean analysis.margins.similar?"),
         ("train.speed=1", "train.speed: no such setting; train takes epochs, batch_size,"),
         ("metrics.eval_seed=-1", "metrics.eval_seed: -1 is less than the minimum of 0"),
     ],
@@ -109,7 +110,7 @@ def test_stabiliser_presets_follow_their_papers():
     for gan in ("dcgan", "lsgan", "wgan"):
         g = cfg.gans[gan]
         assert (g.d_norm, g.spectral_norm, g.gradient_penalty) == ("batch", False, 0.0)
-        assert not {"d_norm", "spectral_norm", "gradient_penalty"} & set(cfg.raw["gans"][gan])  # set only where a GAN sets them
+        assert not {"d_norm", "spectral_norm", "gradient_penalty"} & set(cfg.raw["gans"][gan])  # unset: defaults
     assert cfg.run.gans == ["dcgan", "lsgan", "wgan"] and cfg.figure_numbers() == [2, 3, 4, 5, 6, 7]
 
 
