@@ -54,9 +54,11 @@ def write_config_file():
 # that alters no output (a comment, a speed option) reruns nothing. The CONFIG_FILE param is a path,
 # the same whatever the file holds, so each rule also carries a digest of the settings it reads that
 # reach its output other than through its inputs; a training run carries its protocol's fingerprint,
-# which its checkpoint and run.json record too (ocbench.config.run_protocol). The fetch rules carry
-# none (they fetch the official files whatever the settings, and a rerun would delete a zip placed by
-# hand), nor does preflight (every training run depends on its output).
+# which its checkpoint and run.json record too (ocbench.config.run_protocol). The rules that fetch
+# files carry none: a rerun would delete a file placed by hand (the zip; the Inception weights on a
+# machine without internet), and with metrics.placeholder_weights on they use the file there, off they
+# refuse a placeholder file in one line (ocbench.fid.locate_weights). Nor does preflight: every
+# training run depends on its output.
 def settings_of(*keys):
     """The digest of the settings under `keys` (e.g. "figures", "metrics.dims"), defaults filled in."""
     return digest(config_settings(CFG, keys))

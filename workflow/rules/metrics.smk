@@ -13,7 +13,6 @@ rule fid_weights:
         f"{BENCH}/fid_weights.tsv"
     params:
         config=CONFIG_FILE,
-        settings=settings_of("metrics.placeholder_weights"),
     conda:
         ENV
     shell:
