@@ -13,7 +13,7 @@ from snakemake.utils import min_version, update_config, validate
 min_version("8.0")
 # The ocbench package sits beside this file; it need not be installed for Snakemake to use it.
 sys.path.insert(0, workflow.basedir)
-from ocbench.config import yaml_typed
+from ocbench.config import ConfigError, from_dict, yaml_typed
 from ocbench.workflow_lock import claim_for_snakemake
 from snakemake_interface_executor_plugins.settings import ExecMode
 
@@ -43,6 +43,13 @@ update_config(
         if isinstance(value, (dict, list))
     },
 )
+# ocbench's validation first: a bad value stops here in one line naming the key and the fix, as
+# `ocbench config` says it (Snakemake's validate would print the whole schema around it).
+try:
+    from_dict(config)
+except ConfigError as err:
+    print(f"ocbench: error: {err}", file=sys.stderr)
+    sys.exit(err.exit_code)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

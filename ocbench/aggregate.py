@@ -7,20 +7,23 @@ are on disk now.
 
 A run's status comes from its own metrics.csv, the file training appends to after every epoch:
 ok (every configured epoch is there), diverged (the last row says so), incomplete (training has
-not reached the last epoch: still running, or interrupted) or missing (no rows at all).
+not reached the last epoch: still running, or interrupted) or missing (no rows at all). A run trained
+with other settings than the config's (its run.json, or while it trains its checkpoint.json, records
+its protocol) is refused, not mixed in.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ocbench.config import Config
+from ocbench.config import Config, protocol_changes, protocol_fingerprint, run_protocol, set_options
 from ocbench.errors import OcbenchError
-from ocbench.formats import METRIC_COLUMNS, atomic_write
+from ocbench.formats import METRIC_COLUMNS, POSITION, atomic_write
 
 # The columns after `status` came later: a metrics.csv written before them still aggregates and plots.
 ADDED_COLUMNS = METRIC_COLUMNS[METRIC_COLUMNS.index("status") + 1 :]
@@ -85,10 +88,41 @@ def run_status(rows: pd.DataFrame, epochs: int) -> str:
     return "ok" if int(rows["epoch"].max()) >= epochs else "incomplete"
 
 
+def recorded_protocol(cfg: Config, run: str) -> tuple[Path, dict] | None:
+    """(file, contents) of what records the protocol a run was trained with: its run.json once it
+    finished, its checkpoint.json while it trains; None when neither does."""
+    for path in (cfg.run_dir(run) / "run.json", cfg.results_dir / "state" / run / POSITION):
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):  # absent, or being replaced: the next one, or nothing to check
+            continue
+        if isinstance(recorded, dict) and "fingerprint" in recorded:
+            return path, recorded
+    return None
+
+
+def check_protocol(cfg: Config, run: str) -> None:
+    """A run whose recorded protocol is not this config's is refused in one line naming the run and
+    the settings that differ, and the two ways on."""
+    found = recorded_protocol(cfg, run)
+    if found is None or found[1]["fingerprint"] == protocol_fingerprint(cfg, run):
+        return
+    path, recorded = found
+    current = run_protocol(cfg, run)
+    theirs = recorded.get("protocol")
+    use = f"its settings (`{set_options(theirs, current)}`)" if theirs else "the ocbench and config that made it"
+    raise OcbenchError(
+        f"{run} was trained with other settings than this config's ({path}): {protocol_changes(theirs, current)}; "
+        f"to use it, run with {use}; to retrain it with this config's, run `snakemake`, which reruns every run "
+        "whose settings changed")
+
+
 def collect(cfg: Config) -> Runs:
-    """Read every run of `cfg.run_ids()`; runs not on disk are listed as missing, not skipped."""
+    """Read every run of `cfg.run_ids()`; runs not on disk are listed as missing, not skipped, and a
+    run of other settings is refused (`check_protocol`)."""
     frames, lines = [], []
     for run in cfg.run_ids():
+        check_protocol(cfg, run)
         gan, variant, seed = cfg.parse_run(run)
         rows = read_run(cfg.run_dir(run) / "metrics.csv")
         status = run_status(rows, cfg.train.epochs)

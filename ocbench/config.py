@@ -10,7 +10,11 @@ replaced, and `--set dotted.key=value` overrides come last. The merged dictionar
 from __future__ import annotations
 
 import copy
+import difflib
+import hashlib
+import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,15 +350,44 @@ def load_schema() -> dict:
     return yaml.safe_load(SCHEMA.read_text())
 
 
-def validate(raw: dict) -> None:
-    """Schema first (types, ranges, names), then the cross-references a schema cannot express."""
+def schema_validator():
+    """The schema's validator, which also fills in each `default:` of the schema where its key is
+    absent, as Snakemake's validate() does (snakemake.utils.validate, set_default=True, after the FAQ
+    of jsonschema): so a config loaded by `ocbench` and the one Snakemake merged and wrote to
+    results/<config>/config.yaml are the same dictionary."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(load_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(raw))
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(key, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": fill_defaults})(load_schema())
+
+
+def validate(raw: dict) -> None:
+    """Schema first (types, ranges, names; filling in the schema's defaults), then the
+    cross-references a schema cannot express."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(schema_validator().iter_errors(raw))
     if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ConfigError(f"config error at {where}: {error.message}")
+        where = ".".join(str(p) for p in error.absolute_path)
+        known = error.schema.get("properties", {})
+        if error.validator == "additionalProperties" and error.schema["additionalProperties"] is False:
+            # A misspelt key: name it, and the setting it likely means.
+            key = next(k for k in error.instance if k not in known)
+            prefix = f"{where}." if where else ""
+            close = difflib.get_close_matches(key, known, n=1)
+            takes = f"{where or 'the top level'} takes {', '.join(known)}"
+            hint = f"did you mean {prefix}{close[0]}?" if close else takes
+            raise ConfigError(f"config error at {prefix}{key}: no such setting; {hint}")
+        raise ConfigError(f"config error at {where or '(top level)'}: {error.message}")
 
     for where, value in configured_paths(raw):
         if re.search(r"[\x00-\x1f\x7f]", value):
@@ -424,7 +457,9 @@ def configured_paths(raw: dict):
 
 
 def from_dict(raw: dict) -> Config:
-    """Validate a merged dictionary and build the dataclasses."""
+    """Validate a merged dictionary (a copy, with the schema's defaults filled in) and build the
+    dataclasses."""
+    raw = copy.deepcopy(raw)
     validate(raw)
     gans = {
         name: GanConfig(
@@ -468,3 +503,102 @@ def load(files: list[str | Path] | None = None, overrides: list[str] | None = No
     for assignment in overrides or []:
         raw = apply_set(raw, assignment)
     return from_dict(raw)
+
+
+# --------------------------------------------------------------------------------------------------
+# what an output depends on: the settings of a step (the workflow's rules carry their digest as
+# params, which Snakemake compares: a job reruns when they change) and a run's protocol (its
+# checkpoint, checkpoint.json and run.json record it: a checkpoint resumes, and a run's results count,
+# only under the same protocol)
+
+# A run's outputs (metrics.csv, sample grids, snapshots, run.json) depend on its GAN's settings
+# (gans.<gan>), its variant's (variants.<variant>), its seed and these; its width is train.width, or
+# train.ngf and train.ndf with arch resnet. Not in it, so that a run resumes across them: what only
+# changes how fast it goes or how it is watched (train.device, deterministic, data_on_device,
+# channels_last, compile, cuda_graphs, checkpoint_minutes; metrics.batch_size and frechet, the same
+# numbers by other kernels; log, gpus) and where files are (paths and the data's and weights' files).
+RUN_SETTINGS = (
+    "data.split", "data.crop", "data.resize", "data.image_size", "data.synthetic",
+    "train.epochs", "train.batch_size", "train.latent_dim", "train.init", "train.arch", "train.g_steps",
+    "train.snapshot_epochs", "train.grid_size", "train.bf16",
+    "metrics.stats_images", "metrics.fid_samples", "metrics.dims", "metrics.pr_k", "metrics.pr_real_samples",
+    "metrics.placeholder_weights", "metrics.kid_subsets", "metrics.kid_subset_size", "metrics.kid_real_samples",
+    "metrics.fid_inf_points", "metrics.fid_inf_smallest", "metrics.eval_seed", "metrics.final_samples",
+)
+
+
+def plain(value):
+    """A config value as YAML and JSON spell it: dataclasses as mappings, tuples as lists."""
+    if hasattr(value, "__dataclass_fields__"):
+        value = {name: getattr(value, name) for name in value.__dataclass_fields__ if name != "raw"}
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def settings(cfg: Config, keys) -> dict:
+    """{dotted key: value} of every setting under `keys` ("figures", "variants.oct", "train.epochs"),
+    as the loaded config has them (defaults filled in), mappings flattened to their leaves."""
+    out = {}
+
+    def leaves(key, value):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                leaves(f"{key}.{k}", v)
+        else:
+            out[key] = value
+
+    for key in keys:
+        value = cfg
+        for part in key.split("."):
+            value = value[part] if isinstance(value, dict) else getattr(value, part)
+        leaves(key, plain(value))
+    return out
+
+
+def digest(mapping: dict) -> str:
+    """A short hash of settings. Numbers count by value (alpha 0 and 0.0 are one setting)."""
+    def canonical(v):
+        if isinstance(v, dict):
+            return {k: canonical(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [canonical(x) for x in v]
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    return hashlib.sha256(json.dumps(canonical(mapping), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_protocol(cfg: Config, run: str) -> dict:
+    """What a run's outputs depend on, {dotted key: value} (see RUN_SETTINGS)."""
+    gan, variant, _ = cfg.parse_run(run)
+    widths = ["train.width"] if cfg.train.arch == "dcgan" else ["train.ngf", "train.ndf"]
+    return {"run": run, **settings(cfg, [f"gans.{gan}", f"variants.{variant}", *RUN_SETTINGS, *widths])}
+
+
+def protocol_fingerprint(cfg: Config, run: str) -> str:
+    return digest(run_protocol(cfg, run))
+
+
+def as_yaml(value) -> str:
+    """A value as a `--set key=VALUE` reads it back (YAML flow style)."""
+    return value if isinstance(value, str) and yaml.safe_load(value) == value else json.dumps(value)
+
+
+def protocol_changes(recorded: dict | None, current: dict) -> str:
+    """Where a recorded protocol differs from this config's, for a one-line message:
+    'variants.oct.alpha 0.5 (this config: 0.25)'. `recorded` None: made before protocols were recorded."""
+    if recorded is None:
+        return "settings it does not record (an older ocbench made it)"
+    missing = object()
+    keys = [k for k in {**recorded, **current} if recorded.get(k, missing) != current.get(k, missing)]
+    said = [f"{k} {as_yaml(recorded.get(k, 'absent'))} (this config: {as_yaml(current.get(k, 'absent'))})"
+            for k in keys[:4]]
+    return ", ".join(said) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+
+def set_options(recorded: dict, current: dict) -> str:
+    """The `--set key=value` options that give this config a recorded protocol back."""
+    return " ".join(f"--set {shlex.quote(f'{k}={as_yaml(v)}')}" for k, v in recorded.items()
+                    if k != "run" and (k not in current or current[k] != v))

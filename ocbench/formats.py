@@ -38,7 +38,7 @@ TIMING_COLUMNS = ("epoch_seconds", "images_per_s", "eval_seconds")  # the only n
 # A run's resumable state, in results/<config>/state/<run id>/ (see train.py's docstring)
 CHECKPOINT = "checkpoint.pt"  # the newest checkpoint
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before: the fallback when the newest cannot be read
-POSITION = "checkpoint.json"  # where the newest stands, small: what `ocbench status` reads
+POSITION = "checkpoint.json"  # where the newest stands and its protocol, small: what `ocbench status` reads
 LOCK = "train.lock"  # held by the one `ocbench train` of the run
 
 GRID_PADDING = 2  # pixels around every image of a sample grid (figures crop images back out)

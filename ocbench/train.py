@@ -16,7 +16,8 @@ samples/epoch_EEE.png, generator_epoch_EEE.pt, run.json (written last: the run i
 The resumable state lives in results/<config>/state/<run id>/, outside what Snakemake declares,
 because Snakemake deletes the declared outputs of an unfinished job before rerunning it:
 checkpoint.pt, the previous one beside it (checkpoint.prev.pt, the fallback when the newest cannot
-be read), checkpoint.json (where the newest stands, for `ocbench status`, which loads no checkpoint),
+be read), checkpoint.json (where the newest stands and its protocol, for `ocbench status` and
+`ocbench aggregate`, which load no checkpoint),
 and train.lock, which one `ocbench train` of the run holds while it runs (names: ocbench/formats.py).
 TensorBoard event files go to results/<config>/tensorboard/<run id>/ (ocbench/tensorboard.py).
 
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import math
 import os
@@ -39,7 +39,8 @@ from pathlib import Path
 import torch
 
 from ocbench import losses, schedules, tensorboard
-from ocbench.config import Config, GanConfig, TrainConfig, VariantConfig
+from ocbench.config import (Config, GanConfig, TrainConfig, VariantConfig, digest, protocol_changes, run_protocol,
+                             set_options)
 from ocbench.data import load_prepared
 from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
@@ -149,14 +150,13 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
 def _train(cfg: Config, run_id: str, files: RunFiles, evaluator, log) -> dict:
     train_cfg = cfg.train
     (files.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    fingerprint = protocol_fingerprint(cfg, run_id)
+    protocol = run_protocol(cfg, run_id)
+    fingerprint = digest(protocol)
 
-    # A checkpoint of another protocol is refused; a finished run has nothing left to do.
+    # A checkpoint of another protocol is never resumed; a finished run has nothing left to do.
     ckpt = load_checkpoint(files, run_id, log)
     if ckpt is not None and ckpt["fingerprint"] != fingerprint:
-        raise OcbenchError(
-            f"{files.checkpoint} belongs to another config or run (fingerprint {ckpt['fingerprint']}, "
-            f"this run {fingerprint}); delete {files.state_dir} to start {run_id} afresh")
+        ckpt = give_way(ckpt, files, run_id, protocol, log)
     if ckpt is not None and ckpt["finished"] and files.summary.exists():
         summary = json.loads(files.summary.read_text())
         log(f"{run_id}: already finished ({summary['status']}); nothing to do")
@@ -167,7 +167,7 @@ def _train(cfg: Config, run_id: str, files: RunFiles, evaluator, log) -> dict:
     run = set_up(cfg, run_id)
     position, rows = resume(run, ckpt, files, log)
     tb = tensorboard.open_run_log(cfg, run_id, position.iterations if ckpt is not None else None)
-    checkpoints = Checkpoints(run, files, fingerprint, tb, rows, position if ckpt is not None else None)
+    checkpoints = Checkpoints(run, files, protocol, tb, rows, position if ckpt is not None else None)
     with checkpoints.writing(files.metrics):
         write_metrics(files.metrics, rows)
     if evaluator is None:
@@ -192,7 +192,7 @@ def _train(cfg: Config, run_id: str, files: RunFiles, evaluator, log) -> dict:
         position.next_epoch()
         checkpoints.save(position)
 
-    summary = run_summary(run, status, position, rows, fingerprint, evaluator)
+    summary = run_summary(run, status, position, rows, protocol, evaluator)
     if status == "ok" and cfg.metrics.final_samples:
         summary["final"] = final_evaluation(run, evaluator, log)
     checkpoints.save(position, finished=True)
@@ -421,17 +421,19 @@ def epoch_line(run: Run, row: dict, epoch: Epoch) -> str:
             + ("  DIVERGED" if row["status"] != "ok" else ""))
 
 
-def run_summary(run: Run, status: str, position: Position, rows: list[dict], fingerprint: str, evaluator) -> dict:
-    """run.json: how the run ended, what it did, and what its numbers were computed with."""
+def run_summary(run: Run, status: str, position: Position, rows: list[dict], protocol: dict, evaluator) -> dict:
+    """run.json: how the run ended, what it did, and what its numbers were computed with (its
+    protocol, which `ocbench aggregate` and the commands after it check against their config)."""
     return {
         "run": run.id, "gan": run.gan_name, "variant": run.variant_name, "seed": run.seed,
         "alpha": run.variant.alpha, "status": status, "epochs": run.cfg.train.epochs, "epochs_done": len(rows),
         "diverged_epoch": rows[-1]["epoch"] if status == "diverged" else None,
         "iterations": position.iterations, "g_updates": position.g_updates,
-        "fingerprint": fingerprint, "device": str(run.device), "torch": torch.__version__,
+        "fingerprint": digest(protocol), "device": str(run.device), "torch": torch.__version__,
         "weights_sha256": evaluator.weights_sha256, "weights_official": evaluator.weights_official,
         "train_seconds": round(sum(r["epoch_seconds"] for r in rows), 1),
         "eval_seconds": round(sum(r["eval_seconds"] for r in rows), 1),
+        "protocol": protocol,
     }
 
 
@@ -439,23 +441,27 @@ def run_summary(run: Run, status: str, position: Position, rows: list[dict], fin
 # checkpoints
 
 
-def protocol_fingerprint(cfg: Config, run_id: str) -> str:
-    """What a checkpoint must agree on to be resumed: the run and every number of its protocol."""
-    gan_name, variant_name, _ = cfg.parse_run(run_id)
-    t = cfg.train
-    protocol = {
-        "config": cfg.name, "run": run_id, "gan": cfg.raw["gans"][gan_name],
-        "variant": cfg.raw["variants"][variant_name],
-        "train": [t.epochs, t.batch_size, t.latent_dim, t.width, t.init],
-        "data": cfg.data.prepared, "fid_samples": cfg.metrics.fid_samples,
-    }
-    # Settings added later join only when they differ from what runs before them trained with, so
-    # that those runs' checkpoints keep their fingerprint and resume.
-    if t.arch != "dcgan":
-        protocol["arch"] = [t.arch, t.ngf, t.ndf]
-    if t.g_steps is not None:
-        protocol["g_steps"] = t.g_steps
-    return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
+def give_way(ckpt: dict, files: RunFiles, run_id: str, protocol: dict, log) -> None:
+    """A checkpoint of another protocol (`ckpt`) is never resumed. A finished one whose results are
+    gone gives way: Snakemake deleted them to rerun the job because the run's settings changed (rerun
+    trigger `params`), so the run trains afresh under this protocol. Any other is refused in one line
+    saying what differs and how to resume it; nothing is deleted."""
+    if ckpt["run"] != run_id:
+        raise OcbenchError(f"{files.checkpoint} holds the state of run {ckpt['run']}, not {run_id}: move it back "
+                           f"to {files.state_dir.parent / ckpt['run']}")
+    recorded = ckpt.get("protocol")
+    changes = protocol_changes(recorded, protocol)
+    if ckpt["finished"] and not files.summary.exists():
+        log(f"{run_id}: {files.checkpoint} is the finished run of other settings ({changes}), whose results "
+            "are gone; training afresh with this config's")
+        return None
+    of = f" of {recorded['train.epochs']}" if recorded else ""
+    state = "a finished run" if ckpt["finished"] else f"an unfinished run ({ckpt['position']['epoch']}{of} epochs done)"
+    theirs = (f"its settings (`{set_options(recorded, protocol)}`)" if recorded
+              else "the ocbench and config that made it")
+    raise OcbenchError(
+        f"{files.checkpoint} is {state} of other settings: {changes}; to {'use' if ckpt['finished'] else 'resume'} "
+        f"it, train with {theirs}; to train this config's beside it, give this config another name (--set name=NEW)")
 
 
 class Checkpoints:
@@ -463,9 +469,10 @@ class Checkpoints:
     `train.checkpoint_minutes`); `writing(path)` around every write, so that a failed write (a full
     disk) ends the run with one line saying what failed and where a rerun resumes."""
 
-    def __init__(self, run: Run, files: RunFiles, fingerprint: str, tb, rows: list[dict],
+    def __init__(self, run: Run, files: RunFiles, protocol: dict, tb, rows: list[dict],
                  resumed_at: Position | None):
-        self.run, self.files, self.fingerprint, self.tb = run, files, fingerprint, tb
+        self.run, self.files, self.protocol, self.tb = run, files, protocol, tb
+        self.fingerprint = digest(protocol)
         self.rows = rows  # the run's metrics rows, which every checkpoint carries (appended in place)
         self.saved_at = None if resumed_at is None else (resumed_at.epoch, resumed_at.batch)
         self.last_save = time.monotonic()
@@ -476,11 +483,12 @@ class Checkpoints:
     def save(self, position: Position, finished: bool = False) -> None:
         """checkpoint.pt (the one it replaces kept as checkpoint.prev.pt), then checkpoint.json."""
         run, files = self.run, self.files
-        state = {"fingerprint": self.fingerprint, "run": run.id, "finished": finished,
+        state = {"fingerprint": self.fingerprint, "protocol": self.protocol, "run": run.id, "finished": finished,
                  **checkpoint_state(run, position), "rows": self.rows}
         self.tb.flush()  # every event up to this step on disk before the checkpoint: a resume misses none
         train_cfg = run.cfg.train
-        where = {"run": run.id, "finished": finished, "epochs": train_cfg.epochs, "n_batches": run.n_batches,
+        where = {"run": run.id, "fingerprint": self.fingerprint, "protocol": self.protocol, "finished": finished,
+                 "epochs": train_cfg.epochs, "n_batches": run.n_batches,
                  "batch_size": train_cfg.batch_size, "time": time.time(), "epoch": position.epoch,
                  "batch": position.batch, "iterations": position.iterations, "elapsed": position.elapsed}
         with self.writing(files.checkpoint):

@@ -251,3 +251,40 @@ def test_figures_2_and_6_drawn_with_kid_name_it_and_the_sample_counts(tree, tmp_
         assert "KID" in notes and "64 generated samples per epoch against 500 real images (split all)" in notes
     with pytest.raises(config_mod.ConfigError, match="metric"):
         config_mod.load([config], ["figures.metric=is"])
+
+
+def test_a_run_of_other_settings_is_refused_by_every_command_that_reads_it(tmp_path):
+    """A finished tree, then the config changed (alpha) without retraining: aggregate, figures,
+    summary and claims each refuse in one line naming the run and the setting, rather than show
+    alpha 0.5's results as alpha 0.25's; a run still training is checked by its checkpoint.json."""
+    from ocbench import aggregate, claims, figures, summary
+    from ocbench.errors import OcbenchError
+    from ocbench.formats import POSITION, write_metrics
+
+    overlay = {"name": "t", "paths": {"results": str(tmp_path / "results"), "figures": str(tmp_path / "figures")},
+               "run": {"gans": ["dcgan"], "variants": ["baseline", "oct"], "seeds": [0]}, "train": {"epochs": EPOCHS}}
+    cfg = config_mod.from_dict(config_mod.deep_merge(config_mod.read_yaml(config_mod.BASE_CONFIG), overlay))
+    for run in cfg.run_ids():  # finished runs: their metrics and run.json, which records their protocol
+        cfg.run_dir(run).mkdir(parents=True)
+        write_metrics(cfg.run_dir(run) / "metrics.csv", [
+            {"epoch": e, "fid": fid, "status": "ok", "weights_official": False} for e, fid in
+            enumerate(fid_curve(*cfg.parse_run(run)), 1)])
+        (cfg.run_dir(run) / "run.json").write_text(json.dumps({
+            "run": run, "status": "ok", "protocol": config_mod.run_protocol(cfg, run),
+            "fingerprint": config_mod.protocol_fingerprint(cfg, run)}))
+    aggregate.write(cfg)  # under its own settings: read
+    changed = config_mod.from_dict(config_mod.deep_merge(cfg.raw, {"variants": {"oct": {"alpha": 0.25}}}))
+    for write in (aggregate.write, figures.render, summary.write, claims.write):
+        with pytest.raises(OcbenchError) as refused:
+            write(changed)
+        said = str(refused.value)
+        assert "dcgan_oct_s0 was trained with other settings" in said and "\n" not in said, said
+        assert "variants.oct.alpha 0.5 (this config: 0.25)" in said and "`--set variants.oct.alpha=0.5`" in said
+    run = cfg.run_dir("dcgan_oct_s0")
+    recorded = json.loads((run / "run.json").read_text())
+    (run / "run.json").unlink()  # training again: its checkpoint.json says under what
+    state = cfg.results_dir / "state" / "dcgan_oct_s0"
+    state.mkdir(parents=True)
+    (state / POSITION).write_text(json.dumps({k: recorded[k] for k in ("fingerprint", "protocol")}))
+    with pytest.raises(OcbenchError, match=f"other settings than this config's \\({state / POSITION}\\)"):
+        aggregate.write(changed, allow_partial=True)

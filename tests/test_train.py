@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def test_a_run_writes_metrics_samples_snapshots_and_run_json(setup, cli, referen
     assert "already finished" in again.stdout
 
 
-def train_here(configs, run, *overrides):
+def train_here(configs, run, *overrides, log=lambda *_: None):
     """`ocbench train --config ... --set ... --run RUN` in this process, where a test is about what
     training computes, not the command (about 5 s of torch start-up fewer a call; the command keeps
     its tests here: the SIGKILL resumes, the lock, the damaged checkpoints, the full disk)."""
@@ -119,7 +120,7 @@ def train_here(configs, run, *overrides):
     # was afterwards, for the tests this worker runs next.
     deterministic, cublas = torch.are_deterministic_algorithms_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     try:
-        summary = train(config_mod.load(configs, list(overrides)), run, log=lambda *_: None)
+        summary = train(config_mod.load(configs, list(overrides)), run, log=log)
     finally:
         torch.use_deterministic_algorithms(deterministic)
         if cublas is None:
@@ -220,8 +221,44 @@ def test_a_checkpoint_from_another_run_is_refused(setup, cli, reference):
     dst.write_bytes(src.read_bytes())
     proc = cli("train", "--config", config, "--run", "dcgan_oct_s7")
     assert proc.returncode == 1
-    assert "belongs to another config or run" in proc.stderr and "delete" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "holds the state of run dcgan_oct_s0, not dcgan_oct_s7" in proc.stderr, proc.stderr
+    assert "delete" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_of_other_settings_says_which_and_how_to_resume_it(setup, reference):
+    """A run killed, then its config changed (alpha): the checkpoint is refused in one line naming the
+    setting and the --set that resumes it, never advising to delete it; with that --set it resumes.
+    A finished run whose results Snakemake deleted to rerun it for changed settings trains afresh."""
+    from ocbench import config as config_mod
+    from ocbench.errors import OcbenchError
+    from ocbench.train import train
+
+    root, config = setup
+    killed = root / "other-settings"
+    shutil.copytree(root / "results" / "tiny" / "state" / RUN, killed / "tiny" / "state" / RUN)
+    newest = killed / "tiny" / "state" / RUN / "checkpoint.pt"
+    ckpt = torch.load(newest, weights_only=True)
+    ckpt["finished"] = False  # as if killed before it said so
+    torch.save(ckpt, newest)
+    changed = config_mod.load([config], [f"paths.results={killed}", "variants.oct.alpha=0.25"])
+    with pytest.raises(OcbenchError) as refused:
+        train(changed, RUN, log=lambda *_: None)
+    said = str(refused.value)
+    assert "unfinished run (3 of 3 epochs done)" in said and "variants.oct.alpha 0.5 (this config: 0.25)" in said
+    assert "`--set variants.oct.alpha=0.5`" in said and "delete" not in said and "\n" not in said, said
+    assert not torch.load(newest, weights_only=True)["finished"]  # nothing touched
+    # The settings it names resume it (at its end: the run.json of the run it was).
+    train_here([config], RUN, f"paths.results={killed}", "variants.oct.alpha=0.25", "variants.oct.alpha=0.5")
+    summary = json.loads((killed / "tiny" / "runs" / RUN / "run.json").read_text())
+    assert summary["protocol"]["variants.oct.alpha"] == 0.5 and summary["fingerprint"] == ckpt["fingerprint"]
+
+    # Finished, its results gone (Snakemake deletes a job's outputs before it reruns it): afresh.
+    (killed / "tiny" / "runs" / RUN / "run.json").unlink()
+    said = []
+    train_here([config], RUN, f"paths.results={killed}", "train.epochs=1", log=said.append)
+    assert "finished run of other settings (train.epochs 3 (this config: 1))" in said[0], said
+    summary = json.loads((killed / "tiny" / "runs" / RUN / "run.json").read_text())
+    assert (summary["epochs_done"], summary["protocol"]["train.epochs"]) == (1, 1)
 
 
 def test_a_checkpoint_from_a_gpu_is_refused_on_the_cpu_in_one_line(setup, cli, reference):

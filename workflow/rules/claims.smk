@@ -26,6 +26,7 @@ rule claims:
         f"{BENCH}/claims.tsv"
     params:
         config=CONFIG_FILE,
+        settings=settings_of("run", "analysis", "figures.formats"),
     conda:
         ENV
     shell:

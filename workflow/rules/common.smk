@@ -16,7 +16,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from ocbench.config import from_dict
+from ocbench.config import digest, from_dict, protocol_fingerprint, settings as config_settings
 from ocbench.data import default_workers
 from ocbench.errors import OcbenchError
 from ocbench.formats import atomic_write
@@ -47,6 +47,24 @@ def write_config_file():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, text)
+
+
+# What a job's output depends on, as params Snakemake compares (rerun trigger `params`): a job whose
+# settings changed reruns, and so does everything after it (their inputs are then newer); a change
+# that alters no output (a comment, a speed option) reruns nothing. The CONFIG_FILE param is a path,
+# the same whatever the file holds, so each rule also carries a digest of the settings it reads that
+# reach its output other than through its inputs; a training run carries its protocol's fingerprint,
+# which its checkpoint and run.json record too (ocbench.config.run_protocol). The rules that fetch
+# files carry none: a rerun would delete a file placed by hand (the zip; the Inception weights on a
+# machine without internet), and with metrics.placeholder_weights on they use the file there, off they
+# refuse a placeholder file in one line (ocbench.fid.locate_weights). Nor does preflight: every
+# training run depends on its output.
+def settings_of(*keys):
+    """The digest of the settings under `keys` (e.g. "figures", "metrics.dims"), defaults filled in."""
+    return digest(config_settings(CFG, keys))
+
+
+RUN_FINGERPRINTS = {run: protocol_fingerprint(CFG, run) for run in RUN_IDS}
 
 
 # Written once a run starts, not while the workflow is parsed: Snakemake calls `onstart` after it has

@@ -23,6 +23,7 @@ if CFG.data.synthetic:
             f"{BENCH}/synth.tsv"
         params:
             config=CONFIG_FILE,
+            settings=settings_of("data.synthetic"),
         conda:
             ENV
         shell:
@@ -82,6 +83,7 @@ rule prepare:
         f"{BENCH}/prepare.tsv"
     params:
         config=CONFIG_FILE,
+        settings=settings_of("data.split", "data.crop", "data.resize", "data.image_size"),
     threads: ALL_CORES  # decoding and resizing JPEGs, one worker process per thread
     conda:
         ENV

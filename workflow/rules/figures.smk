@@ -16,6 +16,7 @@ rule aggregate:
         f"{BENCH}/aggregate.tsv"
     params:
         config=CONFIG_FILE,
+        settings=settings_of("run"),  # the order of the runs
     conda:
         ENV
     shell:
@@ -43,6 +44,7 @@ rule figures:
         f"{BENCH}/figures.tsv"
     params:
         config=CONFIG_FILE,
+        settings=settings_of("run", "figures"),
     conda:
         ENV
     shell:
@@ -63,6 +65,7 @@ rule summary:
         f"{BENCH}/summary.tsv"
     params:
         config=CONFIG_FILE,
+        settings=settings_of("run", "analysis.std_window"),
     conda:
         ENV
     shell:

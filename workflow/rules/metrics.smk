@@ -31,6 +31,7 @@ rule fid_stats:
         f"{BENCH}/fid_stats.tsv"
     params:
         config=CONFIG_FILE,
+        settings=settings_of("data.split", "metrics.dims", "metrics.stats_images", "metrics.pr_real_samples"),
     threads: NETWORK_THREADS
     resources:
         gpu=1,

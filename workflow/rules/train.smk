@@ -21,6 +21,7 @@ rule train:
         f"{BENCH}/train/{{run}}.tsv"
     params:
         config=CONFIG_FILE,
+        protocol=lambda wildcards: RUN_FINGERPRINTS[wildcards.run],
     threads: NETWORK_THREADS
     resources:
         gpu=1,
