@@ -172,14 +172,16 @@ def cmd_with_gpu(args) -> None:
 
     from ocbench import gpus
 
-    g = load_config(args).gpus
+    cfg = load_config(args)
+    g = cfg.gpus
     if args.devices is not None:
         devices = [d for d in args.devices.split(",") if d.strip()]
     else:
         devices = None if g.devices == "auto" else [str(d) for d in g.devices]
     lock_dir = Path(args.lock_dir or g.lock_dir or gpus.DEFAULT_LOCK_DIR)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    gpus.exec_with_gpu(command, devices, args.runs_per_gpu or g.runs_per_gpu, lock_dir, args.timeout)
+    runs_per_gpu = g.runs_per_gpu if args.runs_per_gpu is None else args.runs_per_gpu
+    gpus.exec_with_gpu(command, devices, runs_per_gpu, lock_dir, args.timeout, cfg.train.device)
 
 
 def cmd_bench_prepare(args) -> None:
