@@ -7,6 +7,7 @@ as Snakemake's --configfile) and `--set dotted.key=value` overrides.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ocbench import config as config_mod
@@ -50,11 +51,16 @@ def cmd_model_info(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from ocbench.train import train
+    from ocbench.lock import run_lock
 
     cfg = load_config(args)
     cfg.parse_run(args.run)  # a bad run id fails before any data is read
-    train(cfg, args.run)
+    # The run's lock before torch and pytorch-fid are imported (seconds): a second trainer of a run
+    # that is training is refused at once. Held until train() returns or fails.
+    with run_lock(cfg.results_dir / "state" / args.run, args.run, cfg.name):
+        from ocbench.train import train
+
+        train(cfg, args.run)
 
 
 def cmd_preflight(args) -> None:
@@ -72,13 +78,13 @@ def cmd_preflight(args) -> None:
 def cmd_status(args) -> None:
     import time
 
-    from ocbench.status import table
+    from ocbench.status import overview
 
     if args.watch is not None and not args.watch > 0:
         raise UsageError(f"--watch {args.watch:g}: the seconds between redraws must be positive, e.g. --watch 60")
     cfg = load_config(args)
     while True:
-        text = table(cfg)
+        text = overview(cfg, others=not args.config)  # no --config: name the other configs' results too
         if not args.watch:
             print(text)
             return
@@ -410,12 +416,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone away (`ocbench status | head`) is caught below
     except OcbenchError as exc:
         print(f"ocbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("ocbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout stopped reading: nothing more to say, and no traceback. Python's docs'
+        # way (library/signal, "Note on SIGPIPE"): stdout onto devnull, so that the flush at exit
+        # does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0
 
 
