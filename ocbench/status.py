@@ -168,8 +168,9 @@ def folder_line(folder: Path) -> str:
             cfg = load([merged])
         except OcbenchError as err:
             return f"  {folder.name}: its {merged} does not load ({err})"
-        if cfg.results_dir.resolve() != folder.resolve():  # moved or copied since it was written
-            return f"  {folder.name}: written for {cfg.results_dir}, not this folder"
+        if cfg.results_dir.resolve() != folder.resolve():  # another working directory's, or moved since
+            return (f"  {folder.name}: its config.yaml reads {cfg.results_dir} from the working directory it was "
+                    f"written in; there: {show}")
         return f"  {folder.name}: {state_counts([run_status(cfg, r) for r in cfg.run_ids()])}  ({show})"
     preset = WORKFLOW_DIR / "config" / f"{folder.name}.yaml"
     how = (f"ocbench status --config {shlex.quote(str(preset.relative_to(REPO_ROOT)))}" if preset.is_file()
