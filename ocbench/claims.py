@@ -33,7 +33,7 @@ import pandas as pd
 from ocbench.aggregate import Runs, collect, label, require_finished
 from ocbench.config import Config, run_id
 from ocbench.formats import atomic_write
-from ocbench.summary import PROVENANCE, per_run, provenance, provenance_line, weights_header
+from ocbench.summary import PROVENANCE, per_run, provenance, provenance_line, smoke_paragraph, weights_header
 
 # --------------------------------------------------------------------------------------------------
 # the measures a claim can be judged on (per run; one value each)
@@ -328,23 +328,84 @@ def evaluate(cfg: Config, runs: Runs) -> pd.DataFrame:
             for claim in CLAIMS for gan in gans_of(cfg, claim) for measure in claim.measures]
     rows = reference_rows(cfg, runs) + rows
     result = pd.DataFrame(rows).reindex(columns=COLUMNS)
-    # FID against KID: a KID row whose FID twin reached another verdict is a claim that depends on the
-    # metric (or on FID's sample-size bias); said on the row and in claims.md.
-    twin = {(r.claim, r.gan, KID_OF[r.measure]): r.verdict for r in result.itertuples()
-            if r.measure in KID_OF and r.claim != REFERENCE}
+    # FID against KID: a KID row that points another way than its FID twin is a claim that depends on
+    # the metric (or on FID's sample-size bias); said on the row and in claims.md. Empty (NA) where
+    # either has no difference.
+    twin = fid_twins(result)
     result["fid_kid_agree"] = [
-        (twin[(r.claim, r.gan, r.measure)] == r.verdict) if (r.claim, r.gan, r.measure) in twin else pd.NA
-        for r in result.itertuples()]
+        (stance(twin[r.Index]) == stance(r)) if r.Index in twin and None not in (stance(twin[r.Index]), stance(r))
+        else pd.NA for r in result.itertuples()]
     return result
 
 
+def fid_twins(result: pd.DataFrame) -> dict:
+    """KID row's index -> its FID twin's row (same claim and GAN, the FID measure of KID_OF)."""
+    fid_rows = {(r.claim, r.gan, KID_OF[r.measure]): r for r in result.itertuples()
+                if r.measure in KID_OF and r.claim != REFERENCE}
+    return {r.Index: fid_rows[(r.claim, r.gan, r.measure)] for r in result.itertuples()
+            if (r.claim, r.gan, r.measure) in fid_rows}
+
+
+def has_interval(r) -> bool:
+    return pd.notna(r.ci_low)
+
+
+def stance(r) -> str | None:
+    """Where a claims row points: its verdict when it has an interval; with one seed (a difference and
+    no interval) the verdict its difference alone would get, as an interval of zero width, so that a
+    FID and a KID difference on opposite sides of a margin are not counted as agreeing. None without
+    a difference."""
+    if not r.n_seeds or pd.isna(r.difference):
+        return None
+    if has_interval(r):
+        return r.verdict
+    return verdict(r.test, r.better, r.difference, r.difference, r.margin if pd.notna(r.margin) else None, r.n_seeds)
+
+
+def point_words(r) -> str:
+    """'difference 0.180 passes (margin 0.537)': a row's difference alone against its test."""
+    passes = {SUPPORTED: "passes", CONTRADICTED: "fails"}.get(stance(r), "is on the line")
+    margin = f" (margin {number(r.margin, decimals(r))})" if pd.notna(r.margin) else " (against 0)"
+    return f"difference {number(r.difference, decimals(r))} {passes}{margin}"
+
+
 def disagreements(cfg: Config, result: pd.DataFrame) -> list[str]:
-    """One line per claim, GAN and KID measure whose verdict differs from its FID twin's."""
-    fid_verdict = {(r.claim, r.gan, KID_OF[r.measure]): r.verdict for r in result.itertuples() if r.measure in KID_OF}
-    words = measures_for(cfg)
-    return [f"- {r.claim} {r.title}, {r.gan.upper()}: {words[r.measure].label} **{r.verdict}**, FID twin "
-            f"**{fid_verdict[(r.claim, r.gan, r.measure)]}**"
-            for r in result.itertuples() if pd.notna(r.fid_kid_agree) and not r.fid_kid_agree]
+    """One line per claim, GAN and KID measure that points another way than its FID twin: in
+    verdict where both have an interval, else in where their differences alone fall."""
+    twin, words = fid_twins(result), measures_for(cfg)
+    lines = []
+    for r in result.itertuples():
+        if pd.isna(r.fid_kid_agree) or r.fid_kid_agree:
+            continue
+        f = twin[r.Index]
+        if has_interval(r) and has_interval(f):
+            lines.append(f"- {r.claim} {r.title}, {r.gan.upper()}: {words[r.measure].label} **{r.verdict}**, "
+                         f"FID twin **{f.verdict}**")
+        else:
+            lines.append(f"- {r.claim} {r.title}, {r.gan.upper()} (one seed, no interval): "
+                         f"{words[f.measure].label} {point_words(f)}, {words[r.measure].label} {point_words(r)}")
+    return lines
+
+
+def agreement_sentence(result: pd.DataFrame, disagree: list[str]) -> str:
+    """claims.md's sentence on FID against KID, true to its table: agreement in verdict is claimed
+    only where both have an interval; where none has (one seed), only that the differences alone
+    point the same way."""
+    twin = fid_twins(result)
+    compared = [(result.loc[i], f) for i, f in twin.items() if pd.notna(result.loc[i, "fid_kid_agree"])]
+    if not compared:
+        return "No claim has both a FID and a KID difference to set side by side."
+    if disagree:
+        return "They point different ways on:"
+    with_interval = sum(has_interval(k) and has_interval(f) for k, f in compared)
+    if with_interval == len(compared):
+        return "They agree in verdict on every claim tested here."
+    alone = ("their differences alone point the same way (both pass the claim's test, or both fail it, "
+             "margin included)")
+    if with_interval == 0:
+        return ("No verdict has an interval (one seed), so whether FID and KID agree cannot be tested; on every "
+                f"claim tested here {alone}.")
+    return f"They agree in verdict where both have an interval; where they have none, {alone}."
 
 
 # --------------------------------------------------------------------------------------------------
@@ -426,7 +487,7 @@ def reference_section(cfg: Config, result: pd.DataFrame) -> list[str]:
     for r in refs.itertuples():
         lines.append("| " + " | ".join([
             r.setting, FINAL_MEASURES[r.measure].label, r.versus.removeprefix("published "),
-            fmt(r.mean_setting, 4), interval_text(r), str(r.n_seeds), f"**{r.verdict}**", r.notes]) + " |")
+            number(r.mean_setting, decimals(r)), interval_text(r), str(r.n_seeds), f"**{r.verdict}**", r.notes]) + " |")
     return lines + [""]
 
 
@@ -440,6 +501,28 @@ def fmt(v, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{max(digits - 2, 1)}f}" if abs(v) < 1000 else f"{v:.0f}"
 
 
+def significant_decimals(v: float, digits: int = 3) -> int:
+    """Decimals that show `digits` significant digits of v (0 for v = 0)."""
+    return max(0, digits - 1 - math.floor(math.log10(abs(v)))) if v else 0
+
+
+def decimals(r) -> int:
+    """One number of decimals for a row's means, difference, interval and margin, so that the
+    difference reads as the difference of the means shown (to the last digit's rounding): three
+    significant digits of the difference, at least three of the smaller mean, and at most two
+    decimals more than that mean needs (a difference far below it shows as 0)."""
+    means = [abs(v) for v in (r.mean_setting, r.mean_versus) if pd.notna(v) and np.isfinite(v) and v]
+    of_means = significant_decimals(min(means)) if means else 0
+    diff = r.difference if pd.notna(r.difference) and np.isfinite(r.difference) else 0.0
+    return min(max(significant_decimals(diff), of_means), of_means + 2) if means else significant_decimals(diff)
+
+
+def number(v, places: int) -> str:
+    if v is None or pd.isna(v) or not np.isfinite(v):
+        return ""
+    return f"{v:.{places}f}"
+
+
 def percent(x: float) -> str:
     """0.95 -> '95%', 0.975 -> '97.5%' (a confidence level or a test's size in the prose)."""
     return f"{100 * x:g}%"
@@ -448,8 +531,9 @@ def percent(x: float) -> str:
 def interval_text(r) -> str:
     if r.n_seeds == 0:
         return ""
-    d = fmt(r.difference)
-    return f"{d} [{fmt(r.ci_low)}, {fmt(r.ci_high)}]" if pd.notna(r.ci_low) else d
+    places = decimals(r)
+    d = number(r.difference, places)
+    return f"{d} [{number(r.ci_low, places)}, {number(r.ci_high, places)}]" if pd.notna(r.ci_low) else d
 
 
 def variant_name(variant: str) -> str:
@@ -465,10 +549,11 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
     claims_rows = result[result.claim != REFERENCE]
     tested = claims_rows[claims_rows.verdict != NOT_TRAINED]
     for r in tested.itertuples():
+        places = decimals(r)  # one per row: the difference reads as the difference of the means shown
         lines.append("| " + " | ".join([
             f"{r.claim} {r.title}", r.gan.upper(), words[r.measure].label, r.setting, r.versus,
-            fmt(r.mean_setting), fmt(r.mean_versus), interval_text(r), fmt(r.margin), str(r.n_seeds),
-            f"**{r.verdict}**",
+            number(r.mean_setting, places), number(r.mean_versus, places), interval_text(r),
+            number(r.margin, places), str(r.n_seeds), f"**{r.verdict}**",
         ]) + " |")
     untested = claims_rows[claims_rows.verdict == NOT_TRAINED]
     not_trained = sorted(set(f"{r.claim} ({r.gan.upper()})" for r in untested.itertuples()),
@@ -484,6 +569,7 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
     measures = [f"- {m.label} ({m.better} is better): {m.how}" for m in words.values()]
     parts = [
         f"# The paper's claims: {cfg.name}", "",
+        *smoke_paragraph(cfg, runs.metrics),
         weights_header(runs), "",
         provenance_line(runs), "",
         *reference_section(cfg, result),
@@ -508,7 +594,7 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
               "Each claim judged on FID is judged on KID too (same test, same margin as a fraction of the "
               "compared setting's mean). KID is unbiased by the sample count, FID is not: a verdict that "
               "holds on one and not the other depends on the metric or on the number of samples. "
-              + ("They disagree on:" if disagree else "They agree on every claim tested here."), "", *disagree, ""]
+              + agreement_sentence(result, disagree), "", *disagree, ""]
     if notes:
         parts += ["## Runs left out or qualified", "", *notes, ""]
     parts += ["## The claims and their tests", "", *claims, "", "## Measures", "", *measures, ""]
@@ -519,7 +605,8 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
 # the forest plot
 
 
-SHORT = {SUPPORTED: "supported", CONTRADICTED: "contradicted", ONE_SEED: "one seed: no interval"}
+# The verdict beside each row of the forest plot; a row of one seed has none (a note says why, once).
+SHORT = {SUPPORTED: "supported", CONTRADICTED: "contradicted", ONE_SEED: ""}
 VERDICT_COLORS = {SUPPORTED: "tab:green", CONTRADICTED: "tab:red"}
 REL_LIMIT = 100.0  # % : the axis stops here; a difference beyond it is drawn at the edge with its value
 
@@ -541,7 +628,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    from ocbench.figures import Notes, finish, weights_notes
+    from ocbench.figures import Notes, finish, smoke_notes, weights_notes
 
     notes = Notes()
     words = measures_for(cfg)
@@ -604,8 +691,10 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
                   "t-interval across seeds. "
                   "Shaded: the claim's margin (how much worse, or for 'similar' how different, still passes).")
     else:
-        notes.add("One seed: each dot is the single run's difference; no interval is possible. "
+        notes.add("One seed: each dot is the single run's difference; no interval, and so no verdict, is possible. "
                   "Shaded: the claim's margin.")
+    if len(cfg.run.seeds) > 1 and (result.verdict == ONE_SEED).any():
+        notes.add("A row without a verdict beside it: only one seed has both runs finished, so it has no interval.")
     untested = result[result.verdict == NOT_TRAINED]
     if len(untested):
         notes.add(f"Not trained by config '{cfg.name}', so not tested: claims "
@@ -615,7 +704,8 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
                   f"{cfg.train.epochs} here.")
     disagree = result[result.fid_kid_agree.map(lambda v: pd.notna(v) and not v)]
     if len(disagree):
-        notes.add("FID and KID disagree in verdict on: "
+        # in verdict, or (one seed, no interval) in where their differences alone fall: claims.md says which
+        notes.add("FID and KID point different ways (claims.md says how) on: "
                   + ", ".join(dict.fromkeys(f"{r.claim} {r.gan.upper()} {words[r.measure].label}"
                                             for r in disagree.itertuples())) + ".", warn=True)
     p = provenance(runs.metrics)
@@ -630,6 +720,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
         notes.add(f"{r.setting} {FINAL_MEASURES[r.measure].label}: {r.versus}, ours "
                   f"{ours}: {r.verdict} ({r.notes.split(';')[0]}).", warn=r.verdict == OUTSIDE)
     weights_notes(notes, runs.metrics)
+    smoke_notes(notes, cfg, runs.metrics)
     return finish(fig, notes, tight=True)
 
 

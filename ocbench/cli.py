@@ -7,6 +7,7 @@ as Snakemake's --configfile) and `--set dotted.key=value` overrides.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ocbench import config as config_mod
@@ -50,11 +51,16 @@ def cmd_model_info(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from ocbench.train import train
+    from ocbench.lock import run_lock
 
     cfg = load_config(args)
     cfg.parse_run(args.run)  # a bad run id fails before any data is read
-    train(cfg, args.run)
+    # The run's lock before torch and pytorch-fid are imported (seconds): a second trainer of a run
+    # that is training is refused at once. Held until train() returns or fails.
+    with run_lock(cfg.results_dir / "state" / args.run, args.run, cfg.name):
+        from ocbench.train import train
+
+        train(cfg, args.run)
 
 
 def cmd_preflight(args) -> None:
@@ -72,13 +78,13 @@ def cmd_preflight(args) -> None:
 def cmd_status(args) -> None:
     import time
 
-    from ocbench.status import table
+    from ocbench.status import overview
 
     if args.watch is not None and not args.watch > 0:
         raise UsageError(f"--watch {args.watch:g}: the seconds between redraws must be positive, e.g. --watch 60")
     cfg = load_config(args)
     while True:
-        text = table(cfg)
+        text = overview(cfg, others=not args.config)  # no --config: name the other configs' results too
         if not args.watch:
             print(text)
             return
@@ -172,14 +178,16 @@ def cmd_with_gpu(args) -> None:
 
     from ocbench import gpus
 
-    g = load_config(args).gpus
+    cfg = load_config(args)
+    g = cfg.gpus
     if args.devices is not None:
         devices = [d for d in args.devices.split(",") if d.strip()]
     else:
         devices = None if g.devices == "auto" else [str(d) for d in g.devices]
     lock_dir = Path(args.lock_dir or g.lock_dir or gpus.DEFAULT_LOCK_DIR)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    gpus.exec_with_gpu(command, devices, args.runs_per_gpu or g.runs_per_gpu, lock_dir, args.timeout)
+    runs_per_gpu = g.runs_per_gpu if args.runs_per_gpu is None else args.runs_per_gpu
+    gpus.exec_with_gpu(command, devices, runs_per_gpu, lock_dir, args.timeout, cfg.train.device)
 
 
 def cmd_bench_prepare(args) -> None:
@@ -408,12 +416,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone away (`ocbench status | head`) is caught below
     except OcbenchError as exc:
         print(f"ocbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("ocbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout stopped reading: nothing more to say, and no traceback. Python's docs'
+        # way (library/signal, "Note on SIGPIPE"): stdout onto devnull, so that the flush at exit
+        # does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ import copy
 import difflib
 import hashlib
 import json
+import os
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -323,11 +324,20 @@ def apply_set(config: dict, assignment: str) -> dict:
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {assignment!r}: expected dotted.key=value, e.g. train.epochs=3")
-    value = yaml.safe_load(text) if text.strip() else None
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {assignment!r}: {text!r} is not a YAML value ({yaml_problem(exc)}); write a "
+                          "number, a list like [0, 1], or quote text (e.g. --set 'key=\"@x\"')") from None
     overlay: Any = value
     for part in reversed(key.strip().split(".")):
         overlay = {part: overlay}
     return deep_merge(config, overlay)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """What PyYAML found wrong, in one line: 'found character '@' that cannot start any token'."""
+    return getattr(exc, "problem", None) or str(exc).splitlines()[0]
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -335,7 +345,12 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); pass a YAML file, saved as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}; make it readable") from None
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"config file {path} is not valid YAML ({first})") from None
@@ -456,10 +471,23 @@ def configured_paths(raw: dict):
                 yield f"{section}.{key}" + (f"[{k}]" if k is not None else ""), v
 
 
+def expand_home(raw: dict) -> dict:
+    """`raw` with a leading ~ or ~user of every configured path expanded (os.path.expanduser): a
+    literal folder named ~ in the working directory is never what was meant."""
+    out = copy.deepcopy(raw)
+    for section, key in PATH_KEYS:
+        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, str):
+            out[section][key] = os.path.expanduser(value)
+        elif isinstance(value, list):
+            out[section][key] = [os.path.expanduser(v) if isinstance(v, str) else v for v in value]
+    return out
+
+
 def from_dict(raw: dict) -> Config:
-    """Validate a merged dictionary (a copy, with the schema's defaults filled in) and build the
-    dataclasses."""
-    raw = copy.deepcopy(raw)
+    """Validate a merged dictionary (a copy: its paths' ~ expanded, the schema's defaults filled in)
+    and build the dataclasses."""
+    raw = expand_home(raw)
     validate(raw)
     gans = {
         name: GanConfig(

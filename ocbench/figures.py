@@ -97,6 +97,15 @@ def weights_notes(notes: Notes, rows: pd.DataFrame) -> None:
                   "not comparable to published numbers", warn=True)
 
 
+def smoke_notes(notes: Notes, cfg: Config, rows: pd.DataFrame) -> None:
+    """The visible label of a smoke-test config's figures (ocbench.summary.smoke_settings): first, in red."""
+    from ocbench.summary import smoke_settings
+
+    text = smoke_settings(cfg, rows)
+    if text:
+        notes.lines.insert(0, (text, True))
+
+
 def absent_notes(notes: Notes, cfg: Config, gans: list[str], variants: list[str]) -> None:
     """Name what a figure would show but this config does not train (e.g. the official-wgan preset)."""
     missing_gans = [g for g in gans if g not in cfg.run.gans]
@@ -241,6 +250,7 @@ def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title:
     unfinished_notes(notes, runs, gans, shown)
     absent_notes(notes, cfg, list(named), variants)
     weights_notes(notes, runs.metrics[runs.metrics.variant.isin(shown)])
+    smoke_notes(notes, cfg, rows)
     return finish(fig, notes, tight=True)
 
 
@@ -529,6 +539,7 @@ def figure3(cfg: Config, runs: Runs):
     protocol_notes(notes, cfg)
     weights_notes(notes, metrics)
     notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
+    smoke_notes(notes, cfg, metrics)
     return shrink_to(fig, layout.bottom, notes)
 
 
@@ -602,6 +613,7 @@ def figure4(cfg: Config, runs: Runs):
     absent_notes(notes, cfg, ["dcgan", "lsgan", "wgan"], ["baseline", "oct"])
     seeds = f" of seed {min(cfg.run.seeds)} (lowest seed trained)" if len(cfg.run.seeds) > 1 else ""
     notes.add(f"Each cell: the first 16 images of the epoch's grid from a fixed z{seeds}.")
+    smoke_notes(notes, cfg, runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(variants)])
     return shrink_to(fig, layout.bottom, notes)
 
 
@@ -667,6 +679,7 @@ def figure5(cfg: Config, runs: Runs):
     absent_notes(notes, cfg, [], ["oct", "low"])
     notes.add(f"{names}: the first {rows * cols} images of the last epoch's grid from a fixed z; "
               "a larger α leaves fewer high-frequency channels.")
+    smoke_notes(notes, cfg, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)])
     return shrink_to(fig, layout.bottom, notes)
 
 

@@ -259,12 +259,37 @@ def claim(gpus: list[Gpu], runs_per_gpu: int, lock_dir: Path, poll: float = 1.0,
         os.close(dir_fd)
 
 
+# Where a loaded NVIDIA driver shows itself, with or without nvidia-smi: its /proc entry and its devices.
+NVIDIA_DRIVER_SIGNS = (Path("/proc/driver/nvidia/gpus"), Path("/dev/nvidiactl"), Path("/dev/nvidia0"))
+
+
+def no_gpu_list_line(train_device: str, signs=NVIDIA_DRIVER_SIGNS) -> str:
+    """What with-gpu says when it has no list of GPUs (no nvidia-smi, no CUDA_VISIBLE_DEVICES): on a
+    machine without an NVIDIA driver, or for a CPU config, that this is expected; where a driver is
+    loaded, that nvidia-smi is missing and how to give the list."""
+    driver = next((str(p) for p in signs if p.exists()), None)
+    if train_device == "cpu":
+        return "ocbench: running on the CPU as configured (train.device: cpu); no GPU slot needed"
+    if driver is None:
+        line = ("ocbench: no GPU on this machine (no NVIDIA driver, no nvidia-smi): running on the CPU without a GPU "
+                "slot, as expected on a machine without a GPU")
+        if train_device.startswith("cuda"):
+            line += f"; train.device is {train_device}, which needs one: set train.device: auto or cpu"
+        return line
+    return (f"ocbench: no GPU slot claimed: an NVIDIA driver is loaded ({driver}) but nvidia-smi is not on PATH "
+            "and CUDA_VISIBLE_DEVICES is unset, so there is no list of GPUs; put nvidia-smi on PATH, or name the "
+            "GPUs in gpus.devices (or CUDA_VISIBLE_DEVICES)")
+
+
 def exec_with_gpu(command: list[str], devices: list[str] | None, runs_per_gpu: int,
-                  lock_dir: Path, timeout: float | None = None) -> None:
+                  lock_dir: Path, timeout: float | None = None, train_device: str = "auto") -> None:
     """Claim a slot (waiting at most `timeout` s), then replace this process with `command` on that
-    GPU (never returns)."""
+    GPU (never returns). `train_device`: the config's train.device, which says whether running
+    without a GPU is expected."""
     if not command:
         raise UsageError("with-gpu needs a command after --, e.g. ocbench with-gpu -- ocbench train ...")
+    if runs_per_gpu < 1:  # checked here, not only when there are GPUs to claim: it is wrong on any machine
+        raise UsageError(f"--runs-per-gpu {runs_per_gpu}: the slots per GPU must be at least 1, e.g. --runs-per-gpu 2")
     os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # GPU N is nvidia-smi's GPU N
     job = os.environ.get("SLURM_JOB_ID")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -279,9 +304,7 @@ def exec_with_gpu(command: list[str], devices: list[str] | None, runs_per_gpu: i
             gpus = gpus_to_claim(devices)
         except NoNvidiaSmi:
             gpus = []
-            print("ocbench: no GPU slot claimed: nvidia-smi is not on PATH and CUDA_VISIBLE_DEVICES is "
-                  "unset, so there is no list of GPUs (on a GPU machine, put nvidia-smi on PATH or set "
-                  "gpus.devices)", file=sys.stderr)
+            print(no_gpu_list_line(train_device), file=sys.stderr)
     if gpus:
         shared = True
         if job:  # the names are this allocation's own; only its jobs (this user's) may share its GPUs

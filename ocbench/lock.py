@@ -1,8 +1,8 @@
 """Exclusive locks that the kernel releases when their holder ends, however it ends (SIGKILL too).
 
 A `flock` on a lock file, taken without waiting: the GPU slots (ocbench/gpus.py) and the one
-trainer of a run (ocbench/train.py) use it. The holder writes its PID into the file, so that the
-one who finds it taken can say who holds it.
+trainer of a run (`run_lock`: `ocbench train` and ocbench/train.py) use it. The holder writes its PID
+into the file, so that the one who finds it taken can say who holds it.
 
 Lock files may sit in folders other users write to (the GPU slot folder is shared like /tmp), where
 anyone can plant a symlink, a hard link, a FIFO or a directory under a slot's name. So a lock file is
@@ -14,6 +14,7 @@ fixed width.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -22,6 +23,7 @@ import stat
 from pathlib import Path
 
 from ocbench.errors import OcbenchError
+from ocbench.formats import LOCK
 
 SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK
 PID_RECORD = 16  # bytes: the PID, spaces, a newline; longer than any PID record an older ocbench wrote
@@ -125,3 +127,35 @@ def probe(path: Path, dir_fd: int | None = None) -> str | None:
     finally:
         os.close(fd)  # closing drops the shared lock, if it was taken
     return None
+
+
+_HELD_RUNS: dict[str, int] = {}  # the run locks this process holds: lock file -> how many blocks hold it
+
+
+@contextlib.contextmanager
+def run_lock(state_dir: Path, run_id: str, config_name: str):
+    """One trainer per run: an exclusive flock on state/<run>/train.lock (created with its folder)
+    for the whole block; OcbenchError, naming the holder, when another process holds it. The kernel
+    releases it when the process ends, however it ends (SIGKILL included). Nested blocks of one
+    process share the one lock: `ocbench train` takes it before it imports torch, and
+    ocbench.train.train, which in-process callers use alone, takes it again inside."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / LOCK
+    key = os.path.realpath(path)
+    if key in _HELD_RUNS:
+        _HELD_RUNS[key] += 1
+        try:
+            yield
+        finally:
+            _HELD_RUNS[key] -= 1
+        return
+    fd = try_lock(path)
+    if fd is None:
+        raise OcbenchError(f"run {run_id} of config {config_name} is being trained by process {holder(path)}, "
+                           f"which holds {path}; wait for it to end (or stop it), then rerun to resume")
+    _HELD_RUNS[key] = 1
+    try:
+        yield
+    finally:
+        del _HELD_RUNS[key]
+        os.close(fd)

@@ -13,6 +13,7 @@ sample-grid layout (`save_grid`, `formats.grid_columns`).
 from __future__ import annotations
 
 import contextlib
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -40,14 +41,18 @@ def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
     path = Path(checkpoint)
     if not path.is_file():
         raise OcbenchError(f"generator checkpoint {path} not found")
+    fix = "pass a generator_epoch_EEE.pt that training wrote (results/<config>/runs/<run>/)"
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict):  # a bare tensor or list saved by hand
+            raise UsageError(f"{path} holds a {type(ckpt).__name__}, not a generator snapshot (a dict with keys "
+                             f"generator, alpha, width, latent_dim, beta); {fix}")
         g = generator(ckpt.get("arch", "dcgan"), ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
         g.load_state_dict(ckpt["generator"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise OcbenchError(
-            f"{path} is not a generator checkpoint (keys generator, alpha, width, latent_dim, beta): "
-            f"{str(exc).splitlines()[0]}"
+    except (KeyError, RuntimeError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
+        raise UsageError(
+            f"{path} is not a generator snapshot (keys generator, alpha, width, latent_dim, beta; "
+            f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}); {fix}"
         ) from None
     return g.to(device).eval(), tuple(float(b) for b in ckpt["beta"]), ckpt.get("evaluation")
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 import time
 from pathlib import Path
 
-from ocbench.config import Config
+from ocbench.config import REPO_ROOT, WORKFLOW_DIR, Config, load
+from ocbench.errors import OcbenchError
 from ocbench.formats import CHECKPOINT, LOCK, POSITION
 from ocbench.lock import probe
 from ocbench.workflow_lock import blocker, live_instances, stale_snakemake_locks
@@ -128,15 +130,68 @@ def workflow_line(workdir: Path = Path(".")) -> str:
     return "snakemake: not running here, no lock"
 
 
+def state_counts(rows: list[dict]) -> str:
+    """'3 finished, 12 not started'."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+
 def table(cfg: Config, workdir: Path = Path(".")) -> str:
     """The status table of every run of `cfg`, and the Snakemake line."""
     rows = [run_status(cfg, run_id) for run_id in cfg.run_ids()]
     widths = [max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS]
     lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)).rstrip()]
     lines += ["  ".join(r[c].ljust(w) for c, w in zip(COLUMNS, widths)).rstrip() for r in rows]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["state"]] = counts.get(r["state"], 0) + 1
-    lines.append(f"{cfg.name}: " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    lines.append(f"{cfg.name}: {state_counts(rows)}")
     lines.append(workflow_line(workdir))
     return "\n".join(lines)
+
+
+def results_folders(root: Path) -> list[Path]:
+    """The folders under `root` (paths.results) that hold some config's results: the merged config
+    the workflow wrote, or run and state folders that `ocbench train` wrote."""
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    return [p for p in folders if any((p / name).exists() for name in ("config.yaml", "runs", "state"))]
+
+
+def folder_line(folder: Path) -> str:
+    """One results folder in a line: its runs' states, and the --config that shows their table."""
+    merged = folder / "config.yaml"  # the merged config every job of the workflow read
+    if merged.is_file():
+        show = f"ocbench status --config {shlex.quote(str(merged))}"
+        try:
+            cfg = load([merged])
+        except OcbenchError as err:
+            return f"  {folder.name}: its {merged} does not load ({err})"
+        if cfg.results_dir.resolve() != folder.resolve():  # another working directory's, or moved since
+            return (f"  {folder.name}: its config.yaml reads {cfg.results_dir} from the working directory it was "
+                    f"written in; there: {show}")
+        return f"  {folder.name}: {state_counts([run_status(cfg, r) for r in cfg.run_ids()])}  ({show})"
+    preset = WORKFLOW_DIR / "config" / f"{folder.name}.yaml"
+    how = (f"ocbench status --config {shlex.quote(str(preset.relative_to(REPO_ROOT)))}" if preset.is_file()
+           else "ocbench status --config <the YAML it was made with>")
+    runs = len([p for p in (folder / "runs").glob("*") if p.is_dir()])
+    return f"  {folder.name}: {runs} run folder(s), no merged config.yaml  ({how})"
+
+
+def overview(cfg: Config, workdir: Path = Path("."), others: bool = False) -> str:
+    """`ocbench status`: the table of `cfg`. With `others` (no --config given, so `cfg` is the
+    default, paper.yaml), also every other config's results found under paths.results, a line each
+    with the --config that shows its table; and where `cfg` has no results yet but others do, only
+    those lines (its table of runs not started would hide them)."""
+    if not others:
+        return table(cfg, workdir)
+    found = [f for f in results_folders(Path(cfg.paths.results)) if f.resolve() != cfg.results_dir.resolve()]
+    if not found:
+        return table(cfg, workdir)
+    lines = [folder_line(f) for f in found]
+    if cfg.results_dir.exists():
+        return table(cfg, workdir) + f"\nOther results in {cfg.paths.results}/ (without --config, status shows " \
+            f"config {cfg.name}):\n" + "\n".join(lines)
+    return (f"No results of config {cfg.name} (the default without --config) in {cfg.paths.results}/; found:\n"
+            + "\n".join(lines) + "\n" + workflow_line(workdir))

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ocbench.aggregate import Runs, collect, label, require_finished
+from ocbench.aggregate import Runs, as_bool, collect, label, require_finished
 from ocbench.config import Config
 from ocbench.formats import atomic_write
 
@@ -108,6 +108,50 @@ def weights_header(runs: Runs) -> str:
     return "\n".join(lines)
 
 
+PAPER_SAMPLES, PAPER_DIMS = 10000, 2048  # the paper's FID: 10,000 generated images, Inception pool3 features
+
+
+def smoke_settings(cfg: Config, metrics: pd.DataFrame) -> str | None:
+    """One paragraph saying that the numbers come from smoke-test settings, and what makes them say
+    nothing about the paper; None for a config that measures. Read from facts of the config, not its
+    name: synthetic data (data.synthetic) and placeholder Inception weights (metrics.placeholder_weights,
+    unless every row recorded the official ones), then its sample counts, and a recall that is 0 in
+    every scored epoch (the runs' rows). Every output of such a config carries it: summary.md,
+    claims.md, the figures."""
+    d, m = cfg.data, cfg.metrics
+    official = as_bool(metrics["weights_official"]) if "weights_official" in metrics else pd.Series(dtype=bool)
+    placeholder = m.placeholder_weights and not (len(official) and official.all())
+    if d.synthetic is None and not placeholder:
+        return None
+    what = []
+    if d.synthetic is not None:
+        what.append(f"synthetic data ({d.synthetic['n']} drawn faces, data.synthetic), not CelebA")
+    if placeholder:
+        what.append("placeholder Inception (seeded random weights, metrics.placeholder_weights), so FID, KID, "
+                    "precision and recall compare random features")
+    if m.fid_samples < PAPER_SAMPLES or m.dims < PAPER_DIMS:
+        what.append(f"{m.fid_samples} generated samples an epoch on {m.dims}-d features (the paper: "
+                    f"{PAPER_SAMPLES:,} on {PAPER_DIMS}-d)")
+    text = ("Smoke-test settings, not a measurement of the paper: " + "; ".join(what) + ". These runs show "
+            "that the pipeline works; they neither support nor contradict the paper's claims.")
+    recall = metrics["recall"].astype(float) if "recall" in metrics else pd.Series(dtype=float)
+    recall = recall[np.isfinite(recall)]
+    if len(recall) and (recall == 0).all():
+        text += (f" Recall is 0 in every scored epoch of every run: none of the {m.pr_real_samples} real images' "
+                 f"features lies within the k = {m.pr_k} nearest-neighbour balls of the {m.fid_samples} generated "
+                 "ones; at this size recall, and the recall drop of claim 3, say nothing about mode collapse.")
+    return text
+
+
+def smoke_paragraph(cfg: Config, metrics: pd.DataFrame) -> list[str]:
+    """`smoke_settings` as the lines of a markdown paragraph, its first words in bold ([] if none)."""
+    text = smoke_settings(cfg, metrics)
+    if text is None:
+        return []
+    head, _, rest = text.partition(": ")
+    return [f"**{head}:** {rest}", ""]
+
+
 PROVENANCE = ["fid_samples", "reference_images", "reference_split", "weights_sha256", "frechet", "eval_precision"]
 
 
@@ -147,6 +191,7 @@ def markdown(cfg: Config, runs: Runs, table: pd.DataFrame, gans: pd.DataFrame) -
     unfinished = runs.describe_unfinished()
     parts = [
         f"# Stability summary: {cfg.name}", "",
+        *smoke_paragraph(cfg, runs.metrics),
         weights_header(runs), "",
         f"{len(runs.runs)} configured runs, {cfg.train.epochs} epochs each"
         + (f"; not finished: {', '.join(unfinished)}." if unfinished else "; all finished."), "",

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ocbench.data import CELEBA_FRAME
+from ocbench.errors import UsageError
 from ocbench.formats import atomic_write
 
 WIDTH, HEIGHT = CELEBA_FRAME  # CelebA "Align&Cropped" frame (w x h)
@@ -127,6 +128,11 @@ def write_synthetic(zip_path: str | Path, partition_path: str | Path | None, n: 
     """
     from tqdm import tqdm
 
+    # Before anything is written: an empty archive would pass for a dataset until training found no batch.
+    if n < 1:
+        raise UsageError(f"a synthetic dataset needs at least 1 image, not {n}; pass --n N, e.g. --n 200")
+    if seed < 0:
+        raise UsageError(f"the seed of a synthetic dataset is a number >= 0, not {seed}; pass e.g. --seed 0")
     zip_path = Path(zip_path)
     partition_path = Path(partition_path) if partition_path else zip_path.parent / "list_eval_partition.txt"
     zip_path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ from ocbench.data import load_prepared
 from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
 from ocbench.formats import CHECKPOINT, LOCK, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
-from ocbench.lock import holder, try_lock
+from ocbench.lock import run_lock
 from ocbench.nn import discriminator, generator
 from ocbench.progress import progress
 from ocbench.sample import latent_sampler, latents, save_grid
@@ -142,8 +142,7 @@ def train(cfg: Config, run_id: str, *, evaluator=None, log=print) -> dict:
     """
     cfg.parse_run(run_id)
     state_dir = cfg.results_dir / "state" / run_id
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with run_lock(state_dir, cfg, run_id):
+    with run_lock(state_dir, run_id, cfg.name):
         return _train(cfg, run_id, RunFiles(cfg.run_dir(run_id), state_dir), evaluator, log)
 
 
@@ -540,21 +539,6 @@ def load_checkpoint(files: RunFiles, run_id: str, log) -> dict | None:
         raise OcbenchError(f"no readable checkpoint of {run_id}: {names}; put back a good copy of "
                            f"{CHECKPOINT}, or delete {files.state_dir} to train {run_id} afresh")
     return None
-
-
-@contextlib.contextmanager
-def run_lock(state_dir: Path, cfg: Config, run_id: str):
-    """One trainer per run: an exclusive flock on state/<run>/train.lock for the whole of `train`.
-    The kernel releases it when the process ends, however it ends (SIGKILL included)."""
-    path = state_dir / LOCK
-    fd = try_lock(path)
-    if fd is None:
-        raise OcbenchError(f"run {run_id} of config {cfg.name} is being trained by process {holder(path)}, "
-                           f"which holds {path}; wait for it to end (or stop it), then rerun to resume")
-    try:
-        yield
-    finally:
-        os.close(fd)
 
 
 def training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device) -> dict:

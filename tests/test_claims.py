@@ -270,7 +270,8 @@ def test_a_published_baseline_is_set_beside_ours_and_other_gans_are_judged_too(t
     claims_mod.write(cfg)
     md = (cfg.results_dir / "claims.md").read_text()
     assert md.index("## Our baseline against published numbers") < md.index("| claim | GAN |")
-    assert "| SNGAN | FID, final evaluation | 12.93 ± 0.04 | 13.00 |" in md and "**within the seed interval**" in md
+    # ours and ours − published to the same decimals: 13.000 − 12.93 reads as 0.070
+    assert "| SNGAN | FID, final evaluation | 12.93 ± 0.04 | 13.000 | 0.070 [" in md and "**within the seed interval**" in md
     assert "for DCGAN, LSGAN, WGAN, SNGAN." in md
 
     # Without metrics.final_samples the row says what to set; a paper config has no reference section.
@@ -282,3 +283,86 @@ def test_a_published_baseline_is_set_beside_ours_and_other_gans_are_judged_too(t
     assert "against published numbers" not in claims_mod.markdown(
         config_mod.from_dict({**cfg.raw, "analysis": {}}), collect(cfg),
         claims_mod.evaluate(config_mod.from_dict({**cfg.raw, "analysis": {}}), collect(cfg)))
+
+
+def one_seed(tree, *overrides):
+    """The tree's runs judged at seed 0 alone (and `overrides`): (cfg, runs, claims table)."""
+    from ocbench.aggregate import collect
+
+    cfg = config_mod.load([tree[1]], ["run.seeds=[0]", *overrides])
+    runs = collect(cfg)
+    return cfg, runs, claims_mod.evaluate(cfg, runs)
+
+
+def test_fid_and_kid_agree_only_where_the_table_says_so(tree):
+    """With one seed no verdict has an interval, so claims.md claims no agreement in verdict; FID and
+    KID differences on opposite sides of the test (LSGAN_OCT: FID 50 worse, beyond its margin of 10;
+    KID 0.025 better) are named, with their numbers."""
+    cfg, runs, result = one_seed(tree)
+    assert row(result, "1", "lsgan", "final_kid").fid_kid_agree == False  # noqa: E712
+    assert row(result, "1", "dcgan", "final_kid").fid_kid_agree == True  # noqa: E712
+    md = claims_mod.markdown(cfg, runs, result)
+    assert "They agree" not in md and "They point different ways on:" in md
+    assert ("- 1 quality, LSGAN (one seed, no interval): final FID difference 50.0 fails (margin 10.0), "
+            "final KID difference -0.0250 passes (margin 0.0100)") in md
+
+    cfg, runs, result = one_seed(tree, "run.gans=[dcgan]")  # DCGAN's KID is its FID / 1000: the same way
+    md = claims_mod.markdown(cfg, runs, result)
+    assert "No verdict has an interval (one seed), so whether FID and KID agree cannot be tested" in md
+    assert "They agree" not in md
+
+
+def test_each_row_rounds_its_means_and_difference_alike(tree):
+    """A reader can reconcile `mean setting − mean versus` with the difference of the same row."""
+    cfg, runs, result = one_seed(tree)
+    md = claims_mod.markdown(cfg, runs, result)
+    table = [line.split(" | ") for line in md.splitlines() if line.startswith("| ") and " | 1 | " in line]
+    assert len(table) > 20
+    for cells in table:
+        a, b, d = cells[5], cells[6], cells[7]
+        places = {len(x.partition(".")[2]) for x in (a, b, d)}
+        assert len(places) == 1, cells  # one number of decimals on the row
+        assert abs(float(a) - float(b) - float(d)) <= 1.01 * 10.0 ** -places.pop(), cells
+    assert "| 1 quality | LSGAN | final KID | LSGAN_OCT | LSGAN | 0.0750 | 0.1000 | -0.0250 | 0.0100 |" in md
+
+
+def test_the_forest_plot_says_one_seed_once(tree):
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    cfg, runs, result = one_seed(tree)
+    fig = claims_mod.forest_plot(cfg, runs, result)
+    texts = " ".join(t.get_text() for t in fig.findobj(Text))
+    plt.close(fig)
+    assert texts.count("no interval") == 1 and "One seed: each dot is the single run's difference" in texts
+
+
+def test_smoke_settings_label_every_output_and_say_why_recall_is_0(tree):
+    """A config on synthetic data with placeholder Inception weights (smoke.yaml's facts, whatever its
+    name) says so at the top of claims.md and summary.md and on its figures, with what makes the numbers
+    uninformative; a config without those facts carries no such label."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from ocbench import figures, summary
+
+    smoke = ["data.synthetic={n: 200, seed: 0}", "metrics.placeholder_weights=true", "metrics.fid_samples=32",
+             "metrics.dims=64", "metrics.pr_real_samples=200"]
+    cfg, runs, result = one_seed(tree, *smoke)
+    runs.metrics["recall"] = 0.0  # as every epoch of the smoke preset scores it
+    label = ("Smoke-test settings, not a measurement of the paper: synthetic data (200 drawn faces, data.synthetic), "
+             "not CelebA; placeholder Inception (seeded random weights, metrics.placeholder_weights)")
+    recall = "Recall is 0 in every scored epoch of every run: none of the 200 real images' features lies within"
+    md = claims_mod.markdown(cfg, runs, result)
+    assert md.index("**Smoke-test settings, not a measurement of the paper:**") < md.index("FIDs from non-official")
+    assert "32 generated samples an epoch on 64-d features" in md and recall in md
+    table = summary.per_run(runs, cfg.analysis.std_window)
+    assert "**Smoke-test settings" in summary.markdown(cfg, runs, table, summary.per_gan(table))
+    for fig in (claims_mod.forest_plot(cfg, runs, result), figures.figure2(cfg, runs), figures.figure4(cfg, runs)):
+        texts = [t.get_text() for t in fig.findobj(Text)]
+        plt.close(fig)
+        assert any(t.startswith(label[:60]) for t in texts), texts  # the first note line, in red
+        assert recall[:40] in " ".join(texts)
+
+    cfg, runs, result = one_seed(tree)  # real data, official weights asked for: no label
+    assert "Smoke-test" not in claims_mod.markdown(cfg, runs, result)

@@ -203,3 +203,43 @@ def test_ocbench_and_snakemake_read_one_protocol_from_a_config(tmp_path):
     spelt = config.load([smoke], ["variants.oct.beta={kind: constant, beta_h: 1, beta_l: 1.0}",
                                   "gans.dcgan.d_norm=batch", "variants.oct.alpha=0.50"])
     assert config.protocol_fingerprint(spelt, "dcgan_oct_s0") == config.protocol_fingerprint(ours, "dcgan_oct_s0")
+
+
+def one_line_exit_2(argv, capsys) -> str:
+    """`ocbench ARGV` in this process: exit status 2 and one error line, no traceback; the line."""
+    from ocbench.cli import main
+
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("ocbench: error: "), err
+    return err.strip()
+
+
+@pytest.mark.parametrize("value, problem", [("[1", "expected ',' or ']'"),
+                                            ("@x", "found character '@' that cannot start any token")])
+def test_a_set_value_that_is_not_yaml_is_one_line_naming_it_and_the_fix(value, problem, capsys):
+    line = one_line_exit_2(["config", "--set", f"train.epochs={value}"], capsys)
+    assert f"--set 'train.epochs={value}': '{value}' is not a YAML value ({problem}" in line and "quote text" in line
+
+
+def test_a_config_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: café\n".encode("latin-1"))
+    line = one_line_exit_2(["config", "--config", path], capsys)
+    assert f"config file {path} is not UTF-8 text (byte 0xe9 at offset 9)" in line and "saved as UTF-8" in line
+
+
+def test_a_leading_tilde_of_every_configured_path_is_the_home_folder(tmp_path, monkeypatch):
+    """`paths.results: ~/x` means the home folder's x, for ocbench and the workflow alike (both build
+    the config with from_dict), never a folder named ~ in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    overrides = [f"{section}.{key}=~/{section}-{key}" for section, key in config.PATH_KEYS if key != "sources"]
+    cfg = config.load(overrides=overrides + ["data.sources=[~/copy.zip, https://example.org/~x.zip]"])
+    for where, value in config.configured_paths(cfg.raw):
+        assert not value.startswith("~"), (where, value)
+    assert cfg.results_dir == tmp_path / "paths-results" / "paper"
+    assert (cfg.paths.figures, cfg.data.prepared, cfg.metrics.weights_dir, cfg.gpus.lock_dir) == (
+        f"{tmp_path}/paths-figures", f"{tmp_path}/data-prepared", f"{tmp_path}/metrics-weights_dir",
+        f"{tmp_path}/gpus-lock_dir")
+    assert cfg.data.sources == [f"{tmp_path}/copy.zip", "https://example.org/~x.zip"]
+    assert "~" not in config.load(overrides=["paths.results=~/x"]).dump().split("results:")[1].split("\n")[0]

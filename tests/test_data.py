@@ -118,6 +118,18 @@ def test_synth_from_config(tmp_path, cli):
     assert proc.returncode == 0 and "nothing to fetch" in proc.stdout
 
 
+@pytest.mark.parametrize("n, seed, problem", [(0, 0, "needs at least 1 image, not 0; pass --n N"),
+                                               (3, -1, "is a number >= 0, not -1; pass e.g. --seed 0")])
+def test_synth_of_no_images_or_a_negative_seed_is_one_line_and_writes_nothing(tmp_path, capsys, n, seed, problem):
+    from ocbench.cli import main
+
+    out = tmp_path / "x.zip"
+    assert main(["data", "synth", "--out", str(out), "--n", str(n), "--seed", str(seed)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ocbench: error: ") and problem in err, err
+    assert list(tmp_path.iterdir()) == []  # no empty dataset left to pass for one
+
+
 # --------------------------------------------------------------------------------------------------
 # prepare
 

@@ -3,6 +3,7 @@ CUDA_VISIBLE_DEVICES as SLURM sets it, or a fake `nvidia-smi` first on PATH that
 real one prints."""
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -226,10 +227,42 @@ def test_a_failing_nvidia_smi_stops_the_job_in_one_line(tmp_path):
 
 
 def test_a_missing_nvidia_smi_is_named_and_the_command_runs_as_is(tmp_path):
+    from ocbench.gpus import NVIDIA_DRIVER_SIGNS, no_gpu_list_line
+
     proc = subprocess.run([*EXE, "with-gpu", "--lock-dir", str(tmp_path / "slots"), "--", sys.executable, "-c", SHOW],
                           capture_output=True, text=True, env=ENV, timeout=60)
     assert proc.returncode == 0 and proc.stdout.split() == ["None", "PCI_BUS_ID"]
-    assert proc.stderr.count("\n") == 1 and "nvidia-smi is not on PATH" in proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.strip() == no_gpu_list_line("auto")
+    if not any(sign.exists() for sign in NVIDIA_DRIVER_SIGNS):  # a machine without a GPU, like these
+        assert "as expected on a machine without a GPU" in proc.stderr
+
+
+def test_without_a_list_of_gpus_the_line_says_whether_that_is_expected(tmp_path):
+    """No nvidia-smi and no CUDA_VISIBLE_DEVICES: expected on a machine without an NVIDIA driver or for
+    a CPU config (no advice that reads like an error); where a driver is loaded, what to do."""
+    from ocbench.gpus import no_gpu_list_line
+
+    absent, present = [tmp_path / "proc-driver-nvidia"], [tmp_path / "nvidiactl"]
+    present[0].touch()
+    no_driver = no_gpu_list_line("auto", absent)
+    assert "as expected on a machine without a GPU" in no_driver and "nvidia-smi on PATH" not in no_driver
+    assert "as configured (train.device: cpu)" in no_gpu_list_line("cpu", present)
+    assert "set train.device: auto or cpu" in no_gpu_list_line("cuda:1", absent)
+    on_gpu_machine = no_gpu_list_line("auto", present)
+    assert f"an NVIDIA driver is loaded ({present[0]}) but nvidia-smi is not on PATH" in on_gpu_machine
+    assert "put nvidia-smi on PATH, or name the GPUs in gpus.devices" in on_gpu_machine
+
+
+def test_zero_runs_per_gpu_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    from ocbench.cli import main
+
+    def exec_instead(*args):  # this test's process must not be replaced if the check is missing
+        raise AssertionError(f"with-gpu ran the command {args}")
+
+    monkeypatch.setattr(os, "execvp", exec_instead)
+    assert main(["with-gpu", "--runs-per-gpu", "0", "--devices", "", "--lock-dir", str(tmp_path), "--", "true"]) == 2
+    err = capsys.readouterr().err
+    assert err == "ocbench: error: --runs-per-gpu 0: the slots per GPU must be at least 1, e.g. --runs-per-gpu 2\n"
 
 
 def test_any_gpu_answers_from_cuda_visible_devices_and_nvidia_smi_without_torch(tmp_path, monkeypatch):
@@ -280,10 +313,30 @@ def other_users_python():
     pytest.skip("no Python >= 3.10 that other users may run")
 
 
-def with_gpu_as(uid: int, python: str, slots: Path) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def readable_package(other_users_python):
+    """A copy of the ocbench package that other users may read, in a folder of its own: the checkout
+    may sit where they cannot enter (a 0700 home, `mktemp -d`). Its folder is removed after."""
+    root = Path(tempfile.mkdtemp(prefix="ocbench-package-"))
+    try:
+        shutil.copytree(REPO / "ocbench", root / "ocbench", ignore=shutil.ignore_patterns("__pycache__"))
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        probe = subprocess.run([other_users_python, "-c", f"import sys; sys.path.insert(0, {str(root)!r}); "
+                                "import ocbench.gpus"], capture_output=True, text=True, **as_user(65534))
+        if probe.returncode != 0:
+            pytest.skip(f"other users cannot import a copy of ocbench in {root} (is its parent, "
+                        f"{root.parent}, closed to them?): {probe.stderr.strip().splitlines()[-1:]}")
+        yield root
+    finally:
+        shutil.rmtree(root)
+
+
+def with_gpu_as(uid: int, python: str, slots: Path, package: Path) -> subprocess.CompletedProcess:
     """ocbench with-gpu --devices 0 as user `uid`, through the function the CLI calls (whose
-    config loading needs the venv's packages), with the CLI's one-line error."""
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); from pathlib import Path\n"
+    config loading needs the venv's packages), with the CLI's one-line error; ocbench imported from
+    `package` (readable_package)."""
+    code = (f"import sys; sys.path.insert(0, {str(package)!r}); from pathlib import Path\n"
             "from ocbench.errors import OcbenchError; from ocbench.gpus import exec_with_gpu\n"
             f"try: exec_with_gpu([sys.executable, '-c', {SHOW!r}], ['0'], 1, Path({str(slots)!r}))\n"
             "except OcbenchError as e: sys.exit(f'ocbench: error: {e}')")
@@ -300,25 +353,25 @@ def shared_tmp():
     subprocess.run(["rm", "-rf", str(path)], check=True)
 
 
-def test_another_user_takes_the_same_slot(shared_tmp, other_users_python):
+def test_another_user_takes_the_same_slot(shared_tmp, other_users_python, readable_package):
     """User A's job creates the slot folder and file under umask 022; user B's job after it takes
     the same slot (the folder is 1777 like /tmp, the file 0o666)."""
     slots = shared_tmp / "slots"
     for uid in (65534, 1):  # nobody, then daemon
-        proc = with_gpu_as(uid, other_users_python, slots)
+        proc = with_gpu_as(uid, other_users_python, slots, readable_package)
         assert proc.returncode == 0 and proc.stdout.split()[0] == "0", proc.stderr
     slot = slots / "gpu0-slot0.lock"
     assert slot.stat().st_uid == 65534 and stat.S_IMODE(slot.stat().st_mode) == 0o666
     assert slots.stat().st_uid == 65534 and stat.S_IMODE(slots.stat().st_mode) == 0o1777
 
 
-def test_a_slot_file_this_user_cannot_open_is_named_in_one_line(shared_tmp, other_users_python):
+def test_a_slot_file_this_user_cannot_open_is_named_in_one_line(shared_tmp, other_users_python, readable_package):
     slots = shared_tmp / "slots"
     slots.mkdir()
     slots.chmod(0o1777)
     (slots / "gpu0-slot0.lock").write_text("")
     (slots / "gpu0-slot0.lock").chmod(0o600)  # root's, as an old ocbench under umask 077 left it
-    proc = with_gpu_as(65534, other_users_python, slots)
+    proc = with_gpu_as(65534, other_users_python, slots, readable_package)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert f"cannot open GPU slot file {slots / 'gpu0-slot0.lock'}" in proc.stderr and "chmod 666" in proc.stderr
