@@ -44,7 +44,7 @@ from ocbench.config import (Config, GanConfig, TrainConfig, VariantConfig, diges
 from ocbench.data import load_prepared
 from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
-from ocbench.formats import CHECKPOINT, LOCK, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
+from ocbench.formats import CHECKPOINT, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
 from ocbench.lock import run_lock
 from ocbench.nn import discriminator, generator
 from ocbench.progress import progress
@@ -228,8 +228,8 @@ class Run:
 def set_up(cfg: Config, run_id: str) -> Run:
     """The run's device, data, networks, random streams and step, seeded by the run's seed. The
     order of the draws (networks' init, then the noise, shuffle and grid generators) is the protocol's."""
-    gan_name, variant_name, seed = cfg.parse_run(run_id)
-    gan_cfg, variant, train_cfg = cfg.gans[gan_name], cfg.variants[variant_name], cfg.train
+    gan_name, _, _ = cfg.parse_run(run_id)
+    gan_cfg, train_cfg = cfg.gans[gan_name], cfg.train
     device = resolve_device(train_cfg.device)
     configure_backends(train_cfg, device)
     images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)

@@ -23,8 +23,6 @@ These are what `make gpu-check` runs on a real GPU.
 """
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ocbench import config as config_mod
-from ocbench import preflight, train
+from ocbench import preflight
 
 
 @pytest.fixture(scope="module")
