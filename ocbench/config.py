@@ -125,6 +125,7 @@ class TrainConfig:
     arch: str = "dcgan"  # dcgan (the paper's networks, `width`) | resnet (SN-GAN's ResNet, `ngf` and `ndf`)
     ngf: int = 1024
     ndf: int = 1024
+    resnet: str = "mimicry"  # arch resnet's discriminator: mimicry (its code, the preset's) | chainer (ocbench/nn.py)
     g_steps: int | None = None  # None: `epochs` whole epochs; N: stop at the N-th G update
     snapshot_epochs: list[int] = field(default_factory=list)
     grid_size: int = 64

@@ -435,8 +435,8 @@ def protocol_fingerprint(cfg: Config, run_id: str) -> str:
     }
     # Settings added later join only when they differ from what runs before them trained with, so
     # that those runs' checkpoints keep their fingerprint and resume.
-    if t.arch != "dcgan":
-        protocol["arch"] = [t.arch, t.ngf, t.ndf]
+    if t.arch != "dcgan":  # the ResNet trained the chainer form before train.resnet existed
+        protocol["arch"] = [t.arch, t.ngf, t.ndf] + ([t.resnet] if t.resnet != "chainer" else [])
     if t.g_steps is not None:
         protocol["g_steps"] = t.g_steps
     return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:16]
@@ -757,7 +757,7 @@ def build_networks(alpha: float, gan_cfg: GanConfig, train_cfg: TrainConfig,
     config says."""
     G = generator(train_cfg.arch, alpha, train_cfg.g_width, train_cfg.latent_dim, init=train_cfg.init).to(device)
     D = discriminator(train_cfg.arch, alpha, train_cfg.d_width, init=train_cfg.init, norm=gan_cfg.d_norm,
-                      spectral_norm=gan_cfg.spectral_norm).to(device)
+                      spectral_norm=gan_cfg.spectral_norm, resnet=train_cfg.resnet).to(device)
     if train_cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     return G, D
