@@ -180,6 +180,8 @@ class MetricsConfig:
     fid_inf_smallest: float = 0.5
     eval_seed: int = 1_000_000  # the FID samples after epoch index e use seed eval_seed + e
     final_samples: int | None = None  # after the last epoch, also score this many samples (run.json's "final")
+    final_real_images: int | None = None  # the final FID against this many real images drawn at random; None: `stats`'
+    final_real_seed: int = 0  # the seed that draws them (fid.real_sample_indices)
 
 
 @dataclass(frozen=True)
