@@ -17,7 +17,9 @@ WGAN-GP, the ResNet SN-GAN of sngan-resnet.yaml): the question the paper's "gene
 Published numbers the config lists (`analysis.references`, e.g. mimicry's SN-GAN FID on CelebA-128)
 are set beside our final evaluation (run.json's "final", `metrics.final_samples` samples) as rows
 of claim `R`, first in claims.md: whether the published value lies within our seed interval says
-whether our baseline reproduces before any octave verdict is read.
+whether our baseline reproduces before any octave verdict is read. Each says how many images, generated
+and real, the published number and ours were computed on (on an R row of claims.csv, `fid_samples` and
+`reference_images` are our final evaluation's: for KID, the real features it compares with).
 """
 
 from __future__ import annotations
@@ -415,11 +417,13 @@ REFERENCE = "R"  # the claim id of claims.csv's rows that compare with analysis.
 FINAL_MEASURES = {  # claims.csv's measure of a reference row -> its words
     "final_eval_fid": Measure("FID, final evaluation", "FID", "lower",
                    "FID of metrics.final_samples images generated after training (run.json's final) against "
-                   "the reference statistics of the real images."),
+                   "metrics.final_real_images real images drawn at random, or when that is null the reference "
+                   "statistics of every epoch."),
     "final_eval_kid": Measure("KID, final evaluation", "KID", "lower",
                    "KID of the same generated images against the real features kept for KID."),
 }
 WITHIN, OUTSIDE = "within the seed interval", "outside the seed interval"
+REAL_COUNT = {"fid": "reference_images", "kid": "kid_real_samples"}  # run.json's final: the real images behind each
 
 
 def final_evaluation(cfg: Config, run: str) -> dict | None:
@@ -448,8 +452,9 @@ def reference_rows(cfg: Config, runs: Runs) -> list[dict]:
         row.update(provenance(runs.metrics[runs.metrics.run.isin({run_id(ref.gan, ref.variant, s)
                                                                    for s in cfg.run.seeds})]))
         done = {s: f for s, f in finals.items() if f is not None}
-        if done:
-            row["fid_samples"] = ", ".join(sorted({str(f["fid_samples"]) for f in done.values()}))
+        if done:  # the counts behind our number: the final evaluation's, not every epoch's
+            for column, key in (("fid_samples", "fid_samples"), ("reference_images", REAL_COUNT[ref.measure])):
+                row[column] = ", ".join(sorted({str(f[key]) for f in done.values() if f.get(key) not in (None, "")}))
         if not trained:
             row["verdict"] = NOT_TRAINED
         elif not done:
@@ -477,18 +482,33 @@ def reference_section(cfg: Config, result: pd.DataFrame) -> list[str]:
     if refs.empty:
         return []
     conf = percent(cfg.analysis.confidence)
+    real = (f"{cfg.metrics.final_real_images:,} real images drawn at random (seed {cfg.metrics.final_real_seed})"
+            if cfg.metrics.final_real_images else "the reference statistics of every epoch")
     lines = ["## Our baseline against published numbers", "",
              f"Read this first: the octave verdicts below stand on a baseline that reproduces. Ours: the mean over "
-             f"seeds of the final evaluation ({cfg.metrics.final_samples or 'no'} generated images, run.json's "
-             f"\"final\") with the {conf} t-interval of the mean across seeds; the verdict says whether the "
-             "published value lies within it.", "",
-             "| GAN | measure | published | ours (mean) | ours − published [" + conf + " CI] | n | verdict | source |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in refs.itertuples():
+             f"seeds of the final evaluation ({cfg.metrics.final_samples or 'no'} generated images, the FID against "
+             f"{real}, run.json's \"final\") with the {conf} t-interval of the mean across seeds; the verdict says "
+             "whether the published value lies within it. FID's bias depends on both image counts: a comparison "
+             "holds at equal counts.", "",
+             "| GAN | measure | published | ours (mean) | ours − published [" + conf + " CI] | n | verdict | "
+             "images, generated / real | source |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r, ref in zip(refs.itertuples(), cfg.analysis.references):  # reference_rows keeps their order
         lines.append("| " + " | ".join([
             r.setting, FINAL_MEASURES[r.measure].label, r.versus.removeprefix("published "),
-            number(r.mean_setting, decimals(r)), interval_text(r), str(r.n_seeds), f"**{r.verdict}**", r.notes]) + " |")
+            number(r.mean_setting, decimals(r)), interval_text(r), str(r.n_seeds), f"**{r.verdict}**",
+            f"published {counts(ref.generated, ref.real)}; ours {counts(r.fid_samples, r.reference_images)}",
+            r.notes]) + " |")
     return lines + [""]
+
+
+def counts(generated, real) -> str:
+    """"50,000 / 50,000": numbers of images (or comma-joined lists of them); "?" where unknown."""
+    def one(v) -> str:
+        if v is None or (isinstance(v, float) and not np.isfinite(v)) or str(v) in ("", "nan"):
+            return "?"
+        return ", ".join(f"{int(float(x)):,}" for x in str(v).split(","))
+    return f"{one(generated)} / {one(real)}"
 
 
 # --------------------------------------------------------------------------------------------------

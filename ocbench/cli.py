@@ -112,11 +112,11 @@ def cmd_fid_score(args) -> None:
     from ocbench.metrics import Evaluator
 
     cfg = load_config(args)
-    ev = Evaluator.from_config(cfg, args.device, stats=args.stats)
+    ev = Evaluator.from_config(cfg, args.device, stats=args.stats, final=args.final)
     if args.images:
-        scores = ev.evaluate_images(args.images)
+        scores = ev.evaluate_images(args.images, final=args.final)
     else:
-        scores = ev.evaluate_generator(args.generator, args.n, args.seed)
+        scores = ev.evaluate_generator(args.generator, args.n, args.seed, final=args.final)
     print(f"FID {scores['fid']:.6f}  KID {scores['kid']:.6f} ± {scores['kid_std']:.6f}  "
           f"precision {scores['precision']:.4f}  recall {scores['recall']:.4f}")
     print(f"weights sha256 {scores['weights_sha256']} ({'official' if scores['weights_official'] else 'NOT official'}), "
@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples from the generator (default: as many as its epoch's evaluation in training)")
     q.add_argument("--seed", type=int, default=None,
                    help="seed of the latents (default: its epoch's evaluation's, so the FID in metrics.csv)")
+    q.add_argument("--final", action="store_true",
+                   help="the FID as the final evaluation's, against metrics.final_real_images real images when "
+                        "set (with run.json's final -n and --seed: its FID)")
     q.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
     q.set_defaults(func=cmd_fid_score)
 

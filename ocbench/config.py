@@ -130,6 +130,7 @@ class TrainConfig:
     arch: str = "dcgan"  # dcgan (the paper's networks, `width`) | resnet (SN-GAN's ResNet, `ngf` and `ndf`)
     ngf: int = 1024
     ndf: int = 1024
+    resnet: str = "mimicry"  # arch resnet's discriminator: mimicry (its code, the preset's) | chainer (ocbench/nn.py)
     g_steps: int | None = None  # None: `epochs` whole epochs; N: stop at the N-th G update
     snapshot_epochs: list[int] = field(default_factory=list)
     grid_size: int = 64
@@ -184,6 +185,8 @@ class MetricsConfig:
     fid_inf_smallest: float = 0.5
     eval_seed: int = 1_000_000  # the FID samples after epoch index e use seed eval_seed + e
     final_samples: int | None = None  # after the last epoch, also score this many samples (run.json's "final")
+    final_real_images: int | None = None  # the final FID against this many real images drawn at random; None: `stats`'
+    final_real_seed: int = 0  # the seed that draws them (fid.real_sample_indices)
 
 
 @dataclass(frozen=True)
@@ -541,7 +544,7 @@ def load(files: list[str | Path] | None = None, overrides: list[str] | None = No
 
 # A run's outputs (metrics.csv, sample grids, snapshots, run.json) depend on its GAN's settings
 # (gans.<gan>), its variant's (variants.<variant>), its seed and these; its width is train.width, or
-# train.ngf and train.ndf with arch resnet. Not in it, so that a run resumes across them: what only
+# train.ngf and train.ndf with arch resnet (and its D's form, train.resnet). Not in it, so that a run resumes across them: what only
 # changes how fast it goes or how it is watched (train.device, deterministic, data_on_device,
 # channels_last, compile, cuda_graphs, checkpoint_minutes; metrics.batch_size and frechet, the same
 # numbers by other kernels; log, gpus) and where files are (paths and the data's and weights' files).
@@ -552,6 +555,7 @@ RUN_SETTINGS = (
     "metrics.stats_images", "metrics.fid_samples", "metrics.dims", "metrics.pr_k", "metrics.pr_real_samples",
     "metrics.placeholder_weights", "metrics.kid_subsets", "metrics.kid_subset_size", "metrics.kid_real_samples",
     "metrics.fid_inf_points", "metrics.fid_inf_smallest", "metrics.eval_seed", "metrics.final_samples",
+    "metrics.final_real_images", "metrics.final_real_seed",
 )
 
 
@@ -601,7 +605,7 @@ def digest(mapping: dict) -> str:
 def run_protocol(cfg: Config, run: str) -> dict:
     """What a run's outputs depend on, {dotted key: value} (see RUN_SETTINGS)."""
     gan, variant, _ = cfg.parse_run(run)
-    widths = ["train.width"] if cfg.train.arch == "dcgan" else ["train.ngf", "train.ndf"]
+    widths = ["train.width"] if cfg.train.arch == "dcgan" else ["train.ngf", "train.ndf", "train.resnet"]
     return {"run": run, **settings(cfg, [f"gans.{gan}", f"variants.{variant}", *RUN_SETTINGS, *widths])}
 
 

@@ -376,7 +376,9 @@ def array_batches(array: np.ndarray, batch_size: int, count: int | None = None) 
 
 @dataclass
 class Reference:
-    """A stats file: mu, sigma (pytorch-fid's keys) and, for precision/recall, real features."""
+    """A stats file: mu, sigma (pytorch-fid's keys) and, for precision/recall, real features. `subset`:
+    the statistics of a seeded random subset of the prepared images (`metrics.final_real_images`, what
+    the final evaluation's FID is measured against), a Reference of its own with its `seed`."""
 
     mu: np.ndarray
     sigma: np.ndarray
@@ -384,10 +386,13 @@ class Reference:
     weights_sha256: str | None = None  # the weights that made the file (absent in pytorch-fid's)
     images: int | None = None  # how many real images mu/sigma describe (absent in pytorch-fid's and older files)
     split: str | None = None  # which CelebA split they came from (data.split of the prepared array)
+    subset: Reference | None = None
+    seed: int | None = None  # of a subset: the seed of `real_sample_indices` that chose its images
 
 
 def real_sample_indices(n_images: int, n_samples: int, seed: int = 0) -> np.ndarray:
-    """A fixed, seeded, sorted choice of min(n_samples, n_images) image indices for P/R."""
+    """A fixed, seeded, sorted choice of min(n_samples, n_images) image indices (for P/R, and with
+    their own seed for the final evaluation's real images)."""
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n_images, size=min(n_samples, n_images), replace=False))
 
@@ -399,8 +404,12 @@ def compute_reference(
     count: int | None = None,
     pr_samples: int = 10000,
     progress: bool = True,
+    subset: int | None = None,
+    subset_seed: int = 0,
 ) -> Reference:
-    """Statistics of the first `count` images (all when None) of a uint8 N x H x W x 3 array.
+    """Statistics of the first `count` images (all when None) of a uint8 N x H x W x 3 array, and with
+    `subset` those of `subset` images drawn at random from all N (`real_sample_indices` with
+    `subset_seed`), from the same pass (`Reference.subset`).
 
     The images stay memory-mapped and are read one batch at a time; their features go into float64
     running sums on the network's device (`RunningStatistics`), and only the `pr_samples` rows kept
@@ -412,21 +421,39 @@ def compute_reference(
     n = len(array) if count is None else min(count, len(array))
     if n < 2:
         raise OcbenchError(f"reference statistics need at least 2 images, the prepared array has {n}")
+    chosen = None
+    if subset is not None:
+        if not 2 <= subset <= len(array):
+            raise OcbenchError(f"metrics.final_real_images is {subset} but the prepared array holds {len(array)} "
+                               "images; set it to at most that (null: the final evaluation uses metrics.stats)")
+        chosen = real_sample_indices(len(array), subset, subset_seed)
+    end = n if chosen is None else max(n, int(chosen[-1]) + 1)  # the images the pass reads
     keep = real_sample_indices(n, pr_samples)
-    running = RunningStatistics(net.feature_dim, next(net.parameters()).device)
+    device = next(net.parameters()).device
+    running = RunningStatistics(net.feature_dim, device)
+    chosen_running = None if chosen is None else RunningStatistics(net.feature_dim, device)
     kept = []
     start = 0
-    bar = progress_bar(total=n, unit="img", desc="inception", disable=not progress)
-    for batch in array_batches(array, batch_size, n):
+    bar = progress_bar(total=end, unit="img", desc="inception", disable=not progress)
+    for batch in array_batches(array, batch_size, end):
         feats = features(net, batch)
-        running.update(feats)
-        rows = keep[(keep >= start) & (keep < start + len(feats))] - start
+        stop = start + len(feats)
+        if start < n:
+            running.update(feats[: n - start])
+        rows = keep[(keep >= start) & (keep < stop)] - start
         kept.append(feats[torch.from_numpy(rows).to(feats.device)].cpu())
-        start += len(batch)
+        if chosen_running is not None:
+            rows = chosen[(chosen >= start) & (chosen < stop)] - start
+            chosen_running.update(feats[torch.from_numpy(rows).to(feats.device)])
+        start = stop
         bar.update(len(batch))
     bar.close()
     mu, sigma = running.result()
-    return Reference(mu.cpu().numpy(), sigma.cpu().numpy(), torch.cat(kept).numpy(), images=n)
+    ref = Reference(mu.cpu().numpy(), sigma.cpu().numpy(), torch.cat(kept).numpy(), images=n)
+    if chosen_running is not None:
+        mu, sigma = chosen_running.result()
+        ref.subset = Reference(mu.cpu().numpy(), sigma.cpu().numpy(), images=subset, seed=subset_seed)
+    return ref
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -452,6 +479,9 @@ def save_reference(ref: Reference, path: str | Path) -> None:
         arrays["images"] = np.array(ref.images)
     if ref.split is not None:
         arrays["split"] = np.array(ref.split)
+    if ref.subset is not None:  # beside pytorch-fid's keys, which read the whole reference
+        arrays.update(subset_mu=ref.subset.mu, subset_sigma=ref.subset.sigma, subset_images=np.array(ref.subset.images),
+                      subset_seed=np.array(ref.subset.seed))
     atomic_write(path, lambda f: np.savez(f, **arrays))  # a file object: np.savez adds no ".npz"
 
 
@@ -466,7 +496,11 @@ def load_reference(path: str | Path) -> Reference:
             feats = f["features"] if "features" in f else None
             images = int(f["images"]) if "images" in f else None
             split = str(f["split"]) if "split" in f else None
-            return Reference(f["mu"], f["sigma"], feats, sha, images, split)
+            subset = None
+            if "subset_mu" in f:
+                subset = Reference(f["subset_mu"], f["subset_sigma"], None, sha, int(f["subset_images"]), split,
+                                   seed=int(f["subset_seed"]))
+            return Reference(f["mu"], f["sigma"], feats, sha, images, split, subset)
     except (OSError, KeyError, ValueError) as exc:
         raise OcbenchError(
             f"{path} is not a statistics file with mu and sigma ({exc}); rerun `ocbench fid stats`"

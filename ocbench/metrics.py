@@ -4,6 +4,8 @@
     evaluator.evaluate(sample, n)                        # every epoch; fid_inf=True at snapshot epochs
     -> {"fid", "precision", "recall", "kid", "kid_std", "fid_inf", "weights_sha256", "weights_official",
         "frechet"} and the provenance (`Evaluator.provenance`: sample counts, split, precision)
+    evaluator.evaluate(sample, n, final=True)            # run.json's "final": the FID against
+                                                         # metrics.final_real_images real images, if set
 
 `sample(start, count)` returns `count` generated images in [-1, 1] (count x 3 x H x W, any device);
 the caller owns seeding and beta. Images are quantised to uint8 as a PNG would hold them
@@ -50,6 +52,7 @@ class Evaluator:
         kid_real_samples: int | None = None,
         fid_inf_points: int = 5,
         fid_inf_smallest: float = 0.5,
+        final_reference: fid.Reference | None = None,
     ):
         if frechet not in fid.FRECHET_METHODS:
             raise OcbenchError(f"metrics.frechet must be one of {', '.join(fid.FRECHET_METHODS)}, got {frechet!r}")
@@ -65,6 +68,10 @@ class Evaluator:
             self.ref_mu = torch.from_numpy(reference.mu).to(self.device, torch.float64)
             self.ref_sigma = torch.from_numpy(reference.sigma).to(self.device, torch.float64)
             self.ref_root = fid.psd_root(self.ref_sigma)  # (R, rank)
+        # The final evaluation's real statistics (metrics.final_real_images), when they are not the
+        # reference's: on the device with their square root, made once, at the first final evaluation.
+        self.final_reference = final_reference
+        self._final_on_device = None
         self.real_features = None
         self.real_radii = None
         if reference.features is not None and len(reference.features) > pr_k:
@@ -90,13 +97,15 @@ class Evaluator:
     def weights_official(self) -> bool:
         return self.weights.official
 
-    def provenance(self, n: int) -> dict:
+    def provenance(self, n: int, final: bool = False) -> dict:
         """What makes an evaluation of `n` generated samples comparable with another, as plain Python
         types (metrics rows travel in checkpoints loaded with weights_only=True): the sample counts,
         the real reference's size and split (empty when its stats file does not say), the precision.
+        `final`: of a final evaluation, whose FID is against `final_reference` when there is one: its
+        count of real images and the seed that drew them (`reference_seed`).
         The weights' sha256 and the Frechet route are in every result already."""
-        ref = self.reference
-        return {
+        ref = self.final_reference if final and self.final_reference is not None else self.reference
+        out = {
             "fid_samples": int(n),
             "reference_images": "" if ref.images is None else int(ref.images),
             "reference_split": "" if ref.split is None else str(ref.split),
@@ -104,10 +113,16 @@ class Evaluator:
             "kid_real_samples": 0 if self.kid_real is None else len(self.kid_real),
             "eval_precision": fid.EVAL_PRECISION,  # Inception in full fp32 on every device (`fid.full_fp32`)
         }
+        if ref.seed is not None:
+            out["reference_seed"] = int(ref.seed)
+        return out
 
     @classmethod
-    def from_config(cls, cfg, device: torch.device | str | None = None, stats: str | None = None):
-        """Weights from `metrics.weights_dir` (or torch.hub's cache), stats from `metrics.stats`."""
+    def from_config(cls, cfg, device: torch.device | str | None = None, stats: str | None = None,
+                    final: bool = True):
+        """Weights from `metrics.weights_dir` (or torch.hub's cache), stats from `metrics.stats`.
+        `final`: with the final evaluation's real statistics (`metrics.final_real_images`), checked
+        here, so that a run whose stats file lacks them stops before training, not at its end."""
         device = resolve_device(cfg.train.device) if device is None else torch.device(device)
         weights = fid.locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)
         reference = fid.load_reference(stats or cfg.metrics.stats)
@@ -125,6 +140,8 @@ class Evaluator:
                 f"metrics.kid_real_samples is {m.kid_real_samples} but {stats or m.stats} holds {held} real "
                 "features; lower it, or raise metrics.pr_real_samples and rerun `ocbench fid stats`"
             )
+        final_ref = None if not final else final_reference(reference, m.final_real_images, m.final_real_seed,
+                                                           stats or m.stats)
         net = fid.load_inception(weights, device, cfg.metrics.dims)
         if len(reference.mu) != net.feature_dim:
             raise OcbenchError(
@@ -132,7 +149,7 @@ class Evaluator:
                 f"{net.feature_dim}; delete it and rerun `ocbench fid stats`"
             )
         return cls(net, weights, reference, m.batch_size, m.pr_k, m.frechet, m.kid_subsets, m.kid_subset_size,
-                   kid_real, m.fid_inf_points, m.fid_inf_smallest)
+                   kid_real, m.fid_inf_points, m.fid_inf_smallest, final_ref)
 
     # ----------------------------------------------------------------------------------------------
 
@@ -148,9 +165,17 @@ class Evaluator:
             raise ValueError(f"expected {n} images, got {start}")
         return out
 
-    def frechet_distance(self, mu: torch.Tensor, sigma: torch.Tensor, n: int) -> float:
-        """The Frechet distance of (mu, sigma), statistics of `n` samples, to the reference, by
-        `metrics.frechet`."""
+    def frechet_distance(self, mu: torch.Tensor, sigma: torch.Tensor, n: int, final: bool = False) -> float:
+        """The Frechet distance of (mu, sigma), statistics of `n` samples, to the reference (`final`: to
+        the final evaluation's real statistics, when it has its own), by `metrics.frechet`."""
+        if final and self.final_reference is not None:
+            ref = self.final_reference
+            if self.frechet == "scipy":
+                return fid.frechet_distance_scipy(mu, sigma, ref.mu, ref.sigma)
+            if self._final_on_device is None:
+                ref_mu, ref_sigma = (torch.from_numpy(a).to(self.device, torch.float64) for a in (ref.mu, ref.sigma))
+                self._final_on_device = ref_mu, ref_sigma, fid.psd_root(ref_sigma)
+            return fid.frechet_distance_eigh(mu, sigma, *self._final_on_device[:2], n, self._final_on_device[2])
         if self.frechet == "scipy":
             return fid.frechet_distance_scipy(mu, sigma, self.reference.mu, self.reference.sigma)
         return fid.frechet_distance_eigh(mu, sigma, self.ref_mu, self.ref_sigma, n, self.ref_root)
@@ -164,12 +189,12 @@ class Evaluator:
             self._kid_subsets[n] = subsets, kid.real_sums(self.kid_real, subsets)
         return kid.kid_of_subsets(feats, self.kid_real, *self._kid_subsets[n])
 
-    def score_features(self, feats: torch.Tensor, fid_inf: bool = False) -> dict:
-        """FID against the reference mu/sigma; precision/recall and KID against the real features (NaN
-        when the stats file has none, e.g. one written by `python -m pytorch_fid --save-stats`);
-        with `fid_inf`, FID-infinity too (else NaN)."""
+    def score_features(self, feats: torch.Tensor, fid_inf: bool = False, final: bool = False) -> dict:
+        """FID against the reference mu/sigma (`final`: the final evaluation's, see `frechet_distance`);
+        precision/recall and KID against the real features (NaN when the stats file has none, e.g. one
+        written by `python -m pytorch_fid --save-stats`); with `fid_inf`, FID-infinity too (else NaN)."""
         mu, sigma = fid.statistics(feats, self.batch_size)
-        result = {"fid": self.frechet_distance(mu, sigma, len(feats))}
+        result = {"fid": self.frechet_distance(mu, sigma, len(feats), final)}
         if self.real_features is not None and len(feats) > self.pr_k:
             p, r = prdc.precision_recall(self.real_features, feats, self.pr_k, self.real_radii)
         else:
@@ -194,9 +219,9 @@ class Evaluator:
         return result
 
     @torch.no_grad()
-    def evaluate(self, sample: Sampler, n: int, fid_inf: bool = False) -> dict:
+    def evaluate(self, sample: Sampler, n: int, fid_inf: bool = False, final: bool = False) -> dict:
         """Score `n` images from `sample(start, count)` (floats in [-1, 1]), in batches; FID-infinity
-        as well with `fid_inf`."""
+        as well with `fid_inf`; `final`: as the final evaluation (`score_features`)."""
         if n < 2:
             raise OcbenchError(f"FID needs at least 2 samples, got metrics.fid_samples={n}")
 
@@ -208,19 +233,36 @@ class Evaluator:
                     raise ValueError(f"sample({start}, {count}) gave shape {tuple(images.shape)}")
                 yield fid.to_uint8(images)
 
-        return self.score_features(self.features(batches(), n), fid_inf)
+        return self.score_features(self.features(batches(), n), fid_inf, final)
 
-    def evaluate_images(self, folder: str | Path) -> dict:
-        """Score the image files in `folder`, chosen and read as `python -m pytorch_fid` does."""
+    def evaluate_images(self, folder: str | Path, final: bool = False) -> dict:
+        """Score the image files in `folder`, chosen and read as `python -m pytorch_fid` does; `final`:
+        as the final evaluation (`score_features`)."""
         files = fid.image_files(folder)
         if len(files) < 2:
             raise OcbenchError(f"{folder} holds {len(files)} image files; FID needs at least 2")
-        return self.score_features(self.features(read_images(files, self.batch_size), len(files)))
+        return self.score_features(self.features(read_images(files, self.batch_size), len(files)), final=final)
 
-    def evaluate_generator(self, checkpoint: str | Path, n: int | None = None, seed: int | None = None) -> dict:
+    def evaluate_generator(self, checkpoint: str | Path, n: int | None = None, seed: int | None = None,
+                           final: bool = False) -> dict:
         """Score `n` samples of a saved generator at its epoch's beta (`generator_sampler`: by default
-        the latents of its epoch's evaluation, so the FID recorded in training)."""
-        return self.evaluate(*generator_sampler(checkpoint, self.device, n, seed))
+        the latents of its epoch's evaluation, so the FID recorded in training); `final`: as the final
+        evaluation (with its `n` and seed: run.json's "final")."""
+        return self.evaluate(*generator_sampler(checkpoint, self.device, n, seed), final=final)
+
+
+def final_reference(reference: fid.Reference, images: int | None, seed: int, path) -> fid.Reference | None:
+    """The real statistics the final evaluation's FID is measured against: None (the reference itself)
+    without `metrics.final_real_images`, else the stats file's subset, which must be of that many
+    images drawn with `metrics.final_real_seed`."""
+    if images is None:
+        return None
+    subset = reference.subset
+    if subset is None or (subset.images, subset.seed) != (images, seed):
+        held = "none" if subset is None else f"{subset.images} drawn with seed {subset.seed}"
+        raise OcbenchError(f"{path} holds no statistics of metrics.final_real_images={images} real images drawn with "
+                           f"metrics.final_real_seed={seed} (it holds {held}); delete it and rerun `ocbench fid stats`")
+    return subset
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,10 +292,11 @@ def make_reference(cfg, device: torch.device | str | None = None, progress: bool
     device = resolve_device(cfg.train.device) if device is None else torch.device(device)
     weights = fid.locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)
     net = fid.load_inception(weights, device, cfg.metrics.dims)
-    ref = fid.compute_reference(
-        array, net, cfg.metrics.batch_size, cfg.metrics.stats_images, cfg.metrics.pr_real_samples, progress
-    )
-    ref.weights_sha256 = weights.sha256
-    ref.split = cfg.data.split  # `ocbench data prepare` remakes the array whenever its split changes
+    m = cfg.metrics
+    ref = fid.compute_reference(array, net, m.batch_size, m.stats_images, m.pr_real_samples, progress,
+                                m.final_real_images, m.final_real_seed)
+    for r in (ref, ref.subset) if ref.subset is not None else (ref,):
+        r.weights_sha256 = weights.sha256
+        r.split = cfg.data.split  # `ocbench data prepare` remakes the array whenever its split changes
     fid.save_reference(ref, cfg.metrics.stats)
     return Path(cfg.metrics.stats)

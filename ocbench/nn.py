@@ -10,7 +10,8 @@ exist, so alpha = 0 is exactly a plain CNN (the baseline) and alpha = 1 works to
 `up` is nearest 2x upsampling and `pool` 2x2 average pooling; every conv is 3x3, padding 1, no bias.
 `ARCHS` names the two architectures (`train.arch`): the paper's (`dcgan`, `Generator` and
 `Discriminator`) and, beyond the paper, SN-GAN's ResNet at 128 x 128 (`resnet`, `ResNetGenerator` and
-`ResNetDiscriminator`, at the end of this file); `generator` and `discriminator` build either.
+`ResNetDiscriminator`, at the end of this file, its D in one of two forms, `RESNET_FORMS`);
+`generator` and `discriminator` build either.
 
 The discriminator's normalisation is a setting (`d_norm`, two per layer as the BatchNorms): the paper's
 BatchNorm, none, or a per-sample layer norm; `spectral_norm` puts PyTorch's spectral normalisation on
@@ -24,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrizations
+from torch.nn.utils import parametrizations, spectral_norm as hooked_spectral_norm
 
 Pair = tuple["torch.Tensor | None", "torch.Tensor | None"]
 # (beta_H, beta_L) as two floats or a 2-element tensor (training's, updated in place every epoch);
@@ -228,7 +229,24 @@ class Discriminator(nn.Module):
 # table (SNGAN FID 12.93) was measured with. At ratio alpha every conv, the 3x3s and the 1x1 shortcuts,
 # is an `OctaveConv` (with bias, as SN-GAN's); BatchNorm, ReLU, resampling and the residual sum act on
 # each group; beta weighs each block's output pair. alpha = 0 is exactly the plain ResNet (one group,
-# every conv its conv_hh; tests/test_resnet.py builds that network from torch layers and compares).
+# every conv its conv_hh; tests/test_resnet.py builds mimicry's network from torch layers and compares).
+#
+# The discriminator comes in two forms (`train.resnet`), the same layers and parameters computing two
+# functions:
+# - `mimicry` (default): what mimicry's code computes, the network behind the number the preset is held
+#   against. Its DBlock applies an in-place ReLU (`nn.ReLU(True)`) to the block's input before the
+#   residual convs, and the shortcut, evaluated after, reads that rewritten tensor: relu(x), not x
+#   (DBlockOptimized, the first block, puts its ReLU after a conv: unaffected). Spectral norm is
+#   `torch.nn.utils.spectral_norm`, the hook API mimicry's SNConv2d/SNLinear use: u and v drawn at
+#   random when the layer is made, and each training-mode forward v <- normalize(W^T u), then
+#   u <- normalize(W v); eval mode uses the stored u, v.
+# - `chainer`: SN-GAN's chainer block (pfnet-research/sngan_projection: F.relu makes a new array, the
+#   shortcut reads x) with `torch.nn.utils.parametrizations.spectral_norm` (15 power iterations at
+#   creation, then u first, v second): the networks ocbench's ResNet had before, kept so that its
+#   earlier numbers can be reproduced.
+# In octave form the rule holds per group: in `mimicry` each group's shortcut reads that group's relu.
+
+RESNET_FORMS = ("mimicry", "chainer")
 
 
 def each(f, pair: Pair) -> Pair:
@@ -307,14 +325,15 @@ class ResGenBlock(nn.Module):
 class ResDisBlock(nn.Module):
     """D's block: residual ReLU, conv3x3 (to `cin` channels), ReLU, conv3x3, [2x2 avg-pool]; shortcut
     conv1x1 then [pool] where the channels change or it pools, else the identity; summed per group,
-    then beta. `first`: SN-GAN's optimised first block, on the image (a single group): conv3x3 (to
-    `cout`), ReLU, conv3x3, pool, with the shortcut pool then conv1x1, and no ReLU before."""
+    then beta. The shortcut reads the block's input x (`form` chainer) or relu(x) (`form` mimicry: its
+    in-place ReLU rewrote x). `first`: SN-GAN's optimised first block, on the image (a single group):
+    conv3x3 (to `cout`), ReLU, conv3x3, pool, with the shortcut pool then conv1x1, and no ReLU before."""
 
     def __init__(self, cin: int, cout: int, alpha_in: float, alpha: float, downsample: bool = True,
-                 first: bool = False):
+                 first: bool = False, form: str = "mimicry"):
         super().__init__()
         hidden = cout if first else cin
-        self.first, self.downsample = first, downsample
+        self.first, self.downsample, self.form = first, downsample, form
         self.conv1 = OctaveConv(cin, hidden, alpha_in, alpha, 3, bias=True)
         self.conv2 = OctaveConv(hidden, cout, alpha, alpha, 3, bias=True)
         learnable = first or downsample or cin != cout or alpha_in != alpha
@@ -324,7 +343,10 @@ class ResDisBlock(nn.Module):
             xavier_(self.shortcut, 1.0)
 
     def forward(self, x: Pair, beta: Beta = None) -> Pair:
-        h = self.conv2(each(F.relu, self.conv1(x if self.first else each(F.relu, x))))
+        r = x if self.first else each(F.relu, x)
+        if self.form == "mimicry":
+            x = r  # what mimicry's shortcut reads after its in-place ReLU
+        h = self.conv2(each(F.relu, self.conv1(r)))
         if self.downsample:
             h = each(pool2, h)
         if self.first:
@@ -372,7 +394,8 @@ class ResNetDiscriminator(nn.Module):
 
     The optimised first block 3 -> ndf/16 (a single input group), blocks ndf/16 -> ndf/8 -> ndf/4 ->
     ndf/2 -> ndf pooling 2x2 and ndf -> ndf without (`ResDisBlock`), ReLU, global sum pooling,
-    Linear(ndf -> 1). `spectral_norm`: PyTorch's on every conv branch and on the linear layer.
+    Linear(ndf -> 1). `spectral_norm`: on every conv branch and on the linear layer. `form`, one of
+    `RESNET_FORMS`: what the blocks' shortcuts read and which spectral norm (see above the classes).
 
     The octave form pools each group and the linear layer reads both, concatenated (ndf features, so
     the same weights as the plain network's at any alpha). The low group is summed over the grid of
@@ -382,18 +405,21 @@ class ResNetDiscriminator(nn.Module):
     spectrally normalised layer, which cannot scale them back up.
     """
 
-    def __init__(self, alpha: float, width: int = 1024, spectral_norm: bool = True):
+    def __init__(self, alpha: float, width: int = 1024, spectral_norm: bool = True, form: str = "mimicry"):
         super().__init__()
-        self.alpha, self.width = alpha, width
+        if form not in RESNET_FORMS:
+            raise ValueError(f"unknown ResNet form {form!r}; allowed: {', '.join(RESNET_FORMS)}")
+        self.alpha, self.width, self.form = alpha, width, form
         chans = [3, width // 16, width // 8, width // 4, width // 2, width, width]
         self.blocks = nn.ModuleList(
-            ResDisBlock(cin, cout, 0.0 if i == 0 else alpha, alpha, downsample=i < 5, first=i == 0)
+            ResDisBlock(cin, cout, 0.0 if i == 0 else alpha, alpha, downsample=i < 5, first=i == 0, form=form)
             for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])))
         self.fc = nn.Linear(width, 1)
         nn.init.xavier_uniform_(self.fc.weight, 1.0)
-        if spectral_norm:  # after the init: it reparametrises the weights the init drew
+        if spectral_norm:  # after the init: it normalises the weights the init drew
+            apply_spectral_norm = hooked_spectral_norm if form == "mimicry" else parametrizations.spectral_norm
             for layer in [m for m in self.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]:
-                parametrizations.spectral_norm(layer)
+                apply_spectral_norm(layer)
 
     def forward(self, x: torch.Tensor, beta: Beta = None) -> torch.Tensor:
         pair: Pair = (x, None)
@@ -420,11 +446,12 @@ def generator(arch: str, alpha: float, width: int, latent_dim: int, init: str = 
 
 
 def discriminator(arch: str, alpha: float, width: int, init: str = "pytorch", norm: str = "batch",
-                  spectral_norm: bool = False) -> nn.Module:
+                  spectral_norm: bool = False, resnet: str = "mimicry") -> nn.Module:
     """The discriminator of `arch` at `alpha`; `init` and `norm` are the paper network's settings (the
-    ResNet's D has no normalisation layers and SN-GAN's init)."""
+    ResNet's D has no normalisation layers and SN-GAN's init), `resnet` the ResNet's form
+    (`RESNET_FORMS`, `train.resnet`)."""
     if arch == "dcgan":
         return Discriminator(alpha, width, init=init, norm=norm, spectral_norm=spectral_norm)
     if arch == "resnet":
-        return ResNetDiscriminator(alpha, width, spectral_norm=spectral_norm)
+        return ResNetDiscriminator(alpha, width, spectral_norm=spectral_norm, form=resnet)
     raise ValueError(f"unknown arch {arch!r}; allowed: {', '.join(ARCHS)}")

@@ -394,17 +394,20 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
 
 def final_evaluation(run: Run, evaluator, log) -> dict:
     """run.json's "final": FID, KID and precision/recall of `metrics.final_samples` samples of the
-    trained generator (published tables score 50,000), against the same reference as every epoch's.
+    trained generator (published tables score 50,000); the FID against `metrics.final_real_images`
+    real images drawn at random when set (published tables: 50,000), else against the same reference
+    as every epoch's, KID and precision/recall against the real features every epoch uses.
     Their latents come from the seed after the last epoch's (`eval_seed`), which no epoch scores;
-    `ocbench fid score --generator <last snapshot> -n N --seed S` scores the same images."""
+    `ocbench fid score --final --generator <last snapshot> -n N --seed S` scores the same images."""
     cfg, n = run.cfg, run.cfg.metrics.final_samples
     seed = eval_seed(cfg, cfg.train.epochs)
     started = time.monotonic()
     run.G.eval()
-    scores = evaluator.evaluate(eval_sampler(run.G, run.beta, cfg.train.latent_dim, run.device, seed, n), n)
+    scores = evaluator.evaluate(eval_sampler(run.G, run.beta, cfg.train.latent_dim, run.device, seed, n), n,
+                                final=True)
     final = {"fid": float(scores["fid"]), "kid": float(scores["kid"]), "kid_std": float(scores["kid_std"]),
              "precision": float(scores["precision"]), "recall": float(scores["recall"]), "seed": seed,
-             **evaluator.provenance(n), "eval_seconds": round(time.monotonic() - started, 3)}
+             **evaluator.provenance(n, final=True), "eval_seconds": round(time.monotonic() - started, 3)}
     log(f"{run.id} final evaluation on {n} samples: fid {final['fid']:.2f} kid {final['kid']:.5f} "
         f"precision {final['precision']:.3f} recall {final['recall']:.3f} ({final['eval_seconds']:.1f}s)")
     return final
@@ -769,7 +772,7 @@ def build_networks(alpha: float, gan_cfg: GanConfig, train_cfg: TrainConfig,
     config says."""
     G = generator(train_cfg.arch, alpha, train_cfg.g_width, train_cfg.latent_dim, init=train_cfg.init).to(device)
     D = discriminator(train_cfg.arch, alpha, train_cfg.d_width, init=train_cfg.init, norm=gan_cfg.d_norm,
-                      spectral_norm=gan_cfg.spectral_norm).to(device)
+                      spectral_norm=gan_cfg.spectral_norm, resnet=train_cfg.resnet).to(device)
     if train_cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     return G, D

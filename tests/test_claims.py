@@ -256,14 +256,16 @@ def test_a_published_baseline_is_set_beside_ours_and_other_gans_are_judged_too(t
         gan, variant, seed = cfg.parse_run(run)
         write_run(cfg.run_dir(run), gan, variant, seed)
         final = {m: ours[m][seed] for m in ours} if variant == "baseline" else {"fid": 11.0, "kid": 0.009}
-        (cfg.run_dir(run) / "run.json").write_text(json.dumps({"run": run, "final": {**final, "fid_samples": 50000}}))
+        counts = {"fid_samples": 50000, "reference_images": 50000, "reference_seed": 0, "kid_real_samples": 10000}
+        (cfg.run_dir(run) / "run.json").write_text(json.dumps({"run": run, "final": {**final, **counts}}))
     result = claims_mod.evaluate(cfg, collect(cfg))
 
     fid = row(result, "R", "sngan", "final_eval_fid")
     ci = stats.ttest_1samp(np.array(ours["fid"]) - 12.93, 0).confidence_interval(0.95)
     assert fid.mean_setting == pytest.approx(13.0) and fid.difference == pytest.approx(13.0 - 12.93)
     assert (fid.ci_low, fid.ci_high) == pytest.approx((ci.low, ci.high))
-    assert fid.verdict == "within the seed interval" and fid.n_seeds == 3 and fid.fid_samples == "50000"
+    assert fid.verdict == "within the seed interval" and fid.n_seeds == 3
+    assert (fid.fid_samples, fid.reference_images) == ("50000", "50000")  # the final's counts, not every epoch's
     assert row(result, "R", "sngan", "final_eval_kid").verdict == "outside the seed interval"
     assert row(result, "1", "sngan", "final_fid").verdict == "supported"  # OCT 70 vs 100: the paper's claim 1
     assert not len(result[(result.claim == "3") & (result.gan == "sngan")])
@@ -272,6 +274,9 @@ def test_a_published_baseline_is_set_beside_ours_and_other_gans_are_judged_too(t
     assert md.index("## Our baseline against published numbers") < md.index("| claim | GAN |")
     # ours and ours − published to the same decimals: 13.000 − 12.93 reads as 0.070
     assert "| SNGAN | FID, final evaluation | 12.93 ± 0.04 | 13.000 | 0.070 [" in md and "**within the seed interval**" in md
+    # each row says both image counts, published and ours; KID's real ones are the features it keeps
+    assert "| published 50,000 / 50,000; ours 50,000 / 50,000 | mimicry, fid |" in md
+    assert "| published 50,000 / 50,000; ours 50,000 / 10,000 | mimicry, kid |" in md
     assert "for DCGAN, LSGAN, WGAN, SNGAN." in md
 
     # Without metrics.final_samples the row says what to set; a paper config has no reference section.

@@ -126,6 +126,15 @@ def test_stabilizers_overlay_and_figure_8():
     assert cfg.gans["wgan"].gradient_penalty == 1.0 and cfg.figure_numbers()[-1] == 8
 
 
+def test_paper_yaml_and_the_dataclasses_default_alike():
+    """Keys a config written before them lacks: the dataclass defaults are paper.yaml's."""
+    cfg = config.load()
+    assert (cfg.train.resnet, cfg.metrics.final_real_images, cfg.metrics.final_real_seed) == ("mimicry", None, 0)
+    raw = copy.deepcopy(cfg.raw)
+    del raw["train"]["resnet"], raw["metrics"]["final_real_images"], raw["metrics"]["final_real_seed"]
+    assert config.from_dict(raw).train == cfg.train and config.from_dict(raw).metrics == cfg.metrics
+
+
 def test_analysis_settings_and_eval_seed_default_to_the_former_constants():
     """What summary.py, claims.py and train.py held as constants: the same numbers, now in paper.yaml,
     and the same again for a config written before these keys existed (the dataclass defaults)."""

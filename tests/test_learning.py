@@ -91,11 +91,12 @@ def test_training_brings_fid_well_below_initialisation_and_a_broken_objective(se
 
 def test_the_resnet_sngan_brings_fid_well_below_initialisation(setup):
     """The same check for sngan-resnet.yaml's networks and GAN (hinge loss, Adam 2e-4 with betas
-    (0.0, 0.9), spectral norm) at ngf = ndf = 64, batches of 4, 100 G steps (train.g_steps) with one D
-    step each (the preset's two would double the D work for the same G steps). Measured on an AMD EPYC
-    (one thread): FID 3.19 at initialisation, 1.57 trained (0.49x; 1.61 with two threads); with batches
-    of 8, 3.04 and 1.49 after 120 G steps, 1.98 after 80. ngf 16, 32 or 48 learn too little in 100-120
-    G steps (FID 0.9-1.0x): too few channels at 128 x 128 (ngf/16)."""
+    (0.0, 0.9), spectral norm, mimicry's form of D) at ngf = ndf = 64, batches of 4, 100 G steps
+    (train.g_steps) with one D step each (the preset's two would double the D work for the same G
+    steps). Measured on an AMD EPYC (two threads): FID 3.19 at initialisation, 1.83 trained (0.57x); the
+    chainer form of D 1.58 (0.49x; its sizes, one thread: batches of 8, 3.04 and 1.49 after 120 G steps,
+    1.98 after 80). ngf 16, 32 or 48 learn too little in 100-120 G steps (FID 0.9-1.0x): too few
+    channels at 128 x 128 (ngf/16)."""
     from ocbench.nn import ResNetGenerator
 
     cfg, evaluator = setup

@@ -132,6 +132,54 @@ def test_streaming_reference_equals_the_full_array_route(fid_env):
     assert ref.features.dtype == np.float32 and np.array_equal(ref.features, act[keep].astype(np.float32))
 
 
+def test_final_real_images_are_a_seeded_random_subset_scored_by_the_final_evaluation(fid_env, tmp_path):
+    """metrics.final_real_images: `fid stats` also computes, in the same pass, the statistics of N
+    images drawn at random from every prepared image (N = 20 of 40, seed 3; some beyond the first
+    stats_images = 12, which the pass then reads on for); the reference itself stays what it was. The
+    file keeps them beside pytorch-fid's keys; the final evaluation's FID is against them, and its
+    provenance says how many and which seed. A file without them, or of another N or seed, is refused."""
+    from ocbench.metrics import final_reference
+
+    weights = fid.locate_weights(str(fid_env["weights"].parent), placeholder=True)
+    net = fid.load_inception(weights, "cpu", 64)
+    array = np.load(fid_env["root"] / "prepared.npy", mmap_mode="r")
+    ref = fid.compute_reference(array, net, batch_size=7, count=12, pr_samples=5, progress=False, subset=20,
+                                subset_seed=3)
+    plain = fid.compute_reference(array, net, batch_size=7, count=12, pr_samples=5, progress=False)
+    for a, b in ((ref.mu, plain.mu), (ref.sigma, plain.sigma), (ref.features, plain.features)):
+        assert np.array_equal(a, b)  # the reference of every epoch: bit for bit as without the subset
+    act = np.concatenate([fid.features(net, b).numpy() for b in fid.array_batches(array, 7)]).astype(np.float64)
+    chosen = fid.real_sample_indices(len(array), 20, seed=3)
+    assert chosen.max() >= 12 and (ref.subset.images, ref.subset.seed) == (20, 3)
+    np.testing.assert_allclose(ref.subset.mu, act[chosen].mean(0), rtol=0, atol=1e-12 * np.abs(act).max())
+    sigma = np.cov(act[chosen], rowvar=False)
+    np.testing.assert_allclose(ref.subset.sigma, sigma, rtol=0, atol=1e-12 * np.abs(sigma).max())
+
+    path = tmp_path / "stats.npz"
+    fid.save_reference(ref, path)
+    loaded = fid.load_reference(path)
+    assert {"mu", "sigma"} <= set(np.load(path).files)  # what pytorch-fid reads: the whole reference
+    assert np.array_equal(loaded.subset.sigma, ref.subset.sigma)
+    assert (loaded.subset.images, loaded.subset.seed) == (20, 3)
+    evaluator = Evaluator(net, weights, loaded, batch_size=BATCH, final_reference=final_reference(loaded, 20, 3, path))
+    feats = torch.from_numpy(act[20:35]).float()
+    fid_final = evaluator.score_features(feats, final=True)["fid"]
+    mu, sig = fid.statistics(feats)
+    expected = fid.frechet_distance_eigh(mu, sig, ref.subset.mu, ref.subset.sigma, 15)
+    assert fid_final == pytest.approx(expected, rel=1e-12)
+    assert fid_final != evaluator.score_features(feats)["fid"]
+    assert evaluator.provenance(15, final=True)["reference_images"] == 20
+    assert evaluator.provenance(15, final=True)["reference_seed"] == 3
+    assert evaluator.provenance(15)["reference_images"] == 12 and "reference_seed" not in evaluator.provenance(15)
+
+    for images, seed, stats in ((20, 4, loaded), (30, 3, loaded), (20, 3, plain)):
+        with pytest.raises(OcbenchError, match=f"final_real_images={images} .* rerun `ocbench fid stats`") as err:
+            final_reference(stats, images, seed, path)
+        assert "\n" not in str(err.value)
+    with pytest.raises(OcbenchError, match="final_real_images is 41 but the prepared array holds 40 images"):
+        fid.compute_reference(array, net, batch_size=7, progress=False, subset=41)
+
+
 def test_in_memory_fid_equals_pytorch_fid_cli(fid_env, tmp_path):
     from ocbench.nn import Generator
 

@@ -16,6 +16,7 @@ from PIL import Image
 from conftest import REPO, WORKER_CORES
 from ocbench import config as config_mod
 from ocbench.config import CriticConfig
+from ocbench.config import protocol_fingerprint
 from ocbench.train import epochs_for_g_steps
 
 BIN = Path(sys.executable).parent
@@ -33,7 +34,14 @@ def test_the_preset_is_mimicrys_celeba_128_setting():
     assert cfg.run.variants == ["baseline", "oct", "low", "ramp", "combi"] and cfg.run.seeds == [0, 1, 2]
     # CelebA's 202,599 images in batches of 64, a G step on every second: 100k G steps end in epoch 64
     assert epochs_for_g_steps(t.g_steps, 202_599 // 64, sngan.critic) == t.epochs == 64
-    assert cfg.metrics.final_samples == 50_000 and cfg.metrics.stats_images is None  # 50k against all real
+    assert t.resnet == "mimicry"  # D as mimicry's code computes it (tests/test_resnet.py)
+    # a checkpoint of the chainer form (every ResNet run before train.resnet) is another protocol
+    chainer = config_mod.load([PRESET], ["train.resnet=chainer"])
+    assert protocol_fingerprint(cfg, "sngan_baseline_s0") != protocol_fingerprint(chainer, "sngan_baseline_s0")
+    # the final FID at the published counts: 50k generated against 50k real drawn at random; every
+    # epoch's against all the real images
+    m = cfg.metrics
+    assert (m.final_samples, m.final_real_images, m.stats_images) == (50_000, 50_000, None)
     (fid,) = [r for r in cfg.analysis.references if r.measure == "fid"]
     assert (fid.gan, fid.variant, fid.value, fid.std, fid.generated, fid.real) == ("sngan", "baseline", 12.93, 0.04,
                                                                                    50_000, 50_000)
@@ -60,6 +68,7 @@ def test_bench_protocol_projects_the_preset_to_its_last_g_step_and_its_final_eva
     (["train.arch=resnet", "run.gans=[sngan]", "train.init=dcgan"], "train.init: 'dcgan'"),
     (["train.arch=vgg"], "train.arch"),
     (["train.ngf=8"], "train.ngf"),
+    (["train.resnet=keras"], "train.resnet: 'keras' is not one of \\['mimicry', 'chainer'\\]"),
     (["analysis.references=[{gan: began, variant: baseline, measure: fid, value: 1, source: x}]"], "unknown gan"),
 ])
 def test_a_config_the_resnet_cannot_run_is_refused_in_one_line(overrides, words):
@@ -100,14 +109,15 @@ TINY = {  # the preset at CPU size: 24 faces, batches of 8 (3 an epoch, 2 with a
              "prepared": "data/rn/celeba128.npy", "synthetic": {"n": 24, "seed": 0}},
     "train": {"ngf": 16, "ndf": 16, "batch_size": 8, "g_steps": 5, "epochs": 3, "snapshot_epochs": [2, 3]},
     "metrics": {"stats": "data/rn/fid_stats.npz", "weights_dir": "data/rn/weights", "pr_real_samples": 24,
-                "final_samples": 24},
+                "final_samples": 24, "final_real_images": 20},
 }
 
 
 def test_the_presets_dag_runs_end_to_end_at_tiny_widths(tmp_path, monkeypatch):
     """sngan-resnet.yaml over smoke.yaml, cut to SNGAN and SNGAN_OCT at widths 16: the run stops at its
-    5th G step within epoch 3, scores the final evaluation, and claims.md opens with mimicry's numbers
-    beside ours; the figures render, Figure 8 (a spectral-norm GAN) too."""
+    5th G step within epoch 3, scores the final evaluation (its FID against 20 of the 24 faces drawn at
+    random), and claims.md opens with mimicry's numbers beside ours, with both image counts of each;
+    the figures render, Figure 8 (a spectral-norm GAN) too."""
     tiny = tmp_path / "tiny.yaml"
     tiny.write_text(yaml.safe_dump(TINY))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TORCH_HOME": str(tmp_path / "torch")}
@@ -129,17 +139,24 @@ def test_the_presets_dag_runs_end_to_end_at_tiny_widths(tmp_path, monkeypatch):
         final = summary["final"]
         assert final["fid_samples"] == 24 and final["fid"] > 0 and final["kid"] == final["kid"]
         assert final["seed"] == 1_000_003  # eval_seed + epochs: scored by no epoch
+        assert (final["reference_images"], final["reference_seed"], rows[-1]["reference_images"]) == (20, 0, "24")
     # a ResNet snapshot loads back (its "arch") and scores the FID its epoch recorded: what
     # `ocbench fid score --generator` runs, in this process (the CLI has its tests in test_train)
     from ocbench.metrics import Evaluator
 
     monkeypatch.chdir(tmp_path)  # the config's data paths are relative to the workflow's directory
     cfg = config_mod.load([results / "config.yaml"])
-    scored = Evaluator.from_config(cfg, "cpu").evaluate_generator(run / "generator_epoch_003.pt")["fid"]
+    evaluator = Evaluator.from_config(cfg, "cpu")
+    scored = evaluator.evaluate_generator(run / "generator_epoch_003.pt")["fid"]
     assert scored == pytest.approx(float(rows[-1]["fid"]), rel=1e-6)
+    # ... and, as `ocbench fid score --final -n 24 --seed 1000003`, the final evaluation's FID
+    scored = evaluator.evaluate_generator(run / "generator_epoch_003.pt", 24, final["seed"], final=True)["fid"]
+    assert scored == pytest.approx(final["fid"], rel=1e-6)
 
     md = (results / "claims.md").read_text()
     assert "## Our baseline against published numbers" in md and "12.93 ± 0.04" in md
+    assert "| published 50,000 / 50,000; ours 24 / 20 |" in md  # FID: generated / real, both counts
+    assert "| published 50,000 / 50,000; ours 24 / 24 |" in md  # KID: against the 24 real features kept
     assert "no interval possible with one seed" in md and "SNGAN" in md
     with open(results / "claims.csv") as f:
         claims = {(r["claim"], r["gan"], r["measure"]): r for r in csv.DictReader(f)}
@@ -148,6 +165,3 @@ def test_the_presets_dag_runs_end_to_end_at_tiny_widths(tmp_path, monkeypatch):
     for name in ("fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "claims"):
         with Image.open(tmp_path / f"figures/sngan-resnet-smoke/{name}.png") as im:
             im.verify()
-    from ocbench.info import table
-
-    assert "ResNet (SN-GAN) ngf 1024, ndf 1024" in table(config_mod.load([PRESET]))  # `ocbench model-info`

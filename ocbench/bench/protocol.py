@@ -192,7 +192,8 @@ def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, itera
     configure_backends(train_cfg, device)
     if images is None:
         images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)
-    evaluator = Evaluator.from_config(cfg, device) if evaluator is None else evaluator
+    # the final evaluation is projected from the per-epoch one: its real statistics are not needed
+    evaluator = Evaluator.from_config(cfg, device, final=False) if evaluator is None else evaluator
     G, step = build(cfg, gan_name, variant.alpha, device)
     beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
     batches = our_batches(images, train_cfg.batch_size, device, train_cfg.channels_last)
@@ -332,7 +333,7 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
     cases = []
     configure_backends(train_cfg, device)
     images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, jobs) if jobs == 1 else None
-    evaluator = Evaluator.from_config(cfg, device) if jobs == 1 else None
+    evaluator = Evaluator.from_config(cfg, device, final=False) if jobs == 1 else None
     with tempfile.TemporaryDirectory(prefix="bench_protocol_") as tmp:
         if authors:
             work = Path(tmp)

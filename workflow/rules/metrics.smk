@@ -31,7 +31,8 @@ rule fid_stats:
         f"{BENCH}/fid_stats.tsv"
     params:
         config=CONFIG_FILE,
-        settings=settings_of("data.split", "metrics.dims", "metrics.stats_images", "metrics.pr_real_samples"),
+        settings=settings_of("data.split", "metrics.dims", "metrics.stats_images", "metrics.pr_real_samples",
+                             "metrics.final_real_images", "metrics.final_real_seed"),
     threads: NETWORK_THREADS
     resources:
         gpu=1,
