@@ -45,7 +45,7 @@ class GpuNoise(TorchDispatchMode):
 
     def __init__(self, ulps: int = 4, seed: int = 0):
         super().__init__()
-        self.calls, self.generator = 0, torch.Generator().manual_seed(seed)
+        self.ulps, self.calls, self.generator = ulps, 0, torch.Generator().manual_seed(seed)
         r = torch.randint(-ulps, ulps + 1, (self.POOL,), generator=self.generator)
         self.factors = 1 + r.to(torch.float32) * 2.0 ** -23
 
@@ -54,10 +54,12 @@ class GpuNoise(TorchDispatchMode):
             return t
         self.calls += 1
         n = t.numel()
-        if n > self.POOL:
-            raise ValueError(f"GpuNoise's pool holds {self.POOL} factors, a result has {n} elements")
-        start = int(torch.randint(0, self.POOL - n + 1, (), generator=self.generator))
-        factors = self.factors[start:start + n].view(t.shape)
+        if n <= self.POOL:
+            start = int(torch.randint(0, self.POOL - n + 1, (), generator=self.generator))
+            factors = self.factors[start:start + n].view(t.shape)
+        else:  # larger than the pool (full-width networks): factors of its own
+            r = torch.randint(-self.ulps, self.ulps + 1, t.shape, generator=self.generator)
+            factors = 1 + r.to(torch.float32) * 2.0 ** -23
         return (t.float() * factors).to(t.dtype)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
