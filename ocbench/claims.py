@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ocbench.aggregate import Runs, collect, label, require_finished
+from ocbench.aggregate import (PROVENANCE, Runs, collect, label, provenance, provenance_line, require_finished,
+                               smoke_paragraph, weights_header)
 from ocbench.config import Config, run_id
 from ocbench.formats import atomic_write
-from ocbench.summary import PROVENANCE, per_run, provenance, provenance_line, smoke_paragraph, weights_header
+from ocbench.summary import per_run
 
 # --------------------------------------------------------------------------------------------------
 # the measures a claim can be judged on (per run; one value each)

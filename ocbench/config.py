@@ -97,6 +97,33 @@ class CriticConfig:
         """Whether G steps after the D step on batch `batch_index` of the epoch (counted from 0)."""
         return batch_index % self.n_critic(g_updates) == 0
 
+    def walk(self, batches_per_epoch: int, epochs: int | None = None,
+             g_steps: int | None = None) -> list[tuple[int, int]]:
+        """(iterations, G steps) of each epoch of a run, by training's own rule (`g_turn` on every
+        batch): `epochs` epochs, or up to the `g_steps`-th G step, where the last epoch ends early.
+        The one walk of the schedule: the run's length, epochs and iterations derive from it."""
+        per_epoch, made = [], 0
+        while (epochs is None or len(per_epoch) < epochs) and (g_steps is None or made < g_steps):
+            start, iterations = made, 0
+            for batch_index in range(batches_per_epoch):  # every epoch has a G step: on its batch 0
+                iterations += 1
+                made += self.g_turn(batch_index, made)
+                if made == g_steps:
+                    break
+            per_epoch.append((iterations, made - start))
+        return per_epoch
+
+    def epochs_for(self, g_steps: int, batches_per_epoch: int) -> int:
+        """The epochs in which the schedule reaches `g_steps` G updates (the last one partial): what
+        `train.epochs` must be with `train.g_steps`."""
+        return len(self.walk(batches_per_epoch, g_steps=g_steps))
+
+    def iterations(self, batches_per_epoch: int, epochs: int, g_steps: int | None = None) -> tuple[int, int]:
+        """(iterations with a G step, iterations without one) of a whole run."""
+        per_epoch = self.walk(batches_per_epoch, epochs, g_steps)
+        iterations, with_g = (sum(column) for column in zip(*per_epoch)) if per_epoch else (0, 0)
+        return with_g, iterations - with_g
+
 
 @dataclass(frozen=True)
 class GanConfig:

@@ -509,24 +509,6 @@ def select(cfg, source: Path, partition: Path, available: dict[str, str]) -> lis
     return sorted(wanted)
 
 
-def load_prepared(path: str | Path, mmap: bool = True) -> np.ndarray:
-    """The prepared uint8 N x H x W x 3 array, memory-mapped (or read whole). A missing, truncated
-    (a copy cut short) or damaged file is a one-line error naming it and the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise OcbenchError(f"prepared images {path} not found; run `ocbench data prepare` first")
-    rebuild = "rerun `ocbench data prepare` (with the same --config) to rebuild it"
-    try:
-        array = np.load(path, mmap_mode="r")  # reads the header and checks the file's length
-        if not mmap and array.dtype == np.uint8:
-            array = np.load(path)  # read() rather than a map: a disk error is an OSError, not SIGBUS
-    except (OSError, ValueError, EOFError) as exc:
-        raise OcbenchError(f"{path} is truncated or damaged ({one_line(exc, 80)}); {rebuild}") from None
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-        raise OcbenchError(f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; {rebuild}")
-    return array
-
-
 def up_to_date(prepared: Path, settings: dict) -> dict | None:
     """The JSON of an existing array made with exactly these settings, else None."""
     meta_path = _meta_path(prepared)
@@ -663,7 +645,12 @@ def verify_prepared(cfg, progress: bool = True) -> str:
     if not recorded:
         raise OcbenchError(f"{meta_path} records no sha256 (written by an older ocbench), so {prepared} cannot "
                            f"be verified; {rebuild}")
-    actual = sha256_of(prepared, show=progress)
+    from ocbench.progress import progress as progress_bar
+
+    bar = progress_bar(total=prepared.stat().st_size, desc=prepared.name, unit="B", unit_scale=True,
+                       unit_divisor=1024, disable=not progress)
+    actual = sha256_of(prepared, bar.update)
+    bar.close()
     if actual != recorded:
         raise OcbenchError(f"{prepared} has sha256 {actual}, not the {recorded} prepare recorded in "
                            f"{meta_path.name}: the file changed since it was written; {rebuild}")

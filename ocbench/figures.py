@@ -33,7 +33,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ocbench import schedules  # noqa: E402
-from ocbench.aggregate import Runs, collect, label, require_finished  # noqa: E402
+from ocbench.aggregate import Runs, collect, label, provenance, require_finished, smoke_settings  # noqa: E402
 from ocbench.config import Config  # noqa: E402
 from ocbench.errors import OcbenchError  # noqa: E402
 from ocbench.formats import GRID_PADDING as PADDING, atomic_write, grid_columns  # noqa: E402
@@ -98,9 +98,7 @@ def weights_notes(notes: Notes, rows: pd.DataFrame) -> None:
 
 
 def smoke_notes(notes: Notes, cfg: Config, rows: pd.DataFrame) -> None:
-    """The visible label of a smoke-test config's figures (ocbench.summary.smoke_settings): first, in red."""
-    from ocbench.summary import smoke_settings
-
+    """The visible label of a smoke-test config's figures (`aggregate.smoke_settings`): first, in red."""
     text = smoke_settings(cfg, rows)
     if text:
         notes.lines.insert(0, (text, True))
@@ -267,8 +265,6 @@ def protocol_notes(notes: Notes, cfg: Config) -> None:
 
 def sample_count_notes(notes: Notes, rows: pd.DataFrame, metric: str) -> None:
     """What the curve is and on how many samples: FIDs of different sample counts do not compare."""
-    from ocbench.summary import provenance
-
     p = provenance(rows)
     what = ("KID: unbiased MMD² of Inception features, polynomial kernel (Bińkowski et al. 2018), mean over "
             "random subsets" if metric == "kid" else "FID (biased by the sample count: compare curves of equal N only)")

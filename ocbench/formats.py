@@ -141,20 +141,33 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     atomic_write(path, data)
 
 
-def sha256_of(path: str | Path, show: bool = False) -> str:
-    """sha256 of a file, read once in 1 MiB blocks (with a progress bar when `show`)."""
-    path = Path(path)
+def sha256_of(path: str | Path, on_block: Callable[[int], object] | None = None) -> str:
+    """sha256 of a file, read once in 1 MiB blocks; `on_block(n)` after each (a progress bar's update)."""
     h = hashlib.sha256()
-    bar = None
-    if show:
-        from ocbench.progress import progress  # tqdm: only when asked
-
-        bar = progress(total=path.stat().st_size, desc=path.name, unit="B", unit_scale=True, unit_divisor=1024)
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
-            if bar is not None:
-                bar.update(len(block))
-    if bar is not None:
-        bar.close()
+            if on_block is not None:
+                on_block(len(block))
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# images: generated images as a PNG holds them, the files pytorch-fid reads
+
+
+def to_uint8(images):
+    """Generator output in [-1, 1] (a torch tensor) -> uint8, bit for bit what a PNG written by
+    `torchvision.utils.save_image((images + 1) / 2, ...)` holds: (y * 255 + 0.5) clamped, truncated.
+    Training's sample grids use this same rule; FIDs score these images, as pytorch-fid scores PNGs."""
+    import torch
+
+    return images.add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """pytorch-fid's choice of files: every file with an image extension, sorted by path (none when
+    `folder` does not exist)."""
+    from pytorch_fid.fid_score import IMAGE_EXTENSIONS
+
+    return sorted(f for ext in IMAGE_EXTENSIONS for f in Path(folder).glob(f"*.{ext}"))

@@ -9,7 +9,7 @@
 
 `sample(start, count)` returns `count` generated images in [-1, 1] (count x 3 x H x W, any device);
 the caller owns seeding and beta. Images are quantised to uint8 as a PNG would hold them
-(`fid.to_uint8`), so the FID equals `python -m pytorch_fid` on the same images saved as PNG.
+(`formats.to_uint8`), so the FID equals `python -m pytorch_fid` on the same images saved as PNG.
 Everything after the images stays on the evaluator's device: float32 features (kept for the k-NN of
 precision/recall and KID), float64 mu/sigma, and the Frechet distance by `metrics.frechet` ("eigh":
 one `eigvalsh` against the reference's square root, computed here once; "scipy": pytorch-fid's own
@@ -32,6 +32,8 @@ import torch
 from ocbench import fid, kid, prdc
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
+from ocbench.batches import load_prepared
+from ocbench.formats import image_files, to_uint8
 from ocbench.sample import Sampler, generator_sampler
 
 
@@ -231,14 +233,16 @@ class Evaluator:
                 images = sample(start, count)
                 if images.ndim != 4 or images.shape[0] != count or images.shape[1] != 3:
                     raise ValueError(f"sample({start}, {count}) gave shape {tuple(images.shape)}")
-                yield fid.to_uint8(images)
+                yield to_uint8(images)
 
         return self.score_features(self.features(batches(), n), fid_inf, final)
 
     def evaluate_images(self, folder: str | Path, final: bool = False) -> dict:
         """Score the image files in `folder`, chosen and read as `python -m pytorch_fid` does; `final`:
         as the final evaluation (`score_features`)."""
-        files = fid.image_files(folder)
+        if not Path(folder).is_dir():
+            raise OcbenchError(f"image folder {folder} does not exist")
+        files = image_files(folder)
         if len(files) < 2:
             raise OcbenchError(f"{folder} holds {len(files)} image files; FID needs at least 2")
         return self.score_features(self.features(read_images(files, self.batch_size), len(files)), final=final)
@@ -286,8 +290,6 @@ def read_images(files: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
 
 def make_reference(cfg, device: torch.device | str | None = None, progress: bool = True) -> Path:
     """`ocbench fid stats`: reference statistics of the prepared images at `metrics.stats`."""
-    from ocbench.data import load_prepared
-
     array = load_prepared(cfg.data.prepared)  # memory-mapped: read one batch at a time
     device = resolve_device(cfg.train.device) if device is None else torch.device(device)
     weights = fid.locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)

@@ -41,9 +41,9 @@ import torch
 from ocbench import losses, schedules, tensorboard
 from ocbench.config import (Config, GanConfig, TrainConfig, VariantConfig, digest, protocol_changes, run_protocol,
                              set_options)
-from ocbench.data import load_prepared
 from ocbench.device import resolve_device, runs_sharing_gpu
-from ocbench.errors import OcbenchError
+from ocbench.errors import OcbenchError, one_line
+from ocbench.batches import batch_gatherer, load_images, to_model_input
 from ocbench.formats import CHECKPOINT, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
 from ocbench.lock import run_lock
 from ocbench.nn import discriminator, generator
@@ -232,13 +232,13 @@ def set_up(cfg: Config, run_id: str) -> Run:
     gan_cfg, train_cfg = cfg.gans[gan_name], cfg.train
     device = resolve_device(train_cfg.device)
     configure_backends(train_cfg, device)
-    images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)
+    images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, runs_sharing_gpu(cfg.gpus.runs_per_gpu))
     n_batches = len(images) // train_cfg.batch_size  # the last incomplete batch is dropped
     if n_batches == 0:
         raise OcbenchError(f"{len(images)} prepared images make no batch of {train_cfg.batch_size}; "
                            f"lower train.batch_size")
     if train_cfg.g_steps is not None:
-        needed = epochs_for_g_steps(train_cfg.g_steps, n_batches, gan_cfg.critic)
+        needed = gan_cfg.critic.epochs_for(train_cfg.g_steps, n_batches)
         if needed != train_cfg.epochs:
             raise OcbenchError(
                 f"train.g_steps {train_cfg.g_steps} takes {needed} epochs of {n_batches} batches of "
@@ -304,9 +304,7 @@ def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints, show_p
     """Train on the batches of epoch `position.epoch` from `position.batch` on, advancing `position`.
     Stops early when the running mean loss stops being finite. `show_progress`: the epoch's bar."""
     cfg, train_cfg, epoch = run.cfg, run.cfg.train, position.epoch
-    beta = schedules.beta(run.variant.beta, epoch, train_cfg.epochs)  # floats, for the record
-    if run.beta is not None:
-        run.beta.copy_(torch.tensor(beta))  # in place: compiled and captured steps read the new values
+    beta = set_beta(run, epoch)
     if position.perm is None:  # a fresh epoch: a new shuffle
         position.perm = torch.randperm(len(run.images), generator=run.data_rng)
     perm, size, totals = position.perm.to(run.images.device), train_cfg.batch_size, position.totals
@@ -527,7 +525,7 @@ def load_checkpoint(files: RunFiles, run_id: str, log) -> dict | None:
             if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= ckpt.keys():
                 raise ValueError("not a training checkpoint of ocbench")
         except Exception as exc:  # whatever the damage, the file cannot be resumed from
-            problems.append((path, " ".join(str(exc).split())[:120] or type(exc).__name__))
+            problems.append((path, one_line(exc, 120)))
             continue
         if problems:
             bad, why = problems[0]
@@ -778,17 +776,13 @@ def build_networks(alpha: float, gan_cfg: GanConfig, train_cfg: TrainConfig,
     return G, D
 
 
-def epochs_for_g_steps(g_steps: int, n_batches: int, critic) -> int:
-    """The epochs of `n_batches` batches in which the critic schedule reaches `g_steps` G updates (the
-    last one partial): what `train.epochs` must be with `train.g_steps`."""
-    g_updates, epochs = 0, 0
-    while g_updates < g_steps:  # every epoch has a G step: on its batch 0
-        epochs += 1
-        for batch_index in range(n_batches):
-            g_updates += critic.g_turn(batch_index, g_updates)
-            if g_updates == g_steps:
-                break
-    return epochs
+def set_beta(run: Run, epoch: int) -> tuple[float, float]:
+    """Epoch `epoch`'s beta into the run's networks, in place (compiled and captured steps read the
+    new values); returned as floats, for the record."""
+    beta = schedules.beta(run.variant.beta, epoch, run.cfg.train.epochs)
+    if run.beta is not None:
+        run.beta.copy_(torch.tensor(beta))
+    return beta
 
 
 def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
@@ -798,73 +792,6 @@ def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
     if schedules.is_identity(schedule):
         return None
     return torch.ones(2, device=device)
-
-
-# --------------------------------------------------------------------------------------------------
-# the data path: the prepared array to batches on the training device
-
-
-def load_images(path: str, device: torch.device, placement, runs_per_gpu: int = 1) -> torch.Tensor:
-    """The prepared uint8 N x H x W x 3 array, whole on the GPU when it fits, else in ordinary RAM
-    (batches reach the GPU through `batch_gatherer`'s pinned buffers; pinning the whole array would
-    allocate a second, page-locked copy: 16 GiB beside the 10 GB array for CelebA)."""
-    images = torch.from_numpy(load_prepared(path, mmap=False))  # read whole: batches are random gathers
-    if device.type != "cuda":
-        return images
-    if placement == "auto":
-        free, total = torch.cuda.mem_get_info(device)
-        placement = fits_on_device(images.numel(), free, total, runs_sharing_gpu(runs_per_gpu))
-    return images.to(device) if placement else images
-
-
-def fits_on_device(nbytes: int, free_bytes: int, total_bytes: int, runs: int = 1) -> bool:
-    """Whether an array of `nbytes` may go on a GPU of `total_bytes` (`free_bytes` free now) that
-    `runs` runs share: each run's share is its part of the card, of which the array may take 60%
-    (the rest is for the networks and Inception), and it must fit in what is free now. The share
-    comes from the total, not from what is free: the runs already resident have taken theirs, so
-    dividing the free memory by every run would shrink each later run's share again."""
-    share = total_bytes / max(runs, 1)
-    return nbytes < 0.6 * min(share, free_bytes)
-
-
-class PinnedGather:
-    """Batches of a host array for a GPU: each batch is gathered into one of two pinned buffers and
-    copied from there asynchronously, so the gather of the next batch overlaps the copy of this one.
-    A buffer is refilled only once the copy out of it (two batches ago) is done, which a CUDA event
-    marks (on the CPU, where tests run it, copies are synchronous and need none)."""
-
-    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, pin: bool = True):
-        shape = (batch_size, *images.shape[1:])
-        self.buffers = [torch.empty(shape, dtype=images.dtype, pin_memory=pin) for _ in range(2)]
-        self.copied = [None, None]  # per buffer: the event recorded after the copy out of it
-        self.images, self.device, self.turn = images, device, 0
-        self.event = torch.cuda.Event if device.type == "cuda" else None
-
-    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
-        buffer, done = self.buffers[self.turn][: len(indices)], self.copied[self.turn]
-        if done is not None:
-            done.synchronize()
-        torch.index_select(self.images, 0, indices, out=buffer)
-        batch = buffer.to(self.device, non_blocking=True, copy=True)
-        if self.event is not None:  # after the copy, on the stream that queued it
-            self.copied[self.turn] = self.event()
-            self.copied[self.turn].record(torch.cuda.current_stream(self.device))
-        self.turn ^= 1
-        return batch
-
-
-def batch_gatherer(images: torch.Tensor, device: torch.device, batch_size: int):
-    """`gather(indices)` -> that batch of `images` (uint8) on `device`: a plain index where the array
-    lives on the device (or everything is on the CPU), pinned double buffers from host RAM to a GPU."""
-    if images.is_cuda or device.type != "cuda":
-        return images.__getitem__
-    return PinnedGather(images, batch_size, device)
-
-
-def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 N x H x W x 3 -> float N x 3 x H x W in [-1, 1], converted on the training device."""
-    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -36,9 +36,9 @@ from ocbench.device import sync
 from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
 from ocbench.bench.protocol import environment
-from ocbench.train import (CudaGraphs, CudaGraphStep, PinnedGather, Position, configure_backends, fits_on_device,
-                           load_optimizer_state, make_optimizer, resume, rng_state, set_rng_state, set_up,
-                           to_model_input, training_state)
+from ocbench.batches import PinnedGather, fits_on_device, to_model_input
+from ocbench.train import (CudaGraphs, CudaGraphStep, Position, configure_backends, load_optimizer_state,
+                           make_optimizer, resume, rng_state, set_rng_state, set_up, training_state)
 
 CUDA0 = torch.device("cuda", 0)
 SMOKE = Path(__file__).resolve().parent.parent / "workflow" / "config" / "smoke.yaml"

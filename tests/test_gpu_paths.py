@@ -16,8 +16,8 @@ from ocbench.bench.train import compare
 from ocbench.device import check_ordinal, resolve_device
 from ocbench.errors import OcbenchError
 from ocbench.nn import Discriminator, Generator
-from ocbench.train import (CudaGraphStep, PinnedGather, TrainingStep, batch_gatherer, fits_on_device,
-                           load_optimizer_state, make_optimizer, rng_state, set_rng_state)
+from ocbench.batches import PinnedGather, batch_gatherer, fits_on_device
+from ocbench.train import CudaGraphStep, TrainingStep, load_optimizer_state, make_optimizer, rng_state, set_rng_state
 
 WIDTH, BATCH, LATENT = 4, 4, 100
 

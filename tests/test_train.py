@@ -505,7 +505,7 @@ def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
 
     from PIL import Image
 
-    from ocbench import fid
+    from ocbench.formats import to_uint8
     from ocbench.sample import generator_sampler
 
     root, config = setup
@@ -516,7 +516,7 @@ def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
     assert [f.name for f in files] == [f"{i:06d}.png" for i in range(n)]
     pixels = np.stack([np.asarray(Image.open(f)) for f in files])
     with torch.no_grad():
-        expected = fid.to_uint8(generator_sampler(generator, "cpu", n, seed)[0](0, n)).permute(0, 2, 3, 1).numpy()
+        expected = to_uint8(generator_sampler(generator, "cpu", n, seed)[0](0, n)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(pixels, expected)  # the FID's latents, quantised as the FID does
 
     fid_theirs = pytorch_fid_cli(out, root, tmp_path)
