@@ -49,7 +49,7 @@ def test_the_preset_is_mimicrys_celeba_128_setting():
 @pytest.mark.parametrize("g_steps, n_batches, n, epochs", [
     (6, 12, 1, 1), (13, 12, 1, 2), (12, 12, 2, 2), (13, 12, 2, 3), (100_000, 3165, 2, 64), (1, 5, 5, 1)])
 def test_epochs_for_g_steps_counts_training_own_rule(g_steps, n_batches, n, epochs):
-    assert CriticConfig(n=n).epochs_for(g_steps, n_batches) == epochs
+    assert CriticConfig(n=n, warmup_g_updates=0).epochs_for(g_steps, n_batches) == epochs
 
 
 def test_bench_protocol_projects_the_preset_to_its_last_g_step_and_its_final_evaluation():
@@ -58,7 +58,7 @@ def test_bench_protocol_projects_the_preset_to_its_last_g_step_and_its_final_eva
     cfg = config_mod.load([PRESET])
     # 63 epochs of 3,165 batches, then 541 of the 64th: 199,936 iterations, 100,000 with a G step
     assert cfg.gans["sngan"].critic.iterations(3165, 64, cfg.train.g_steps) == (100_000, 99_936)
-    assert CriticConfig(n=1).iterations(3165, 50) == (3165 * 50, 0)  # the paper's: unchanged
+    assert CriticConfig(n=1, warmup_g_updates=0).iterations(3165, 50) == (3165 * 50, 0)  # the paper's: unchanged
     assert evaluations(cfg) == 64 + 50_000 / 10_000  # every epoch's 10k samples, and the final 50k
 
 
