@@ -25,8 +25,6 @@ from ocbench.config import Config, protocol_changes, protocol_fingerprint, run_p
 from ocbench.errors import OcbenchError
 from ocbench.formats import METRIC_COLUMNS, POSITION, atomic_write
 
-# The columns after `status` came later: a metrics.csv written before them still aggregates and plots.
-ADDED_COLUMNS = METRIC_COLUMNS[METRIC_COLUMNS.index("status") + 1 :]
 ID_COLUMNS = ["run", "gan", "variant", "seed", "alpha", "label", "run_status"]
 FINISHED = ("ok", "diverged")
 
@@ -68,14 +66,10 @@ def read_run(path: Path) -> pd.DataFrame:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     df = pd.read_csv(path, dtype={"weights_sha256": str, "frechet": str, "status": str,
                                   "reference_split": str, "eval_precision": str})
-    if "frechet" not in df.columns:  # written before metrics.frechet existed: pytorch-fid's scipy sqrtm
-        df["frechet"] = "scipy"
-    for column in ADDED_COLUMNS:  # written before KID and the provenance columns existed
-        if column not in df.columns:
-            df[column] = np.nan
     missing = [c for c in METRIC_COLUMNS if c not in df.columns]
     if missing:
-        raise OcbenchError(f"{path} lacks the columns {', '.join(missing)}; it was not written by `ocbench train`")
+        raise OcbenchError(f"{path} lacks the columns {', '.join(missing)}: this version of `ocbench train` did not "
+                           "write it; retrain the run, or read it with the ocbench that wrote it")
     df["weights_official"] = as_bool(df["weights_official"])
     return df[METRIC_COLUMNS]
 

@@ -28,8 +28,7 @@ METRIC_COLUMNS = [
     "epoch", "iterations", "g_updates", "g_loss", "d_loss", "fid", "precision", "recall",
     "beta_h", "beta_l", "epoch_seconds", "images_per_s", "eval_seconds",
     "weights_sha256", "weights_official", "frechet", "status",
-    # added later (older metrics.csv files lack them; aggregate reads those as empty): KID, FID-infinity
-    # (snapshot epochs only) and what makes the numbers comparable (Evaluator.provenance)
+    # KID, FID-infinity (snapshot epochs only) and what makes the numbers comparable (Evaluator.provenance)
     "kid", "kid_std", "fid_inf", "fid_samples", "reference_images", "reference_split", "pr_real_samples",
     "kid_real_samples", "eval_precision",
 ]
@@ -40,6 +39,8 @@ CHECKPOINT = "checkpoint.pt"  # the newest checkpoint
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before: the fallback when the newest cannot be read
 POSITION = "checkpoint.json"  # where the newest stands and its protocol, small: what `ocbench status` reads
 LOCK = "train.lock"  # held by the one `ocbench train` of the run
+# The version of what checkpoint.pt holds: a checkpoint of another version is refused, not guessed at.
+CHECKPOINT_FORMAT = 1
 
 GRID_PADDING = 2  # pixels around every image of a sample grid (figures crop images back out)
 

@@ -26,7 +26,7 @@ from ocbench.errors import OcbenchError
 from ocbench.formats import LOCK
 
 SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK
-PID_RECORD = 16  # bytes: the PID, spaces, a newline; longer than any PID record an older ocbench wrote
+PID_RECORD = 16  # bytes: the PID, spaces, a newline (fixed: rewritten in place, never truncated)
 LOCK_CONTENT = re.compile(rb"[0-9 \n]*")  # what a lock file of ours ever holds
 
 

@@ -36,7 +36,7 @@ def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
     """(Generator in eval mode, beta, evaluation) from a `generator_epoch_EEE.pt` written by training:
     a dict with "generator" (state_dict), "alpha", "width", "latent_dim", "beta" ([bh, bl]),
     "evaluation" ({"seed", "samples"}: the latents its epoch's FID was computed on; None for a
-    snapshot without it, e.g. one saved by hand) and, for a network other than the paper's, "arch"."""
+    snapshot without it, e.g. one saved by hand) and "arch" (dcgan or resnet)."""
     path = Path(checkpoint)
     if not path.is_file():
         raise OcbenchError(f"generator checkpoint {path} not found")
@@ -46,7 +46,7 @@ def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
         if not isinstance(ckpt, dict):  # a bare tensor or list saved by hand
             raise UsageError(f"{path} holds a {type(ckpt).__name__}, not a generator snapshot (a dict with keys "
                              f"generator, alpha, width, latent_dim, beta); {fix}")
-        g = generator(ckpt.get("arch", "dcgan"), ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
+        g = generator(ckpt["arch"], ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
         g.load_state_dict(ckpt["generator"])
     except (KeyError, RuntimeError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         raise UsageError(

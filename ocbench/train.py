@@ -44,13 +44,14 @@ from ocbench.config import (Config, GanConfig, TrainConfig, VariantConfig, diges
 from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError, one_line
 from ocbench.batches import batch_gatherer, load_images, to_model_input
-from ocbench.formats import CHECKPOINT, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
+from ocbench.formats import CHECKPOINT, CHECKPOINT_FORMAT, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
 from ocbench.lock import run_lock
 from ocbench.nn import discriminator, generator
 from ocbench.progress import progress
 from ocbench.sample import latent_sampler, latents, save_grid
 
-CHECKPOINT_KEYS = {"fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "position", "rows"}
+CHECKPOINT_KEYS = {"format_version", "fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "device",
+                   "position", "rows"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,7 +273,7 @@ def resume(run: Run, ckpt: dict | None, files: RunFiles, log) -> tuple[Position,
     `run`; a fresh start's when there is none."""
     if ckpt is None:
         return Position(), []
-    saved = checkpoint_device_type(ckpt)
+    saved = ckpt["device"]
     if saved != run.device.type:  # a noise generator cannot move between device types
         raise OcbenchError(
             f"{files.checkpoint} was trained on {saved} and this run is on {run.device.type}: a resumed run "
@@ -375,9 +376,7 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
             snapshot = {"generator": run.G.state_dict(), "alpha": run.variant.alpha, "width": train_cfg.g_width,
                         "latent_dim": train_cfg.latent_dim, "beta": list(epoch.beta), "epoch": number, "run": run.id,
                         # the latents this epoch's FID was computed on: `ocbench sample` redraws them
-                        "evaluation": {"seed": seed, "samples": n_samples},
-                        # the paper's networks' snapshots keep the keys they always had
-                        **({"arch": train_cfg.arch} if train_cfg.arch != "dcgan" else {})}
+                        "evaluation": {"seed": seed, "samples": n_samples}, "arch": train_cfg.arch}
             with checkpoints.writing(files.snapshot(number)):
                 atomic_write(files.snapshot(number), lambda f: torch.save(snapshot, f))
     else:
@@ -522,10 +521,18 @@ def load_checkpoint(files: RunFiles, run_id: str, log) -> dict | None:
             continue
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= ckpt.keys():
+            if not isinstance(ckpt, dict) or "format_version" not in ckpt and "G" not in ckpt:
                 raise ValueError("not a training checkpoint of ocbench")
         except Exception as exc:  # whatever the damage, the file cannot be resumed from
             problems.append((path, one_line(exc, 120)))
+            continue
+        version = ckpt.get("format_version")
+        if version != CHECKPOINT_FORMAT:  # readable, but not this ocbench's to resume
+            made = f"is of checkpoint format {version}" if version is not None else "carries no format version"
+            raise OcbenchError(f"{path} {made}, and this ocbench resumes format {CHECKPOINT_FORMAT}; resume {run_id} "
+                               f"with the ocbench that wrote it, or start it again here (delete {files.state_dir})")
+        if not CHECKPOINT_KEYS <= ckpt.keys():
+            problems.append((path, "not a training checkpoint of ocbench"))
             continue
         if problems:
             bad, why = problems[0]
@@ -551,7 +558,8 @@ def training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device
 
 def checkpoint_state(run: Run, position: Position) -> dict:
     """What a checkpoint holds to continue the run where it stands (`restore` puts it back)."""
-    return {**training_state(run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng, run.device),
+    return {"format_version": CHECKPOINT_FORMAT,
+            **training_state(run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng, run.device),
             "position": position.as_dict()}
 
 
@@ -574,19 +582,8 @@ def set_rng_state(state: dict, noise_rng: torch.Generator, data_rng: torch.Gener
     torch.set_rng_state(state["torch"])
     noise_rng.set_state(state["noise"])
     data_rng.set_state(state["data"])
-    cuda = state.get("cuda")
-    if isinstance(cuda, list):  # checkpoints before 2026-11-29 kept every visible GPU's state
-        cuda = cuda[0] if cuda else None
-    if cuda is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(cuda, device)
-
-
-def checkpoint_device_type(ckpt: dict) -> str:
-    """The device type a checkpoint was trained on: recorded since 2026-11-29; before, read off the
-    noise generator's state (a CPU generator's is 5,056 bytes, a CUDA generator's 16)."""
-    if "device" in ckpt:
-        return ckpt["device"]
-    return "cpu" if ckpt["rng"]["noise"].numel() == torch.Generator().get_state().numel() else "cuda"
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -161,7 +161,6 @@ def test_the_random_state_of_a_gpu_run_round_trips(fake_cuda):
         state = rng_state(noise, data, CUDA0)
         assert set(state) == {"torch", "noise", "data", "cuda"}
         set_rng_state(state, noise, data, CUDA0)
-        set_rng_state({**state, "cuda": [state["cuda"]] * 2}, noise, data, CUDA0)  # before 2026-11-29
 
 
 def test_a_gpu_optimiser_resumed_from_a_cpu_checkpoint_keeps_its_state_on_the_gpu(fake_cuda):
