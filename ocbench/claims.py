@@ -516,7 +516,8 @@ def counts(generated, real) -> str:
 # claims.md
 
 
-def fmt(v, digits: int = 3) -> str:
+def significant(v, digits: int = 3) -> str:
+    """`v` with about `digits` significant digits ("" for a missing or infinite value)."""
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return ""
     return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{max(digits - 2, 1)}f}" if abs(v) < 1000 else f"{v:.0f}"
@@ -588,7 +589,7 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
                       f"for {', '.join(g.upper() for g in gans_of(cfg, c))}."
                       + (f" Reading: {c.reading}" if c.reading else ""))
     measures = [f"- {m.label} ({m.better} is better): {m.how}" for m in words.values()]
-    parts = [
+    sections = [
         f"# The paper's claims: {cfg.name}", "",
         *smoke_paragraph(cfg, runs.metrics),
         weights_header(runs), "",
@@ -605,21 +606,21 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
         *lines, "",
     ]
     if cfg.train.epochs != 50:
-        parts += [f"Runs here have {cfg.train.epochs} epochs, not the paper's 50: \"epoch 20\" in the measures is "
+        sections += [f"Runs here have {cfg.train.epochs} epochs, not the paper's 50: \"epoch 20\" in the measures is "
                   f"epoch {collapse_epoch(cfg.train.epochs)} (the same fraction of training).", ""]
     if not_trained:
-        parts += [f"Not tested, because config '{cfg.name}' does not train the settings they compare: "
+        sections += [f"Not tested, because config '{cfg.name}' does not train the settings they compare: "
                   f"{', '.join(not_trained)}.", ""]
     disagree = disagreements(cfg, result)
-    parts += ["## FID and KID", "",
+    sections += ["## FID and KID", "",
               "Each claim judged on FID is judged on KID too (same test, same margin as a fraction of the "
               "compared setting's mean). KID is unbiased by the sample count, FID is not: a verdict that "
               "holds on one and not the other depends on the metric or on the number of samples. "
               + agreement_sentence(result, disagree), "", *disagree, ""]
     if notes:
-        parts += ["## Runs left out or qualified", "", *notes, ""]
-    parts += ["## The claims and their tests", "", *claims, "", "## Measures", "", *measures, ""]
-    return "\n".join(parts)
+        sections += ["## Runs left out or qualified", "", *notes, ""]
+    sections += ["## The claims and their tests", "", *claims, "", "## Measures", "", *measures, ""]
+    return "\n".join(sections)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -649,7 +650,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    from ocbench.figures import Notes, finish, smoke_notes, weights_notes
+    from ocbench.figures import Notes, notes_below, smoke_notes, weights_notes
 
     notes = Notes()
     words = measures_for(cfg)
@@ -737,12 +738,12 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     for text in dict.fromkeys("; ".join(left).split("; ")) if left else []:
         notes.add(text + ".")
     for r in references.itertuples():  # the baseline against its published number, in words
-        ours = f"{fmt(r.mean_setting, 4)} over {r.n_seeds} seed(s)" if r.n_seeds else "none yet"
+        ours = f"{significant(r.mean_setting, 4)} over {r.n_seeds} seed(s)" if r.n_seeds else "none yet"
         notes.add(f"{r.setting} {FINAL_MEASURES[r.measure].label}: {r.versus}, ours "
                   f"{ours}: {r.verdict} ({r.notes.split(';')[0]}).", warn=r.verdict == OUTSIDE)
     weights_notes(notes, runs.metrics)
     smoke_notes(notes, cfg, runs.metrics)
-    return finish(fig, notes, tight=True)
+    return notes_below(fig, notes, tight=True)
 
 
 # --------------------------------------------------------------------------------------------------

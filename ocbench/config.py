@@ -652,9 +652,9 @@ def protocol_changes(recorded: dict | None, current: dict) -> str:
         return "settings it does not record (an older ocbench made it)"
     missing = object()
     keys = [k for k in {**recorded, **current} if recorded.get(k, missing) != current.get(k, missing)]
-    said = [f"{k} {as_yaml(recorded.get(k, 'absent'))} (this config: {as_yaml(current.get(k, 'absent'))})"
+    changes = [f"{k} {as_yaml(recorded.get(k, 'absent'))} (this config: {as_yaml(current.get(k, 'absent'))})"
             for k in keys[:4]]
-    return ", ".join(said) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    return ", ".join(changes) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
 def set_options(recorded: dict, current: dict) -> str:

@@ -339,7 +339,7 @@ def _open(entry: str) -> Image.Image:
     return img
 
 
-def _work(start: int, entries: list[tuple[str, str]]) -> tuple[int, list[tuple[int, str, str]]]:
+def _prepare_chunk(start: int, entries: list[tuple[str, str]]) -> tuple[int, list[tuple[int, str, str]]]:
     """Decode and write images start, start+1, ...; returns (count, [(index, name, why)] unreadable)."""
     out, recipe = _worker["out"], _worker["recipe"]
     bad = []
@@ -401,7 +401,7 @@ def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress
         if workers == 1:  # no pool: simpler to debug, and no start-up cost for tiny datasets
             _init_worker(*args)
             for s, part in tasks:
-                done, b = _work(s, part)
+                done, b = _prepare_chunk(s, part)
                 digest.add(s)
                 bar.update(done)
                 bad += b
@@ -410,7 +410,7 @@ def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress
             _worker.clear()
             return bad, digest.hexdigest()
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=args) as pool:
-            futures = {pool.submit(_work, s, part): s for s, part in tasks}
+            futures = {pool.submit(_prepare_chunk, s, part): s for s, part in tasks}
             try:
                 for fut in as_completed(futures):
                     done, b = fut.result()

@@ -249,7 +249,7 @@ def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title:
     absent_notes(notes, cfg, list(named), variants)
     weights_notes(notes, runs.metrics[runs.metrics.variant.isin(shown)])
     smoke_notes(notes, cfg, rows)
-    return finish(fig, notes, tight=True)
+    return notes_below(fig, notes, tight=True)
 
 
 def protocol_notes(notes: Notes, cfg: Config) -> None:
@@ -273,7 +273,7 @@ def sample_count_notes(notes: Notes, rows: pd.DataFrame, metric: str) -> None:
     notes.add(f"{what}{counts}.")
 
 
-def finish(fig, notes: Notes, tight: bool):
+def notes_below(fig, notes: Notes, tight: bool):
     """Notes under the figure; `tight` lays out subplot grids in the space left above them."""
     width, height = fig.get_size_inches()
     reserve = notes.height(width)
@@ -402,16 +402,16 @@ def show_cell(ax, cfg: Config, run: str | None, epoch: int, rows: int, cols: int
 # figure has a layout class that names its measures and computes its rectangles, (x, y, w, h) with
 # (x, y) the bottom left corner in inches from the figure's bottom left (matplotlib's origin); the
 # figure function only draws into them. The notes are known only after drawing, so a page starts with
-# room for a few lines of them, and `shrink_to` then fits its bottom to the notes.
+# room for a few lines of them, and `crop_to_notes` then fits its bottom to the notes.
 
 
-def place(fig, x: float, y: float, w: float, h: float):
+def axes_at(fig, x: float, y: float, w: float, h: float):
     """An axes at (x, y) inches from the bottom left, w x h inches."""
     W, H = fig.get_size_inches()
     return fig.add_axes((x / W, y / H, w / W, h / H))
 
 
-def shrink_to(fig, bottom_in: float, notes: Notes):
+def crop_to_notes(fig, bottom_in: float, notes: Notes):
     """Cut the empty space below `bottom_in` inches and put the notes there instead."""
     W, H = fig.get_size_inches()
     need = notes.height(W)
@@ -467,7 +467,7 @@ class Figure3Layout:
     def __init__(self, columns: int, rows: int):
         self.columns, self.rows = columns, rows  # sample epochs; variants with samples (vanilla, octave)
         self.curve_w = max(self.CURVE_MIN_W, columns * (self.CELL + self.CELL_GAP))
-        # The first height, with room for a few lines of notes: `shrink_to` fits the page to them once
+        # The first height, with room for a few lines of notes: `crop_to_notes` fits the page to them once
         # they are known. Any such height lays out the same page, but its float rounding reaches the
         # last pixel of some axes, so this stays the sum the figure has always been drawn with.
         self.height = 3.2 + 0.9 + rows * (self.CELL + self.ROW_GAP) + 1.2
@@ -511,7 +511,7 @@ def figure3(cfg: Config, runs: Runs):
     layout = Figure3Layout(columns=len(epochs), rows=len(variants))
     fig = plt.figure(figsize=layout.size)
     band_note(cfg, notes)
-    curve = place(fig, *layout.curve)
+    curve = axes_at(fig, *layout.curve)
     plot_fid(curve, cfg, runs, gan, variants, notes)
     curve.set_title("")
     set_fid_range(curve, metrics, cfg, notes)
@@ -520,7 +520,7 @@ def figure3(cfg: Config, runs: Runs):
     for row, variant in enumerate(variants):
         run = sample_run(runs, gan, variant)
         for col, (e, asked) in enumerate(epochs.items()):
-            ax = place(fig, *layout.cell(row, col))
+            ax = axes_at(fig, *layout.cell(row, col))
             show_cell(ax, cfg, run, e, 2, 2)
             if row == 0:
                 ax.set_title(f"epoch {e}" if e == asked else f"epoch {e} (last; {asked} asked)", fontsize=8)
@@ -536,7 +536,7 @@ def figure3(cfg: Config, runs: Runs):
     weights_notes(notes, metrics)
     notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
     smoke_notes(notes, cfg, metrics)
-    return shrink_to(fig, layout.bottom, notes)
+    return crop_to_notes(fig, layout.bottom, notes)
 
 
 class Figure4Layout:
@@ -558,7 +558,7 @@ class Figure4Layout:
     GAP = 0.08
     BLOCK_GAP = 0.35
     BELOW_CELLS = 0.25  # room for a cell's "(epoch N: the run stopped there)"
-    NOTES_GUESS = 1.5  # the first height's room for the notes; `shrink_to` fits the page to them
+    NOTES_GUESS = 1.5  # the first height's room for the notes; `crop_to_notes` fits the page to them
 
     def __init__(self, blocks: int, columns: int, rows: int):
         self.blocks, self.columns, self.rows = blocks, columns, rows  # GANs; variants (vanilla, octave); epochs
@@ -597,7 +597,7 @@ def figure4(cfg: Config, runs: Runs):
         for col, variant in enumerate(variants):
             run = sample_run(runs, gan, variant)
             for row, e in enumerate(epochs):
-                ax = place(fig, *layout.cell(b, col, row))
+                ax = axes_at(fig, *layout.cell(b, col, row))
                 show_cell(ax, cfg, run, e, 4, 4)
                 if row == 0:
                     ax.set_title(f"{'vanilla' if variant == 'baseline' else 'octave'}\n({label(gan, variant)})",
@@ -610,7 +610,7 @@ def figure4(cfg: Config, runs: Runs):
     seeds = f" of seed {min(cfg.run.seeds)} (lowest seed trained)" if len(cfg.run.seeds) > 1 else ""
     notes.add(f"Each cell: the first 16 images of the epoch's grid from a fixed z{seeds}.")
     smoke_notes(notes, cfg, runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(variants)])
-    return shrink_to(fig, layout.bottom, notes)
+    return crop_to_notes(fig, layout.bottom, notes)
 
 
 class Figure5Layout:
@@ -629,7 +629,7 @@ class Figure5Layout:
     TILE = 1.15
     BLOCK_GAP = 0.55
     NOTES_RISE = 0.3
-    NOTES_GUESS = 1.2  # the first height's room for the notes; `shrink_to` fits the page to them
+    NOTES_GUESS = 1.2  # the first height's room for the notes; `crop_to_notes` fits the page to them
 
     def __init__(self, blocks: int, cols: int, rows: int):
         self.blocks = blocks  # variants (OCT, LOW); the first height keeps room for one when there are none
@@ -660,7 +660,7 @@ def figure5(cfg: Config, runs: Runs):
     layout = Figure5Layout(blocks=len(variants), cols=cols, rows=rows)
     fig = plt.figure(figsize=layout.size)
     for i, variant in enumerate(variants):
-        ax = place(fig, *layout.block(i))
+        ax = axes_at(fig, *layout.block(i))
         shown = show_cell(ax, cfg, sample_run(runs, gan, variant), epoch, rows, cols)
         alpha = cfg.variants[variant].alpha
         where = "top" if variant == "oct" else "bottom"
@@ -676,7 +676,7 @@ def figure5(cfg: Config, runs: Runs):
     notes.add(f"{names}: the first {rows * cols} images of the last epoch's grid from a fixed z; "
               "a larger α leaves fewer high-frequency channels.")
     smoke_notes(notes, cfg, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)])
-    return shrink_to(fig, layout.bottom, notes)
+    return crop_to_notes(fig, layout.bottom, notes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -709,7 +709,7 @@ def figure7(cfg: Config, runs: Runs):
     fig.suptitle(r"Figure 7: $\beta_H$ and $\beta_L$ per epoch")
     notes.add(f"From the config's schedules over train.epochs = {epochs}: t = epoch / {epochs} (epochs counted "
               "from 1), β constant within an epoch and applied to the high and low-frequency feature maps.")
-    return finish(fig, notes, tight=True)
+    return notes_below(fig, notes, tight=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -292,7 +292,7 @@ def restore(run: Run, ckpt: dict) -> Position:
 
 
 @dataclass
-class Epoch:
+class EpochResult:
     """How an epoch's training ended: "ok" or "diverged" (a non-finite mean loss), its training
     seconds (a resumed epoch's include those before the checkpoint), and its beta (beta_H, beta_L)."""
 
@@ -301,7 +301,7 @@ class Epoch:
     beta: tuple[float, float]
 
 
-def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints, show_progress: bool = True) -> Epoch:
+def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints, show_progress: bool = True) -> EpochResult:
     """Train on the batches of epoch `position.epoch` from `position.batch` on, advancing `position`.
     Stops early when the running mean loss stops being finite. `show_progress`: the epoch's bar."""
     cfg, train_cfg, epoch = run.cfg, run.cfg.train, position.epoch
@@ -339,10 +339,10 @@ def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints, show_p
             position.elapsed = time.monotonic() - started
             checkpoints.save(position)
     bar.close()
-    return Epoch(status, time.monotonic() - started, beta)
+    return EpochResult(status, time.monotonic() - started, beta)
 
 
-def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: RunFiles,
+def end_of_epoch(run: Run, position: Position, epoch: EpochResult, evaluator, files: RunFiles,
                  checkpoints: Checkpoints) -> dict:
     """The epoch's metrics row: its losses and speed, then (unless it diverged) the sample grid, FID,
     precision/recall and KID of the generator, and at snapshot epochs the generator's weights."""
@@ -410,7 +410,7 @@ def final_evaluation(run: Run, evaluator, log) -> dict:
     return final
 
 
-def epoch_line(run: Run, row: dict, epoch: Epoch) -> str:
+def epoch_line(run: Run, row: dict, epoch: EpochResult) -> str:
     """The log line of a finished epoch."""
     beta = epoch.beta
     return (f"{run.id} epoch {row['epoch']}/{run.cfg.train.epochs}: g_loss {row['g_loss']:.4f} "
