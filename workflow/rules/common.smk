@@ -202,14 +202,14 @@ ENV = "../../environment.yml"  # conda: of every rule, relative to this folder
 
 
 def ocbench(subcommand, options="", gpu=False):
-    """The shell command of a rule that runs `ocbench SUBCOMMAND --config CONFIG_FILE OPTIONS`, its
-    output into the rule's log, e.g.
+    """The shell command of a rule that runs `ocbench SUBCOMMAND --config CONFIG_FILE OPTIONS`, e.g.
 
         shell: ocbench("train", "--run {wildcards.run:q}", gpu=True)
 
-    The rule declares CONFIG_FILE as params.config. gpu=True is for a rule that holds the `gpu`
-    resource: its job runs on a GPU slot of its own (`ocbench with-gpu`, ocbench/gpus.py), with
-    NETWORK_ENV. Snakemake formats OPTIONS: quote each field ({output:q})."""
+    One home for what every rule's command shares: this checkout's ocbench, the merged config (each
+    rule declares CONFIG_FILE as params.config), the output into the rule's log, and, for a rule that
+    holds the `gpu` resource (gpu=True), a GPU slot of the job's own (`ocbench with-gpu`,
+    ocbench/gpus.py) with NETWORK_ENV. Snakemake formats OPTIONS: quote each field ({output:q})."""
     command = f"{subcommand} --config {{params.config:q}} {options}".rstrip()
     if gpu:
         command = f"{NETWORK_ENV}{OCBENCH} with-gpu --config {{params.config:q}} -- {PYTHON} -m ocbench {command}"
