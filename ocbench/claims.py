@@ -540,7 +540,7 @@ def seed_values(cfg: Config, runs: Runs, result: pd.DataFrame) -> list[dict[int,
     return out
 
 
-def rejudge(cfg: Config, result: pd.DataFrame, numbers: dict) -> pd.DataFrame:
+def rejudge(result: pd.DataFrame, numbers: dict) -> pd.DataFrame:
     """`result` with the rows in `numbers` (row index -> (mean_setting, mean_versus, difference, ci_low,
     ci_high)) judged again on those: their margin (from the new mean_versus), verdict, and FID against
     KID."""

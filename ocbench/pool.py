@@ -291,7 +291,7 @@ def judge(pool: Pool, runs: Runs) -> pd.DataFrame:
                       "by_lab": json.dumps({lab: {"difference": diffs[lab], "seeds": len(groups[lab])}
                                             for lab in groups}) if groups else "",
                       "labs_p": labs_p({lab: [a - b for a, b in pairs] for lab, pairs in groups.items()})})
-    result = claims.rejudge(cfg, result, numbers)
+    result = claims.rejudge(result, numbers)
     return pd.concat([result, pd.DataFrame(extra, index=result.index)], axis=1)
 
 

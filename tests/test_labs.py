@@ -145,13 +145,19 @@ def test_the_lab_stratum_interval_is_the_t_interval_of_the_labs_means(tmp_path):
     """Hand-made runs of known FIDs (test_claims'): seeds 0 and 1 from lab X, seed 2 from lab Y."""
     from test_claims import FINAL, write_run
 
+    published = 95.0  # and DCGAN's final evaluation (its final FID here) against a published number
     overlay = {"name": "strata", "paths": {"results": str(tmp_path)},
                "run": {"gans": ["dcgan"], "variants": ["baseline", "oct"], "seeds": [0, 1, 2]},
-               "train": {"epochs": 6}}
+               "train": {"epochs": 6}, "metrics": {"final_samples": 16},
+               "analysis": {"references": [{"gan": "dcgan", "variant": "baseline", "measure": "fid",
+                                            "value": published, "source": "a test"}]}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(overlay))
     cfg = config_mod.load([tmp_path / "c.yaml"])
     for run in cfg.run_ids():
-        write_run(cfg.run_dir(run), *cfg.parse_run(run))
+        gan, variant, seed = cfg.parse_run(run)
+        write_run(cfg.run_dir(run), gan, variant, seed)
+        final = {"fid": FINAL[gan, variant][seed], "kid": FINAL[gan, variant][seed] / 1000}
+        (cfg.run_dir(run) / "run.json").write_text(json.dumps({"status": "ok", "final": final}))
     lab_of = {("dcgan", 0): "X", ("dcgan", 1): "X", ("dcgan", 2): "Y"}
     pool = pool_mod.Pool(cfg, cfg, [], lab_of=lab_of)
     table = pool_mod.judge(pool, claims_mod.collect(cfg))
@@ -172,6 +178,13 @@ def test_the_lab_stratum_interval_is_the_t_interval_of_the_labs_means(tmp_path):
     single = claims_mod.evaluate(cfg, claims_mod.collect(cfg))
     s = single[(single.claim == "1") & (single.measure == "final_fid")].iloc[0]
     assert s.ci_high - s.ci_low < r.ci_high - r.ci_low
+    # The published number against the labs' mean final evaluations, the same way.
+    r = table[table.claim == claims_mod.REFERENCE].iloc[0]
+    labs_final = [base[:2].mean() - published, base[2] - published]
+    ci = stats.t.interval(0.95, 1, loc=np.mean(labs_final), scale=stats.sem(labs_final))
+    assert (r.n_labs, r.mean_versus) == (2, published) and (r.ci_low, r.ci_high) == pytest.approx(ci)
+    assert r.mean_setting == pytest.approx(np.mean([base[:2].mean(), base[2]]))
+    assert r.verdict == ("within the seed interval" if ci[0] <= 0 <= ci[1] else "outside the seed interval")
 
 
 def test_other_inception_weights_are_refused_by_name(labs):
