@@ -269,6 +269,7 @@ def test_a_bundle_holds_each_runs_files_and_nothing_personal(labs):
                             *(f"runs/dcgan_{v}_s0/{f}" for v in ("baseline", "oct") for f in per_run)])
     # Nothing of who made it or where: no owner, time 0; no path of this machine, user or host name.
     assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {(0, 0, "", "", 0)}
+    assert bundle_mod.write_bundle(labs["cfgs"]["A"], root / "again").read_bytes() == a.read_bytes()  # nor when
     raw = gzip.decompress(a.read_bytes())
     personal = [str(root), str(Path.home()), str(Path.cwd()), os.environ.get("USER", ""), getpass.getuser(),
                 socket.gethostname()]
