@@ -334,11 +334,15 @@ def evaluate(cfg: Config, runs: Runs) -> pd.DataFrame:
     # FID against KID: a KID row that points another way than its FID twin is a claim that depends on
     # the metric (or on FID's sample-size bias); said on the row and in claims.md. Empty (NA) where
     # either has no difference.
-    twin = fid_twins(result)
-    result["fid_kid_agree"] = [
-        (stance(twin[r.Index]) == stance(r)) if r.Index in twin and None not in (stance(twin[r.Index]), stance(r))
-        else pd.NA for r in result.itertuples()]
+    result["fid_kid_agree"] = fid_kid_agreement(result)
     return result
+
+
+def fid_kid_agreement(result: pd.DataFrame) -> list:
+    """claims.csv's fid_kid_agree: per row, whether a KID row points the way its FID twin does."""
+    twin = fid_twins(result)
+    return [(stance(twin[r.Index]) == stance(r)) if r.Index in twin and None not in (stance(twin[r.Index]), stance(r))
+            else pd.NA for r in result.itertuples()]
 
 
 def fid_twins(result: pd.DataFrame) -> dict:
@@ -510,6 +514,49 @@ def counts(generated, real) -> str:
             return "?"
         return ", ".join(f"{int(float(x)):,}" for x in str(v).split(","))
     return f"{one(generated)} / {one(real)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# claims over runs pooled from several labs: ocbench/pool.py collects the runs, groups each row's seeds
+# by lab and computes the pooled numbers; these give it each row's values per seed and judge a row again
+
+
+def seed_values(cfg: Config, runs: Runs, result: pd.DataFrame) -> list[dict[int, tuple[float, float]]]:
+    """Per row of `evaluate`'s result, {seed: (setting's value, versus's value)} over the seeds the row
+    rests on (its `seeds`); on a row of a published number (claim R), (our final evaluation's, the
+    published value)."""
+    table = measure_table(cfg, runs).set_index(["gan", "variant", "seed"])
+    claims, references = {c.id: c for c in CLAIMS}, iter(cfg.analysis.references)  # R rows: in their order
+    out = []
+    for r in result.itertuples():
+        seeds = [int(s) for s in str(r.seeds).split()] if r.n_seeds else []
+        if r.claim == REFERENCE:
+            ref = next(references)
+            out.append({s: (float(final_evaluation(cfg, run_id(ref.gan, ref.variant, s))[ref.measure]), ref.value)
+                        for s in seeds})
+        else:
+            c = claims[r.claim]
+            out.append({s: (float(table.loc[(r.gan, c.setting, s), r.measure]),
+                            float(table.loc[(r.gan, c.versus, s), r.measure])) for s in seeds})
+    return out
+
+
+def rejudge(result: pd.DataFrame, numbers: dict) -> pd.DataFrame:
+    """`result` with the rows in `numbers` (row index -> (mean_setting, mean_versus, difference, ci_low,
+    ci_high)) judged again on those: their margin (from the new mean_versus), verdict, and FID against
+    KID."""
+    result = result.copy()
+    for i, (mean_setting, mean_versus, difference, low, high) in numbers.items():
+        r = result.loc[i]
+        if r.claim == REFERENCE:
+            margin, judged = math.nan, WITHIN if low <= 0 <= high else OUTSIDE
+        else:
+            margin = r.margin_rel * abs(mean_versus) if pd.notna(r.margin_rel) else None
+            judged = verdict(r.test, r.better, low, high, margin, int(r.n_seeds))
+        result.loc[i, ["mean_setting", "mean_versus", "difference", "ci_low", "ci_high", "margin", "verdict"]] = [
+            mean_setting, mean_versus, difference, low, high, margin, judged]
+    result["fid_kid_agree"] = fid_kid_agreement(result)
+    return result
 
 
 # --------------------------------------------------------------------------------------------------

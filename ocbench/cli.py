@@ -239,9 +239,20 @@ def cmd_summary(args) -> None:
 
 
 def cmd_claims(args) -> None:
+    if args.pool:
+        from ocbench.pool import write as write_pooled
+
+        print("wrote " + ", ".join(map(str, write_pooled(args.pool, args.config, args.overrides, args.allow_partial))))
+        return
     from ocbench.claims import write
 
     print("wrote " + ", ".join(map(str, write(load_config(args), args.allow_partial, config_args(args)))))
+
+
+def cmd_bundle(args) -> None:
+    from ocbench.bundle import write_bundle
+
+    print(f"wrote {write_bundle(load_config(args), args.out, args.format, args.with_snapshots, args.lab)}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,8 +374,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("claims", help="each paper claim as a verdict: results/<config>/claims.md, .csv, "
                                       "figures/<config>/claims.*")
     add_config_args(p)
-    p.add_argument("--allow-partial", action="store_true", help=partial_help)
+    p.add_argument("--allow-partial", action="store_true",
+                   help=partial_help + " (with --pool: also leave out what does not agree with the first source)")
+    p.add_argument("--pool", nargs="+", metavar="BUNDLE_OR_FOLDER",
+                   help="judge the claims on the runs of these bundles and results folders together, each a lab, "
+                        "into results/<config>/pooled/ (--config/--set merge over the first one's config); "
+                        "see docs/labs.md")
     p.set_defaults(func=cmd_claims)
+
+    p = sub.add_parser("bundle", help="one file to send another lab: every run's metrics.csv, run.json and snapshot "
+                                      "epochs' grids, the merged config, provenance and a sha256 manifest")
+    add_config_args(p)
+    p.add_argument("--out", metavar="DIR", help="folder to write <config>-<hash>.<format> to (default: paths.results)")
+    p.add_argument("--format", choices=["tar.gz", "zip"], default="tar.gz")
+    p.add_argument("--with-snapshots", action="store_true",
+                   help="also the generator snapshots of the snapshot epochs (checkpoints never)")
+    p.add_argument("--lab", metavar="NAME", help="record this lab name (without it the bundle names no lab)")
+    p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("with-gpu", help="claim a free GPU slot, then run COMMAND on it (after --)")
     add_config_args(p)
