@@ -38,6 +38,20 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", str(WORKER_CORES))
 
 
+@pytest.fixture(autouse=True)
+def deterministic_mode_restored():
+    """Each test gets torch's deterministic-algorithms mode as it found it: an in-process training run
+    with train.deterministic turns the mode on for the whole process, and a later test in the same
+    xdist worker would run under it (GPU-noise tests silently without their noise: the mode switches
+    it off, as deterministic kernels would on a GPU)."""
+    torch = sys.modules.get("torch")
+    before = torch.are_deterministic_algorithms_enabled() if torch else False
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.are_deterministic_algorithms_enabled() != before:
+        torch.use_deterministic_algorithms(before)
+
+
 def checkout_env(env=None) -> dict:
     """The environment for a process that must import the package of this checkout (PYTHONPATH),
     not the one the virtualenv was installed from: a venv shared by several checkouts would

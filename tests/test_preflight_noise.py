@@ -23,9 +23,11 @@ PRESETS = config_mod.WORKFLOW_DIR / "config"
 
 
 @pytest.fixture(autouse=True)
-def short_timing(monkeypatch):
-    """The checks, not the projection's timing (one timed iteration a case)."""
+def short_timing_and_noise_on(monkeypatch):
+    """The checks, not the projection's timing (one timed iteration a case); and torch's deterministic
+    algorithms off, under which GpuNoise (as a GPU) adds no noise (conftest restores the mode after)."""
     monkeypatch.setattr(preflight, "TIMED_ITERATIONS", {False: (1, 1), True: (1, 1)})
+    torch.use_deterministic_algorithms(False)
 
 
 def check(cfg, cases, graphs=None) -> preflight.Report:
