@@ -53,7 +53,7 @@ from ocbench.config import (
     run_protocol,
 )
 from ocbench.errors import OcbenchError, UsageError, one_line
-from ocbench.formats import atomic_write, sha256_of
+from ocbench.formats import RunFiles, atomic_write, sha256_of
 
 FORMAT = 1  # bump when the layout changes; an older ocbench refuses a newer bundle (`unpack`)
 MANIFEST, INFO, CONFIG = "MANIFEST.sha256", "bundle.json", "config.yaml"
@@ -165,16 +165,11 @@ def machine(cfg: Config) -> dict:
     import torch
 
     from ocbench import __version__, fid
-    from ocbench.bench.protocol import cpu_name
+    from ocbench.device import cpu_name, nvidia_driver
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
         if torch.cuda.is_available() else []
-    if gpus:
-        from ocbench.preflight import nvidia_driver
-
-        driver = nvidia_driver()
-    else:
-        driver = "none (no GPU)"
+    driver = nvidia_driver() if gpus else "none (no GPU)"
     return {
         "ocbench": __version__, **{f"git_{k}": v for k, v in git_state().items()},
         "python": platform.python_version(), "platform": platform.platform(),
@@ -248,21 +243,14 @@ def withheld_config(cfg: Config) -> str:
 # writing
 
 
-def snapshot_epochs(cfg: Config) -> list[int]:
-    """The epochs training keeps a generator snapshot (and `figures` shows grids) of."""
-    return sorted({*cfg.train.snapshot_epochs, cfg.train.epochs})
-
-
 def run_files(cfg: Config, runs: Runs, with_snapshots: bool) -> dict[str, Path]:
     """{path in the bundle: file} of every run's files that travel."""
-    from ocbench.train import RunFiles  # the one home of the files' names
-
     out = {}
     for run in runs.runs.run:
         files = RunFiles(cfg.run_dir(run), cfg.results_dir / "state" / run)
-        wanted = [files.metrics, files.summary, *(files.grid(e) for e in snapshot_epochs(cfg))]
+        wanted = [files.metrics, files.summary, *(files.grid(e) for e in cfg.train.snapshot_kept)]
         if with_snapshots:
-            wanted += [files.snapshot(e) for e in snapshot_epochs(cfg)]
+            wanted += [files.snapshot(e) for e in cfg.train.snapshot_kept]
         for path in wanted:
             if path.is_file():
                 out[path.relative_to(cfg.results_dir).as_posix()] = path

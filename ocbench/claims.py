@@ -6,7 +6,7 @@ is judged on: the two settings' means over seeds, their difference paired by see
 in the measure's units) with a t-interval across seeds (`analysis.confidence`, 95%), the number of seeds,
 and a verdict in plain words: supported, contradicted, or not resolved at this number of seeds.
 
-Per-run measures come from the stability summary (`summary.per_run`: best and final FID, FID standard
+Per-run measures come from the stability numbers (`aggregate.per_run`: best and final FID, FID standard
 deviation over the last `analysis.std_window` epochs, largest rise) and, for what the summary does
 not hold, from the per-epoch rows (`run_extras`). Runs that are missing or unfinished are left out of
 the pairs and named; diverged runs are kept (measured over the epochs before they diverged, as in the
@@ -32,11 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ocbench.aggregate import (PROVENANCE, Runs, collect, label, provenance, provenance_line, require_finished,
-                               smoke_paragraph, weights_header)
+from ocbench.aggregate import (PROVENANCE, Runs, collect, label, per_run, provenance, provenance_line,
+                               require_finished, smoke_paragraph, smoke_settings, weights_header)
 from ocbench.config import Config, run_id
 from ocbench.formats import atomic_write
-from ocbench.summary import per_run
 
 # --------------------------------------------------------------------------------------------------
 # the measures a claim can be judged on (per run; one value each)
@@ -697,7 +696,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    from ocbench.figures import Notes, notes_below, smoke_notes, weights_notes
+    from ocbench.plots import Notes, notes_below, weights_notes
 
     notes = Notes()
     words = measures_for(cfg)
@@ -789,7 +788,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
         notes.add(f"{r.setting} {FINAL_MEASURES[r.measure].label}: {r.versus}, ours "
                   f"{ours}: {r.verdict} ({r.notes.split(';')[0]}).", warn=r.verdict == OUTSIDE)
     weights_notes(notes, runs.metrics)
-    smoke_notes(notes, cfg, runs.metrics)
+    notes.first(smoke_settings(cfg, runs.metrics))
     return notes_below(fig, notes, tight=True)
 
 
@@ -806,7 +805,7 @@ def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> li
     """claims.csv, claims.md and the forest plot; returns the files written."""
     import matplotlib.pyplot as plt
 
-    from ocbench.figures import save
+    from ocbench.plots import save
 
     runs = collect(cfg)
     require_finished(runs, allow_partial, config_args)

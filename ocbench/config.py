@@ -171,6 +171,12 @@ class TrainConfig:
     cuda_graphs: bool
 
     @property
+    def snapshot_kept(self) -> list[int]:
+        """The epochs whose generator snapshot training keeps: those of `snapshot_epochs` the run
+        reaches, and the last."""
+        return sorted({e for e in self.snapshot_epochs if e <= self.epochs} | {self.epochs})
+
+    @property
     def g_width(self) -> int:
         """The generator's width: `width` for the paper's networks, `ngf` for the ResNet."""
         return self.width if self.arch == "dcgan" else self.ngf

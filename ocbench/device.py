@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 
 import torch
 
@@ -109,3 +111,18 @@ def cpu_name() -> str:
         return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def nvidia_driver(timeout: float = 30) -> str:
+    """The driver version nvidia-smi reports, or why there is none."""
+    if not shutil.which("nvidia-smi"):
+        return "unknown (no nvidia-smi on PATH)"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"unknown (nvidia-smi did not answer in {timeout:g} s)"
+    except OSError as exc:
+        return f"unknown (nvidia-smi could not run: {exc.strerror or exc})"
+    return out.stdout.splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else \
+        f"unknown (nvidia-smi failed: {' '.join(out.stderr.split())[:80]})"

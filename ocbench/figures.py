@@ -22,33 +22,24 @@ import math
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
-matplotlib.use("Agg")  # files only; no display on the machines this runs on
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.image import AxesImage  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from ocbench import schedules  # noqa: E402
-from ocbench.aggregate import Runs, collect, label, provenance, require_finished, smoke_settings  # noqa: E402
-from ocbench.config import Config  # noqa: E402
-from ocbench.errors import OcbenchError  # noqa: E402
-from ocbench.formats import GRID_PADDING as PADDING, atomic_write, grid_columns  # noqa: E402
+from ocbench import schedules
+from ocbench.aggregate import Runs, collect, label, provenance, require_finished, smoke_settings
+from ocbench.config import Config
+from ocbench.errors import OcbenchError
+from ocbench.formats import GRID_PADDING as PADDING, grid_columns
+from ocbench.plots import WARN, Notes, notes_below, plt, save, weights_notes
 
 STABILISER_GANS = ("dcgan", "sngan", "wgan_gp")  # Figure 8's panels in paper.yaml: no stabiliser, SN, GP
-PNG_DPI = 200
-WARN = "#b00000"
 COLORS = {"baseline": "tab:blue", "oct": "tab:orange", "low": "tab:green", "ramp": "tab:red",
           "combi": "tab:purple"}
 EXTRA_COLORS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
 BAND_TEXT = {"minmax": "shaded band: min–max over seeds",
              "ci95": "shaded band: 95% t-interval of the mean over seeds"}
-
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8, "figure.titlesize": 11})
-
 
 def color(cfg: Config, variant: str) -> str:
     if variant in COLORS:
@@ -58,50 +49,7 @@ def color(cfg: Config, variant: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# notes: what a reader of the figure must know, printed under it
-
-
-class Notes:
-    """Lines printed under a figure; `warn` lines (non-official weights) in red."""
-
-    def __init__(self):
-        self.lines: list[tuple[str, bool]] = []
-
-    def add(self, text: str, warn: bool = False) -> None:
-        if text and (text, warn) not in self.lines:
-            self.lines.append((text, warn))
-
-    def wrapped(self, width_in: float) -> list[tuple[str, bool]]:
-        chars = max(40, int(width_in * 15))  # ~15 characters per inch at 7.5 pt
-        return [(w, warn) for text, warn in self.lines for w in textwrap.wrap(text, chars)]
-
-    def height(self, width_in: float) -> float:
-        """Inches the notes take at the bottom of a figure `width_in` wide."""
-        n = len(self.wrapped(width_in))
-        return 0.15 + 0.14 * n if n else 0.05
-
-    def draw(self, fig) -> None:
-        width, height = fig.get_size_inches()
-        y = 0.06
-        for text, warn in reversed(self.wrapped(width)):
-            fig.text(0.01, y / height, text, fontsize=7.5, va="bottom", ha="left",
-                     color=WARN if warn else "0.15", fontweight="bold" if warn else "normal")
-            y += 0.14
-
-
-def weights_notes(notes: Notes, rows: pd.DataFrame) -> None:
-    """The visible warning for FIDs that no published number can be compared with."""
-    unofficial = rows.loc[~rows.weights_official.astype(bool), "weights_sha256"].dropna().unique()
-    for sha in unofficial:
-        notes.add(f"FID from non-official Inception weights (sha256 {str(sha)[:12]}…): "
-                  "not comparable to published numbers", warn=True)
-
-
-def smoke_notes(notes: Notes, cfg: Config, rows: pd.DataFrame) -> None:
-    """The visible label of a smoke-test config's figures (`aggregate.smoke_settings`): first, in red."""
-    text = smoke_settings(cfg, rows)
-    if text:
-        notes.lines.insert(0, (text, True))
+# notes: what a reader of the figure must know, printed under it (ocbench/plots.py draws them)
 
 
 def absent_notes(notes: Notes, cfg: Config, gans: list[str], variants: list[str]) -> None:
@@ -248,7 +196,7 @@ def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title:
     unfinished_notes(notes, runs, gans, shown)
     absent_notes(notes, cfg, list(named), variants)
     weights_notes(notes, runs.metrics[runs.metrics.variant.isin(shown)])
-    smoke_notes(notes, cfg, rows)
+    notes.first(smoke_settings(cfg, rows))
     return notes_below(fig, notes, tight=True)
 
 
@@ -271,17 +219,6 @@ def sample_count_notes(notes: Notes, rows: pd.DataFrame, metric: str) -> None:
     counts = (f" of {p['fid_samples']} generated samples per epoch against {p['reference_images'] or '?'} real "
               f"images (split {p['reference_split'] or '?'})" if p["fid_samples"] else "")
     notes.add(f"{what}{counts}.")
-
-
-def notes_below(fig, notes: Notes, tight: bool):
-    """Notes under the figure; `tight` lays out subplot grids in the space left above them."""
-    width, height = fig.get_size_inches()
-    reserve = notes.height(width)
-    if tight:
-        fig.set_size_inches(width, height + reserve)
-        fig.tight_layout(rect=(0, reserve / (height + reserve), 1, 1))
-    notes.draw(fig)
-    return fig
 
 
 def figure2(cfg: Config, runs: Runs):
@@ -535,7 +472,7 @@ def figure3(cfg: Config, runs: Runs):
     protocol_notes(notes, cfg)
     weights_notes(notes, metrics)
     notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
-    smoke_notes(notes, cfg, metrics)
+    notes.first(smoke_settings(cfg, metrics))
     return crop_to_notes(fig, layout.bottom, notes)
 
 
@@ -609,7 +546,8 @@ def figure4(cfg: Config, runs: Runs):
     absent_notes(notes, cfg, ["dcgan", "lsgan", "wgan"], ["baseline", "oct"])
     seeds = f" of seed {min(cfg.run.seeds)} (lowest seed trained)" if len(cfg.run.seeds) > 1 else ""
     notes.add(f"Each cell: the first 16 images of the epoch's grid from a fixed z{seeds}.")
-    smoke_notes(notes, cfg, runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(variants)])
+    shown = runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(variants)]
+    notes.first(smoke_settings(cfg, shown))
     return crop_to_notes(fig, layout.bottom, notes)
 
 
@@ -675,7 +613,8 @@ def figure5(cfg: Config, runs: Runs):
     absent_notes(notes, cfg, [], ["oct", "low"])
     notes.add(f"{names}: the first {rows * cols} images of the last epoch's grid from a fixed z; "
               "a larger α leaves fewer high-frequency channels.")
-    smoke_notes(notes, cfg, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)])
+    shown = runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)]
+    notes.first(smoke_settings(cfg, shown))
     return crop_to_notes(fig, layout.bottom, notes)
 
 
@@ -723,15 +662,6 @@ def output_paths(cfg: Config) -> list[Path]:
     """figures/<config>/figN.{format} for N in `cfg.figure_numbers()`: what `render` writes (and the
     workflow declares)."""
     return [cfg.figures_dir / f"fig{n}.{fmt}" for n in cfg.figure_numbers() for fmt in cfg.figures.formats]
-
-
-def save(fig, path: Path) -> None:
-    # Vector formats embed each sample image at its own resolution (sharp at any zoom); raster formats
-    # resample it to the output resolution with antialiasing.
-    vector = path.suffix.lower() in (".pdf", ".svg", ".eps")
-    for image in fig.findobj(AxesImage):
-        image.set_interpolation("none" if vector else "antialiased")
-    atomic_write(path, lambda f: fig.savefig(f, dpi=PNG_DPI, format=path.suffix.lstrip(".")))
 
 
 def render(cfg: Config, allow_partial: bool = False, config_args: str = "", log=print) -> list[Path]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
 import hashlib
 import io
@@ -151,6 +152,26 @@ def sha256_of(path: str | Path, on_block: Callable[[int], object] | None = None)
             if on_block is not None:
                 on_block(len(block))
     return h.hexdigest()
+
+
+@dataclasses.dataclass
+class RunFiles:
+    """Where a run writes: its outputs in `run_dir`, its resumable state in `state_dir`."""
+
+    run_dir: Path
+    state_dir: Path
+
+    def __post_init__(self):
+        self.metrics, self.summary = self.run_dir / "metrics.csv", self.run_dir / "run.json"
+        self.checkpoint, self.previous = self.state_dir / CHECKPOINT, self.state_dir / PREVIOUS_CHECKPOINT
+        self.position_json = self.state_dir / POSITION
+
+    def grid(self, epoch: int) -> Path:
+        return self.run_dir / "samples" / f"epoch_{epoch:03d}.png"
+
+    def snapshot(self, epoch: int) -> Path:
+        return self.run_dir / f"generator_epoch_{epoch:03d}.pt"
+
 
 
 # --------------------------------------------------------------------------------------------------

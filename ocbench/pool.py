@@ -64,7 +64,7 @@ import numpy as np
 import pandas as pd
 
 from ocbench import claims
-from ocbench.aggregate import Runs, collect
+from ocbench.aggregate import Runs, collect, provenance_line, smoke_settings
 from ocbench.bundle import COMPARABILITY, CONFIG, describe, setting_protocols, unpack
 from ocbench.config import (
     BASE_CONFIG,
@@ -78,7 +78,6 @@ from ocbench.config import (
 )
 from ocbench.errors import OcbenchError, UsageError
 from ocbench.formats import TIMING_COLUMNS, atomic_write
-from ocbench.summary import provenance_line
 
 POOLED = "pooled"  # the folder under results/<config>/ and figures/<config>/ the pooled claims go to
 EXTRA_COLUMNS = ["n_labs", "labs", "by_lab", "labs_p"]
@@ -395,7 +394,7 @@ def forest_by_lab(pool: Pool, runs: Runs, result: pd.DataFrame):
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    from ocbench.figures import Notes, finish, smoke_notes, weights_notes
+    from ocbench.plots import Notes, notes_below, weights_notes
 
     cfg, labs, notes = pool.cfg, pool.labs(), Notes()
     words = claims.measures_for(cfg)
@@ -449,8 +448,8 @@ def forest_by_lab(pool: Pool, runs: Runs, result: pd.DataFrame):
               "(claims.md says how). Open markers: each lab's own mean difference. Differences beyond "
               f"±{limit:.0f}% are drawn at the edge.")
     weights_notes(notes, runs.metrics)
-    smoke_notes(notes, pool.tree, runs.metrics)
-    return finish(fig, notes, tight=True)
+    notes.first(smoke_settings(pool.tree, runs.metrics))
+    return notes_below(fig, notes, tight=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -475,7 +474,7 @@ def write(sources: list[str], config_files: list | None = None, overrides: list 
     """`ocbench claims --pool SOURCE ...`: the pooled claims.csv, claims.md and figure; returns the files."""
     import matplotlib.pyplot as plt
 
-    from ocbench.figures import save
+    from ocbench.plots import save
 
     if not sources:
         raise UsageError("--pool needs at least one bundle or results folder")

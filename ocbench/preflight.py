@@ -66,7 +66,6 @@ import io
 import json
 import math
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -78,7 +77,7 @@ import torch
 from ocbench import fid
 from ocbench.config import Config, TrainConfig, run_id
 from ocbench.data import CELEBA_COUNTS, CELEBA_PARTITION, CELEBA_ZIP, file_md5
-from ocbench.device import cpu_name, resolve_device, sync
+from ocbench.device import cpu_name, nvidia_driver, resolve_device, sync
 from ocbench.errors import OcbenchError, one_line
 from ocbench.batches import batch_gatherer, load_prepared
 from ocbench.formats import atomic_write, to_uint8
@@ -161,21 +160,6 @@ def preflight(cfg: Config, iterations: int | None = None, fid_images: int | None
 # environment
 
 
-def nvidia_driver(timeout: float = 30) -> str:
-    """The driver version nvidia-smi reports, or why there is none."""
-    if not shutil.which("nvidia-smi"):
-        return "unknown (no nvidia-smi on PATH)"
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return f"unknown (nvidia-smi did not answer in {timeout:g} s)"
-    except OSError as exc:
-        return f"unknown (nvidia-smi could not run: {exc.strerror or exc})"
-    return out.stdout.splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else \
-        f"unknown (nvidia-smi failed: {' '.join(out.stderr.split())[:80]})"
-
-
 def output_bytes(cfg: Config) -> int:
     """Disk the protocol's runs will write: per run two checkpoints (G, D and Adam's two moments
     each) and the generator snapshots, a sample grid per epoch; plus the prepared array when it is
@@ -190,7 +174,7 @@ def output_bytes(cfg: Config) -> int:
                 g = sum(p.numel() for p in generator(train_cfg.arch, alpha, train_cfg.g_width,
                                                      train_cfg.latent_dim).parameters()) * 4
                 d = sum(p.numel() for p in discriminator(train_cfg.arch, alpha, train_cfg.d_width).parameters()) * 4
-            snapshots = len({e for e in train_cfg.snapshot_epochs if e <= train_cfg.epochs} | {train_cfg.epochs})
+            snapshots = len(train_cfg.snapshot_kept)
             total += len(cfg.run.seeds) * (2 * 3 * (g + d) + snapshots * g + train_cfg.epochs * 200_000)
     if not Path(cfg.data.prepared).exists():
         total += expected_images(cfg) * cfg.data.image_size ** 2 * 3

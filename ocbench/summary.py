@@ -15,65 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ocbench.aggregate import Runs, collect, label, provenance_line, require_finished, smoke_paragraph, weights_header
+from ocbench.aggregate import (Runs, collect, label, per_run, provenance_line, require_finished,
+                               smoke_paragraph, weights_header)
 from ocbench.config import Config
 from ocbench.formats import atomic_write
-
-RUN_COLUMNS = [
-    "run", "label", "gan", "variant", "seed", "alpha", "status", "epochs_done",
-    "best_fid", "best_epoch", "final_fid", "final_epoch", "fid_std_last10", "largest_rise",
-    "largest_rise_epoch", "final_precision", "final_recall", "best_kid", "final_kid",
-]
-
-
-def run_stats(rows: pd.DataFrame, std_window: int) -> dict:
-    """The stability numbers of one run from its per-epoch rows (epochs with a finite FID only);
-    `std_window`: the last epochs fid_std_last10 is taken over (analysis.std_window)."""
-    ok = rows[np.isfinite(rows["fid"].astype(float))].sort_values("epoch")
-    if ok.empty:
-        return {}
-    fid, epochs = ok["fid"].astype(float).to_numpy(), ok["epoch"].astype(int).to_numpy()
-    best = int(np.argmin(fid))
-    out = {
-        "best_fid": fid[best], "best_epoch": epochs[best],
-        "final_fid": fid[-1], "final_epoch": epochs[-1],
-        # ddof=1: the sample standard deviation; a single epoch has none
-        "fid_std_last10": float(np.std(fid[-std_window:], ddof=1)) if len(fid) > 1 else np.nan,
-        "final_precision": float(ok["precision"].iloc[-1]), "final_recall": float(ok["recall"].iloc[-1]),
-        "largest_rise": np.nan, "largest_rise_epoch": np.nan,
-        **kid_stats(ok),
-    }
-    if len(fid) > 1:
-        rises = np.diff(fid)
-        i = int(np.argmax(rises))
-        # the epoch at which FID had risen; a run whose FID only fell has a largest rise of 0
-        out["largest_rise"], out["largest_rise_epoch"] = (rises[i], epochs[i + 1]) if rises[i] > 0 else (0.0, np.nan)
-    return out
-
-
-def kid_stats(rows: pd.DataFrame) -> dict:
-    """Best and final KID, as for FID, over the epochs with a finite KID (none in a metrics.csv written
-    before KID was computed)."""
-    kid = rows["kid"].astype(float).to_numpy()
-    kid = kid[np.isfinite(kid)]
-    return {"best_kid": kid.min(), "final_kid": kid[-1]} if len(kid) else {}
-
-
-def per_run(runs: Runs, std_window: int) -> pd.DataFrame:
-    """One row per configured run: its status and stability numbers (`run_stats`)."""
-    lines = []
-    for r in runs.runs.itertuples():
-        rows = runs.metrics[runs.metrics.run == r.run]
-        lines.append({"run": r.run, "label": r.label, "gan": r.gan, "variant": r.variant, "seed": r.seed,
-                      "alpha": r.alpha, "status": r.run_status, "epochs_done": r.epochs_done,
-                      **run_stats(rows, std_window)})
-    table = pd.DataFrame(lines).reindex(columns=RUN_COLUMNS)
-    for col in ("best_epoch", "final_epoch", "largest_rise_epoch"):
-        table[col] = table[col].astype("Int64")
-    return table
 
 
 def per_gan(table: pd.DataFrame) -> pd.DataFrame:

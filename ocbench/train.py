@@ -44,7 +44,7 @@ from ocbench.config import (Config, GanConfig, TrainConfig, VariantConfig, diges
 from ocbench.device import resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError, one_line
 from ocbench.batches import batch_gatherer, load_images, to_model_input
-from ocbench.formats import CHECKPOINT, CHECKPOINT_FORMAT, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
+from ocbench.formats import CHECKPOINT, CHECKPOINT_FORMAT, RunFiles, atomic_write, write_metrics
 from ocbench.lock import run_lock
 from ocbench.nn import discriminator, generator
 from ocbench.progress import progress
@@ -110,25 +110,6 @@ class Position:
     def from_dict(cls, saved: dict) -> Position:
         return cls(saved["epoch"], saved["batch"], saved["iterations"], saved["g_updates"],
                    EpochTotals(*saved["sums"]), saved["elapsed"], saved["perm"])
-
-
-@dataclass
-class RunFiles:
-    """Where a run writes: its outputs in `run_dir`, its resumable state in `state_dir`."""
-
-    run_dir: Path
-    state_dir: Path
-
-    def __post_init__(self):
-        self.metrics, self.summary = self.run_dir / "metrics.csv", self.run_dir / "run.json"
-        self.checkpoint, self.previous = self.state_dir / CHECKPOINT, self.state_dir / PREVIOUS_CHECKPOINT
-        self.position_json = self.state_dir / POSITION
-
-    def grid(self, epoch: int) -> Path:
-        return self.run_dir / "samples" / f"epoch_{epoch:03d}.png"
-
-    def snapshot(self, epoch: int) -> Path:
-        return self.run_dir / f"generator_epoch_{epoch:03d}.pt"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,7 +344,7 @@ def end_of_epoch(run: Run, position: Position, epoch: EpochResult, evaluator, fi
         # `fid score --generator` regenerate them from the snapshot in fp32 and must get the same.
         with torch.no_grad(), checkpoints.writing(files.grid(number)):
             save_grid(run.G(run.grid_z, run.beta), files.grid(number))
-        snapshot_epoch = number in train_cfg.snapshot_epochs or number == train_cfg.epochs
+        snapshot_epoch = number in train_cfg.snapshot_kept
         seed = eval_seed(run.cfg, position.epoch)
         scores = evaluator.evaluate(eval_sampler(run.G, run.beta, train_cfg.latent_dim, run.device, seed, n_samples),
                                     n_samples, fid_inf=snapshot_epoch)

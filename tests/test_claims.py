@@ -347,7 +347,7 @@ def test_smoke_settings_label_every_output_and_say_why_recall_is_0(tree):
     import matplotlib.pyplot as plt
     from matplotlib.text import Text
 
-    from ocbench import figures, summary
+    from ocbench import aggregate, figures, summary
 
     smoke = ["data.synthetic={n: 200, seed: 0}", "metrics.placeholder_weights=true", "metrics.fid_samples=32",
              "metrics.dims=64", "metrics.pr_real_samples=200"]
@@ -359,7 +359,7 @@ def test_smoke_settings_label_every_output_and_say_why_recall_is_0(tree):
     md = claims_mod.markdown(cfg, runs, result)
     assert md.index("**Smoke-test settings, not a measurement of the paper:**") < md.index("FIDs from non-official")
     assert "32 generated samples an epoch on 64-d features" in md and recall in md
-    table = summary.per_run(runs, cfg.analysis.std_window)
+    table = aggregate.per_run(runs, cfg.analysis.std_window)
     assert "**Smoke-test settings" in summary.markdown(cfg, runs, table, summary.per_gan(table))
     for fig in (claims_mod.forest_plot(cfg, runs, result), figures.figure2(cfg, runs), figures.figure4(cfg, runs)):
         texts = [t.get_text() for t in fig.findobj(Text)]

@@ -33,7 +33,7 @@ from fake_cuda import fake_cuda as _fake_cuda
 from ocbench import config as config_mod
 from ocbench import fid, preflight
 from ocbench.device import sync
-from ocbench.device import resolve_device, runs_sharing_gpu
+from ocbench.device import nvidia_driver, resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
 from ocbench.bench.protocol import environment
 from ocbench.batches import PinnedGather, fits_on_device, to_model_input
@@ -283,6 +283,6 @@ def test_preflight_names_the_gpu_and_its_driver(fake_cuda, smoke_cfg, tmp_path, 
 
 def test_a_hanging_nvidia_smi_is_a_line_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", "sleep 30")["PATH"])
-    assert preflight.nvidia_driver(timeout=0.5) == "unknown (nvidia-smi did not answer in 0.5 s)"
+    assert nvidia_driver(timeout=0.5) == "unknown (nvidia-smi did not answer in 0.5 s)"
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", "echo no devices >&2; exit 9")["PATH"])
-    assert preflight.nvidia_driver() == "unknown (nvidia-smi failed: no devices)"
+    assert nvidia_driver() == "unknown (nvidia-smi failed: no devices)"
