@@ -609,6 +609,10 @@ def variant_name(variant: str) -> str:
 
 
 def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
+    """claims.md: the smoke label when there is one, which weights and sample counts made the numbers,
+    our baseline against published ones (`reference_section`), the table of every tested claim,
+    what was not tested and why, FID against KID, the runs left out, then each claim's test and each
+    measure in words."""
     seeds = ", ".join(map(str, cfg.run.seeds))
     words, conf = measures_for(cfg), cfg.analysis.confidence
     head = ["claim", "GAN", "measure", "setting", "versus", "mean setting", "mean versus",

@@ -37,6 +37,14 @@ from ocbench.formats import image_files, to_uint8
 from ocbench.sample import Sampler, generator_sampler
 
 
+def kid_real_features(features: np.ndarray, count: int | None) -> torch.Tensor:
+    """KID's real side: a fixed, seeded choice of `count` of the reference's real features (all of
+    them when None or more), in their stored order."""
+    count = len(features) if count is None else min(count, len(features))
+    rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(kid.SEED))
+    return torch.from_numpy(features[np.sort(rows[:count].numpy())])
+
+
 class Evaluator:
     """pytorch-fid's Inception, the reference statistics (and the square root of their sigma) and
     the real features' k-NN radii."""
@@ -56,6 +64,11 @@ class Evaluator:
         fid_inf_smallest: float = 0.5,
         final_reference: fid.Reference | None = None,
     ):
+        """`net` (`fid.load_inception`) and `weights` score images against `reference` (and the final
+        evaluation against `final_reference` when given). What is the same every epoch is made once,
+        here: the reference's square root (`frechet` eigh), the real features' k-NN radii (precision
+        and recall, k = `pr_k`) and KID's fixed choice of `kid_real_samples` real features. The other
+        arguments are the metrics.* settings of the same names (`from_config` passes the config's)."""
         if frechet not in fid.FRECHET_METHODS:
             raise OcbenchError(f"metrics.frechet must be one of {', '.join(fid.FRECHET_METHODS)}, got {frechet!r}")
         self.net = net
@@ -85,11 +98,7 @@ class Evaluator:
         self.kid_real = None
         self._kid_subsets = {}  # number of generated samples -> (subsets, their real kernel sums): once per run
         if reference.features is not None and len(reference.features) >= 2:
-            # A fixed, seeded choice of kid_real_samples of the real features (all when None or more).
-            count = len(reference.features) if kid_real_samples is None else min(kid_real_samples,
-                                                                                    len(reference.features))
-            rows = torch.randperm(len(reference.features), generator=torch.Generator().manual_seed(kid.SEED))
-            self.kid_real = torch.from_numpy(reference.features[np.sort(rows[:count].numpy())]).to(self.device)
+            self.kid_real = kid_real_features(reference.features, kid_real_samples).to(self.device)
 
     @property
     def weights_sha256(self) -> str:

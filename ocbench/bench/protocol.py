@@ -2,14 +2,10 @@
 
 For every (GAN, variant) the config trains, this times the real thing on this device (the real
 `TrainingStep` on the real data path, and one per-epoch evaluation by the real Evaluator of
-`metrics.fid_samples` samples) and projects the whole protocol from it:
-
-    per run  = iterations with a G step x their time + iterations without one x theirs
-               + epochs x one evaluation
-    protocol = per run x seeds, summed over the cases, / runs sharing the device
-
-The iteration counts follow training's own rule (`CriticConfig.g_turn`) over every batch of every
-epoch, so n_critic schedules (the official WGAN's 20/5) are counted exactly, not averaged. The
+`metrics.fid_samples` samples) and projects the whole protocol from it (ocbench/projection.py's
+arithmetic, which preflight's projection shares). The iteration counts follow training's own rule
+(`CriticConfig.walk`) over every batch of every epoch, so n_critic schedules (the official WGAN's
+20/5) are counted exactly, not averaged. The
 batches per epoch come from `--projected-images` (e.g. CelebA's 202,599) while the timing runs on
 whatever the prepared array holds: an iteration's time does not depend on the dataset's size, so a
 synthetic CelebA of a few thousand images times the paper's protocol. The output says both.
@@ -232,6 +228,11 @@ def environment(device: torch.device) -> dict:
 
 def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected_images: int | None = None,
                    authors: bool = True, json_path: str | None = None, profile: bool = False, log=print) -> dict:
+    """`ocbench bench protocol`: per configured (GAN, variant), `iterations` timed iterations (after
+    `warmup`) and one per-epoch evaluation on our route, and on the authors' unless `authors` is
+    False, projected to the protocol for `projected_images` images an epoch (default: the prepared
+    array's); several jobs at once when gpus.runs_per_gpu > 1. Logs the markdown table, writes the
+    JSON to `json_path`, returns it."""
     train_cfg = cfg.train
     device = resolve_device(train_cfg.device)
     timed_images = len(np.load(cfg.data.prepared, mmap_mode="r")) if Path(cfg.data.prepared).is_file() else 0
