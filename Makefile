@@ -60,11 +60,11 @@ gpu-wheels:
 
 # Everything a GPU must show, in at most 9 minutes on one H100/H200, with the machine's own python
 # and torch (carry .whl from `make gpu-wheels`); results in $$OUT (default gpu-check/). No venv: a
-# lent GPU machine has no internet. See ocbench/bench/gpu_check.py.
+# lent GPU machine has no internet. See scripts/gpu_check.py.
 OUT ?= gpu-check
 gpu-check:
-	python3 -m ocbench.bench.gpu_check --out $(OUT)
+	python3 scripts/gpu_check.py --out $(OUT)
 
 # The same steps at smoke size on this CPU (the test suite runs them too: tests/test_gpu_check.py).
 gpu-check-cpu: $(STAMP)
-	$(BIN)/python -m ocbench.bench.gpu_check --cpu --out $(OUT)-cpu
+	$(BIN)/python scripts/gpu_check.py --cpu --out $(OUT)-cpu

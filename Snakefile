@@ -3,17 +3,16 @@
 #   snakemake --cores 1 --resources gpu=1                                  # the paper's protocol
 #   snakemake --cores 2 --resources gpu=1 --configfile workflow/config/smoke.yaml   # CPU smoke test
 #
-# Rules call the `ocbench` CLI, so every step can also be run by hand. The config is validated
-# against workflow/schemas/config.schema.yaml, the schema ocbench validates with too.
+# Rules call the `ocbench` CLI, so every step can also be run by hand. workflow/rules/common.smk
+# validates the config against workflow/schemas/config.schema.yaml, the schema ocbench uses too.
 
 import sys
 
-from snakemake.utils import min_version, update_config, validate
+from snakemake.utils import min_version
 
 min_version("8.0")
 # The ocbench package sits beside this file; it need not be installed for Snakemake to use it.
 sys.path.insert(0, workflow.basedir)
-from ocbench.config import ConfigError, from_dict, yaml_typed
 from ocbench.workflow_lock import claim_for_snakemake
 from snakemake_interface_executor_plugins.settings import ExecMode
 
@@ -30,27 +29,6 @@ if workflow.exec_mode == ExecMode.DEFAULT:
 
 
 configfile: f"{workflow.basedir}/workflow/config/paper.yaml"
-
-
-# `--config run='{seeds: [0, 1, 2]}'` arrives as strings; give such nested values their YAML types.
-# Only --config's (`config_settings.config`): a --configfile is YAML already, and reading its strings
-# again would turn a text with ": " in it (a source in analysis.references) into a mapping.
-update_config(
-    config,
-    {
-        key: yaml_typed(value)
-        for key, value in workflow.config_settings.config.items()
-        if isinstance(value, (dict, list))
-    },
-)
-# ocbench's validation first: a bad value stops here in one line naming the key and the fix, as
-# `ocbench config` says it (Snakemake's validate would print the whole schema around it).
-try:
-    from_dict(config)
-except ConfigError as err:
-    print(f"ocbench: error: {err}", file=sys.stderr)
-    sys.exit(err.exit_code)
-validate(config, "workflow/schemas/config.schema.yaml")
 
 
 # common.smk first: the config, the paths and the helpers the rule files use. The rule files, one

@@ -6,7 +6,7 @@ is judged on: the two settings' means over seeds, their difference paired by see
 in the measure's units) with a t-interval across seeds (`analysis.confidence`, 95%), the number of seeds,
 and a verdict in plain words: supported, contradicted, or not resolved at this number of seeds.
 
-Per-run measures come from the stability summary (`summary.per_run`: best and final FID, FID standard
+Per-run measures come from the stability numbers (`aggregate.per_run`: best and final FID, FID standard
 deviation over the last `analysis.std_window` epochs, largest rise) and, for what the summary does
 not hold, from the per-epoch rows (`run_extras`). Runs that are missing or unfinished are left out of
 the pairs and named; diverged runs are kept (measured over the epochs before they diverged, as in the
@@ -32,10 +32,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ocbench.aggregate import Runs, collect, label, require_finished
+from ocbench.aggregate import (PROVENANCE, Runs, collect, label, per_run, provenance, provenance_line,
+                               require_finished, smoke_paragraph, smoke_settings, weights_header)
 from ocbench.config import Config, run_id
 from ocbench.formats import atomic_write
-from ocbench.summary import PROVENANCE, per_run, provenance, provenance_line, smoke_paragraph, weights_header
 
 # --------------------------------------------------------------------------------------------------
 # the measures a claim can be judged on (per run; one value each)
@@ -333,11 +333,15 @@ def evaluate(cfg: Config, runs: Runs) -> pd.DataFrame:
     # FID against KID: a KID row that points another way than its FID twin is a claim that depends on
     # the metric (or on FID's sample-size bias); said on the row and in claims.md. Empty (NA) where
     # either has no difference.
-    twin = fid_twins(result)
-    result["fid_kid_agree"] = [
-        (stance(twin[r.Index]) == stance(r)) if r.Index in twin and None not in (stance(twin[r.Index]), stance(r))
-        else pd.NA for r in result.itertuples()]
+    result["fid_kid_agree"] = fid_kid_agreement(result)
     return result
+
+
+def fid_kid_agreement(result: pd.DataFrame) -> list:
+    """claims.csv's fid_kid_agree: per row, whether a KID row points the way its FID twin does."""
+    twin = fid_twins(result)
+    return [(stance(twin[r.Index]) == stance(r)) if r.Index in twin and None not in (stance(twin[r.Index]), stance(r))
+            else pd.NA for r in result.itertuples()]
 
 
 def fid_twins(result: pd.DataFrame) -> dict:
@@ -512,10 +516,54 @@ def counts(generated, real) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# claims over runs pooled from several labs: ocbench/pool.py collects the runs, groups each row's seeds
+# by lab and computes the pooled numbers; these give it each row's values per seed and judge a row again
+
+
+def seed_values(cfg: Config, runs: Runs, result: pd.DataFrame) -> list[dict[int, tuple[float, float]]]:
+    """Per row of `evaluate`'s result, {seed: (setting's value, versus's value)} over the seeds the row
+    rests on (its `seeds`); on a row of a published number (claim R), (our final evaluation's, the
+    published value)."""
+    table = measure_table(cfg, runs).set_index(["gan", "variant", "seed"])
+    claims, references = {c.id: c for c in CLAIMS}, iter(cfg.analysis.references)  # R rows: in their order
+    out = []
+    for r in result.itertuples():
+        seeds = [int(s) for s in str(r.seeds).split()] if r.n_seeds else []
+        if r.claim == REFERENCE:
+            ref = next(references)
+            out.append({s: (float(final_evaluation(cfg, run_id(ref.gan, ref.variant, s))[ref.measure]), ref.value)
+                        for s in seeds})
+        else:
+            c = claims[r.claim]
+            out.append({s: (float(table.loc[(r.gan, c.setting, s), r.measure]),
+                            float(table.loc[(r.gan, c.versus, s), r.measure])) for s in seeds})
+    return out
+
+
+def rejudge(result: pd.DataFrame, numbers: dict) -> pd.DataFrame:
+    """`result` with the rows in `numbers` (row index -> (mean_setting, mean_versus, difference, ci_low,
+    ci_high)) judged again on those: their margin (from the new mean_versus), verdict, and FID against
+    KID."""
+    result = result.copy()
+    for i, (mean_setting, mean_versus, difference, low, high) in numbers.items():
+        r = result.loc[i]
+        if r.claim == REFERENCE:
+            margin, judged = math.nan, WITHIN if low <= 0 <= high else OUTSIDE
+        else:
+            margin = r.margin_rel * abs(mean_versus) if pd.notna(r.margin_rel) else None
+            judged = verdict(r.test, r.better, low, high, margin, int(r.n_seeds))
+        result.loc[i, ["mean_setting", "mean_versus", "difference", "ci_low", "ci_high", "margin", "verdict"]] = [
+            mean_setting, mean_versus, difference, low, high, margin, judged]
+    result["fid_kid_agree"] = fid_kid_agreement(result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
 # claims.md
 
 
-def fmt(v, digits: int = 3) -> str:
+def significant(v, digits: int = 3) -> str:
+    """`v` with about `digits` significant digits ("" for a missing or infinite value)."""
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return ""
     return f"{v:.{digits}g}" if abs(v) < 1 else f"{v:.{max(digits - 2, 1)}f}" if abs(v) < 1000 else f"{v:.0f}"
@@ -561,6 +609,10 @@ def variant_name(variant: str) -> str:
 
 
 def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
+    """claims.md: the smoke label when there is one, which weights and sample counts made the numbers,
+    our baseline against published ones (`reference_section`), the table of every tested claim,
+    what was not tested and why, FID against KID, the runs left out, then each claim's test and each
+    measure in words."""
     seeds = ", ".join(map(str, cfg.run.seeds))
     words, conf = measures_for(cfg), cfg.analysis.confidence
     head = ["claim", "GAN", "measure", "setting", "versus", "mean setting", "mean versus",
@@ -587,7 +639,7 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
                       f"for {', '.join(g.upper() for g in gans_of(cfg, c))}."
                       + (f" Reading: {c.reading}" if c.reading else ""))
     measures = [f"- {m.label} ({m.better} is better): {m.how}" for m in words.values()]
-    parts = [
+    sections = [
         f"# The paper's claims: {cfg.name}", "",
         *smoke_paragraph(cfg, runs.metrics),
         weights_header(runs), "",
@@ -604,21 +656,21 @@ def markdown(cfg: Config, runs: Runs, result: pd.DataFrame) -> str:
         *lines, "",
     ]
     if cfg.train.epochs != 50:
-        parts += [f"Runs here have {cfg.train.epochs} epochs, not the paper's 50: \"epoch 20\" in the measures is "
+        sections += [f"Runs here have {cfg.train.epochs} epochs, not the paper's 50: \"epoch 20\" in the measures is "
                   f"epoch {collapse_epoch(cfg.train.epochs)} (the same fraction of training).", ""]
     if not_trained:
-        parts += [f"Not tested, because config '{cfg.name}' does not train the settings they compare: "
+        sections += [f"Not tested, because config '{cfg.name}' does not train the settings they compare: "
                   f"{', '.join(not_trained)}.", ""]
     disagree = disagreements(cfg, result)
-    parts += ["## FID and KID", "",
+    sections += ["## FID and KID", "",
               "Each claim judged on FID is judged on KID too (same test, same margin as a fraction of the "
               "compared setting's mean). KID is unbiased by the sample count, FID is not: a verdict that "
               "holds on one and not the other depends on the metric or on the number of samples. "
               + agreement_sentence(result, disagree), "", *disagree, ""]
     if notes:
-        parts += ["## Runs left out or qualified", "", *notes, ""]
-    parts += ["## The claims and their tests", "", *claims, "", "## Measures", "", *measures, ""]
-    return "\n".join(parts)
+        sections += ["## Runs left out or qualified", "", *notes, ""]
+    sections += ["## The claims and their tests", "", *claims, "", "## Measures", "", *measures, ""]
+    return "\n".join(sections)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -648,7 +700,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     import matplotlib.pyplot as plt
     from matplotlib.transforms import blended_transform_factory
 
-    from ocbench.figures import Notes, finish, smoke_notes, weights_notes
+    from ocbench.plots import Notes, notes_below, weights_notes
 
     notes = Notes()
     words = measures_for(cfg)
@@ -736,12 +788,12 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     for text in dict.fromkeys("; ".join(left).split("; ")) if left else []:
         notes.add(text + ".")
     for r in references.itertuples():  # the baseline against its published number, in words
-        ours = f"{fmt(r.mean_setting, 4)} over {r.n_seeds} seed(s)" if r.n_seeds else "none yet"
+        ours = f"{significant(r.mean_setting, 4)} over {r.n_seeds} seed(s)" if r.n_seeds else "none yet"
         notes.add(f"{r.setting} {FINAL_MEASURES[r.measure].label}: {r.versus}, ours "
                   f"{ours}: {r.verdict} ({r.notes.split(';')[0]}).", warn=r.verdict == OUTSIDE)
     weights_notes(notes, runs.metrics)
-    smoke_notes(notes, cfg, runs.metrics)
-    return finish(fig, notes, tight=True)
+    notes.first(smoke_settings(cfg, runs.metrics))
+    return notes_below(fig, notes, tight=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -757,7 +809,7 @@ def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> li
     """claims.csv, claims.md and the forest plot; returns the files written."""
     import matplotlib.pyplot as plt
 
-    from ocbench.figures import save
+    from ocbench.plots import save
 
     runs = collect(cfg)
     require_finished(runs, allow_partial, config_args)

@@ -239,20 +239,40 @@ def cmd_summary(args) -> None:
 
 
 def cmd_claims(args) -> None:
+    if args.pool:
+        from ocbench.pool import write as write_pooled
+
+        print("wrote " + ", ".join(map(str, write_pooled(args.pool, args.config, args.overrides, args.allow_partial))))
+        return
     from ocbench.claims import write
 
     print("wrote " + ", ".join(map(str, write(load_config(args), args.allow_partial, config_args(args)))))
+
+
+def cmd_bundle(args) -> None:
+    from ocbench.bundle import write_bundle
+
+    print(f"wrote {write_bundle(load_config(args), args.out, args.format, args.with_snapshots, args.lab)}")
 
 
 # --------------------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """`ocbench COMMAND ...`: one subcommand per job, each calling one plain function (cmd_* above),
+    registered by group below."""
     parser = argparse.ArgumentParser(
         prog="ocbench", description="Reproduce 'Stabilizing GANs with Octave Convolutions'."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_commands in (add_run_commands, add_data_commands, add_fid_commands, add_report_commands,
+                         add_gpu_commands, add_bench_commands):
+        add_commands(sub)
+    return parser
 
+
+def add_run_commands(sub) -> None:
+    """A run and its config: config, model-info, train, preflight, status, sample."""
     p = sub.add_parser("config", help="print the merged, validated config")
     add_config_args(p)
     p.set_defaults(func=cmd_config)
@@ -270,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "training and its speed options, resume, FID on the device, the projected time")
     add_config_args(p)
     p.add_argument("--iterations", type=int, default=None, metavar="K",
-                   help="iterations per half of each training check (default 3 on a GPU, 1 on the CPU)")
+                   help="batches per epoch of the training checks (default 3 on a GPU, 2 on the CPU)")
     p.add_argument("--fid-images", type=int, default=None, metavar="M",
                    help="generated images of the FID check (default 256 on a GPU, 8 on the CPU)")
     p.add_argument("--json", metavar="PATH", help="also write the checks as JSON")
@@ -282,6 +302,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="redraw every SECONDS (default 60) until Ctrl-C")
     p.set_defaults(func=cmd_status)
 
+    p = sub.add_parser("sample", help="PNG files (or one grid) from a generator, with the FID's latents and pixels")
+    add_config_args(p)
+    p.add_argument("--generator", required=True, metavar="CKPT", help="a generator_epoch_EEE.pt")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", metavar="DIR", help="write N PNG files 000000.png ... there (for python -m pytorch_fid)")
+    out.add_argument("--grid", metavar="FILE", help="write the N images as one PNG grid instead")
+    p.add_argument("-n", type=int, default=None,
+                   help="number of images (default: as many as its epoch's evaluation; a grid has 64)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the latents, as `ocbench fid score --seed` (default: its epoch's evaluation's)")
+    p.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
+    p.set_defaults(func=cmd_sample)
+
+
+def add_data_commands(sub) -> None:
+    """CelebA: data fetch, prepare, verify, synth."""
+    p = sub.add_parser("data", help="CelebA: fetch, prepare, or write a synthetic one")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    q = data_sub.add_parser("fetch", help="download img_align_celeba.zip (data.sources, then the known mirrors), "
+                                          "write list_eval_partition.txt; verify both")
+    add_config_args(q)
+    q.add_argument("--only", choices=["images", "partition"], default=None,
+                   help="fetch/check just data.images or just data.partition (one file per workflow rule)")
+    q.set_defaults(func=cmd_data_fetch)
+    q = data_sub.add_parser("prepare", help="crop + resize every image of the split into one uint8 .npy")
+    add_config_args(q)
+    q.add_argument("--skip-corrupt", action="store_true",
+                   help="leave out JPEGs that fail to decode (recorded in the JSON) instead of failing")
+    q.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
+    q.set_defaults(func=cmd_data_prepare)
+    q = data_sub.add_parser("verify", help="check the prepared array against the sha256 prepare recorded")
+    add_config_args(q)
+    q.set_defaults(func=cmd_data_verify)
+    q = data_sub.add_parser("synth", help="write a synthetic CelebA zip + partition file (tests, smoke runs)")
+    add_config_args(q)
+    q.add_argument("--out", metavar="ZIP", help="zip to write (partition file beside it); default: the config's")
+    q.add_argument("--n", type=int, default=None, help="number of images (with --out)")
+    q.add_argument("--seed", type=int, default=None, help="seed (with --out; default 0)")
+    q.set_defaults(func=cmd_data_synth)
+
+
+def add_fid_commands(sub) -> None:
+    """Inception's weights, the reference statistics, a FID: fid weights, stats, score."""
     p = sub.add_parser("fid", help="Inception weights, reference statistics, FID and precision/recall")
     fid_sub = p.add_subparsers(dest="fid_command", required=True, metavar="FID_COMMAND")
     q = fid_sub.add_parser("weights", help="fetch and check pytorch-fid's Inception weights")
@@ -307,43 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
     q.set_defaults(func=cmd_fid_score)
 
-    p = sub.add_parser("sample", help="PNG files (or one grid) from a generator, with the FID's latents and pixels")
-    add_config_args(p)
-    p.add_argument("--generator", required=True, metavar="CKPT", help="a generator_epoch_EEE.pt")
-    out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("--out", metavar="DIR", help="write N PNG files 000000.png ... there (for python -m pytorch_fid)")
-    out.add_argument("--grid", metavar="FILE", help="write the N images as one PNG grid instead")
-    p.add_argument("-n", type=int, default=None,
-                   help="number of images (default: as many as its epoch's evaluation; a grid has 64)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the latents, as `ocbench fid score --seed` (default: its epoch's evaluation's)")
-    p.add_argument("--device", default=None, help="default: train.device (auto: GPU when there is one)")
-    p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("data", help="CelebA: fetch, prepare, or write a synthetic one")
-    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    q = data_sub.add_parser("fetch", help="download img_align_celeba.zip (data.sources, then the known mirrors), "
-                                          "write list_eval_partition.txt; verify both")
-    add_config_args(q)
-    q.add_argument("--only", choices=["images", "partition"], default=None,
-                   help="fetch/check just data.images or just data.partition (one file per workflow rule)")
-    q.set_defaults(func=cmd_data_fetch)
-    q = data_sub.add_parser("prepare", help="crop + resize every image of the split into one uint8 .npy")
-    add_config_args(q)
-    q.add_argument("--skip-corrupt", action="store_true",
-                   help="leave out JPEGs that fail to decode (recorded in the JSON) instead of failing")
-    q.add_argument("--workers", type=int, default=None, metavar="N", help="processes (default: all cores)")
-    q.set_defaults(func=cmd_data_prepare)
-    q = data_sub.add_parser("verify", help="check the prepared array against the sha256 prepare recorded")
-    add_config_args(q)
-    q.set_defaults(func=cmd_data_verify)
-    q = data_sub.add_parser("synth", help="write a synthetic CelebA zip + partition file (tests, smoke runs)")
-    add_config_args(q)
-    q.add_argument("--out", metavar="ZIP", help="zip to write (partition file beside it); default: the config's")
-    q.add_argument("--n", type=int, default=None, help="number of images (with --out)")
-    q.add_argument("--seed", type=int, default=None, help="seed (with --out; default 0)")
-    q.set_defaults(func=cmd_data_synth)
-
+def add_report_commands(sub) -> None:
+    """What the finished runs say: aggregate, figures, summary, claims, bundle."""
     partial_help = "use the runs that exist (missing ones are named) instead of failing"
     p = sub.add_parser("aggregate", help="every run's per-epoch metrics into results/<config>/metrics.csv")
     add_config_args(p)
@@ -363,9 +392,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("claims", help="each paper claim as a verdict: results/<config>/claims.md, .csv, "
                                       "figures/<config>/claims.*")
     add_config_args(p)
-    p.add_argument("--allow-partial", action="store_true", help=partial_help)
+    p.add_argument("--allow-partial", action="store_true",
+                   help=partial_help + " (with --pool: also leave out what does not agree with the first source)")
+    p.add_argument("--pool", nargs="+", metavar="BUNDLE_OR_FOLDER",
+                   help="judge the claims on the runs of these bundles and results folders together, each a lab, "
+                        "into results/<config>/pooled/ (--config/--set merge over the first one's config); "
+                        "see docs/labs.md")
     p.set_defaults(func=cmd_claims)
 
+    p = sub.add_parser("bundle", help="one file to send another lab: every run's metrics.csv, run.json and snapshot "
+                                      "epochs' grids, the merged config, provenance and a sha256 manifest")
+    add_config_args(p)
+    p.add_argument("--out", metavar="DIR", help="folder to write <config>-<hash>.<format> to (default: paths.results)")
+    p.add_argument("--format", choices=["tar.gz", "zip"], default="tar.gz")
+    p.add_argument("--with-snapshots", action="store_true",
+                   help="also the generator snapshots of the snapshot epochs (checkpoints never)")
+    p.add_argument("--lab", metavar="NAME", help="record this lab name (without it the bundle names no lab)")
+    p.set_defaults(func=cmd_bundle)
+
+
+def add_gpu_commands(sub) -> None:
+    """A GPU slot of the job's own: with-gpu."""
     p = sub.add_parser("with-gpu", help="claim a free GPU slot, then run COMMAND on it (after --)")
     add_config_args(p)
     p.add_argument("--devices", help="comma-separated GPU ids (default: gpus.devices of the config)")
@@ -376,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     p.set_defaults(func=cmd_with_gpu)
 
+
+def add_bench_commands(sub) -> None:
+    """The benchmarks (BENCHMARKS.md): bench prepare, eval, train, protocol."""
     p = sub.add_parser("bench", help="benchmarks (see BENCHMARKS.md)")
     bench_sub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     q = bench_sub.add_parser("prepare", help="data prepare images/s against the authors' one-PNG-per-image way")
@@ -411,8 +461,6 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     q.add_argument("--profile", action="store_true", help="print the top ops/kernels of a few iterations per case")
     q.set_defaults(func=cmd_bench_protocol)
-
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,8 +50,8 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class PathsConfig:
-    results: str = "results"
-    figures: str = "figures"
+    results: str
+    figures: str
 
 
 @dataclass(frozen=True)
@@ -59,30 +59,30 @@ class DataConfig:
     images: str
     partition: str
     prepared: str
-    split: str = "all"
-    subset: bool = False
-    crop: str | None = "center"
-    resize: str = "bilinear"
-    image_size: int = 128
-    synthetic: dict | None = None
-    sources: list[str] = field(default_factory=list)  # copies of the zip tried before the built-in ones
+    split: str
+    subset: bool
+    crop: str | None
+    resize: str
+    image_size: int
+    synthetic: dict | None
+    sources: list[str]  # copies of the zip tried before the built-in ones
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
     name: str
     lr: float
-    betas: tuple[float, float] = (0.5, 0.999)
+    betas: tuple[float, float]
 
 
 @dataclass(frozen=True)
 class CriticConfig:
     """How many D steps per G step; see `n_critic`."""
 
-    n: int = 1
-    warmup: int | None = None
-    warmup_g_updates: int = 0
-    warmup_every: int | None = None
+    n: int
+    warmup_g_updates: int
+    warmup: int | None = None  # absent: n
+    warmup_every: int | None = None  # absent: never
 
     def n_critic(self, g_updates: int) -> int:
         """D steps per G step, given the number of G updates made so far (official WGAN rule)."""
@@ -97,16 +97,43 @@ class CriticConfig:
         """Whether G steps after the D step on batch `batch_index` of the epoch (counted from 0)."""
         return batch_index % self.n_critic(g_updates) == 0
 
+    def walk(self, batches_per_epoch: int, epochs: int | None = None,
+             g_steps: int | None = None) -> list[tuple[int, int]]:
+        """(iterations, G steps) of each epoch of a run, by training's own rule (`g_turn` on every
+        batch): `epochs` epochs, or up to the `g_steps`-th G step, where the last epoch ends early.
+        The one walk of the schedule: the run's length, epochs and iterations derive from it."""
+        per_epoch, made = [], 0
+        while (epochs is None or len(per_epoch) < epochs) and (g_steps is None or made < g_steps):
+            start, iterations = made, 0
+            for batch_index in range(batches_per_epoch):  # every epoch has a G step: on its batch 0
+                iterations += 1
+                made += self.g_turn(batch_index, made)
+                if made == g_steps:
+                    break
+            per_epoch.append((iterations, made - start))
+        return per_epoch
+
+    def epochs_for(self, g_steps: int, batches_per_epoch: int) -> int:
+        """The epochs in which the schedule reaches `g_steps` G updates (the last one partial): what
+        `train.epochs` must be with `train.g_steps`."""
+        return len(self.walk(batches_per_epoch, g_steps=g_steps))
+
+    def iterations(self, batches_per_epoch: int, epochs: int, g_steps: int | None = None) -> tuple[int, int]:
+        """(iterations with a G step, iterations without one) of a whole run."""
+        per_epoch = self.walk(batches_per_epoch, epochs, g_steps)
+        iterations, with_g = (sum(column) for column in zip(*per_epoch)) if per_epoch else (0, 0)
+        return with_g, iterations - with_g
+
 
 @dataclass(frozen=True)
 class GanConfig:
     loss: str
     optimizer: OptimizerConfig
     critic: CriticConfig
-    clamp: float | None = None
-    d_norm: str = "batch"  # the discriminator's normalisation: batch (the paper's) | none | layer
-    spectral_norm: bool = False  # on every discriminator conv (SN-GAN)
-    gradient_penalty: float = 0.0  # lambda of WGAN-GP's penalty; 0: none
+    d_norm: str  # the discriminator's normalisation: batch (the paper's) | none | layer
+    spectral_norm: bool  # on every discriminator conv (SN-GAN)
+    gradient_penalty: float  # lambda of WGAN-GP's penalty; 0: none
+    clamp: float | None = None  # absent: no clipping
 
     @property
     def stabilised(self) -> bool:
@@ -124,24 +151,30 @@ class VariantConfig:
 class TrainConfig:
     epochs: int
     batch_size: int
-    latent_dim: int = 100
-    width: int = 32
-    init: str = "pytorch"
-    arch: str = "dcgan"  # dcgan (the paper's networks, `width`) | resnet (SN-GAN's ResNet, `ngf` and `ndf`)
-    ngf: int = 1024
-    ndf: int = 1024
-    resnet: str = "mimicry"  # arch resnet's discriminator: mimicry (its code, the preset's) | chainer (ocbench/nn.py)
-    g_steps: int | None = None  # None: `epochs` whole epochs; N: stop at the N-th G update
-    snapshot_epochs: list[int] = field(default_factory=list)
-    grid_size: int = 64
-    checkpoint_minutes: float = 5.0
-    device: str = "auto"
-    deterministic: bool = False
-    data_on_device: str | bool = "auto"
-    bf16: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    cuda_graphs: bool = False
+    latent_dim: int
+    width: int
+    init: str
+    arch: str  # dcgan (the paper's networks, `width`) | resnet (SN-GAN's ResNet, `ngf` and `ndf`)
+    ngf: int
+    ndf: int
+    resnet: str  # arch resnet's discriminator: mimicry (its code, the preset's) | chainer (ocbench/nn.py)
+    g_steps: int | None  # None: `epochs` whole epochs; N: stop at the N-th G update
+    snapshot_epochs: list[int]
+    grid_size: int
+    checkpoint_minutes: float
+    device: str
+    deterministic: bool
+    data_on_device: str | bool
+    bf16: bool
+    channels_last: bool
+    compile: bool
+    cuda_graphs: bool
+
+    @property
+    def snapshot_kept(self) -> list[int]:
+        """The epochs whose generator snapshot training keeps: those of `snapshot_epochs` the run
+        reaches, and the last."""
+        return sorted({e for e in self.snapshot_epochs if e <= self.epochs} | {self.epochs})
 
     @property
     def g_width(self) -> int:
@@ -155,55 +188,55 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    tensorboard: bool = True
-    every: int = 50
+    tensorboard: bool
+    every: int
 
 
 @dataclass(frozen=True)
 class GpusConfig:
-    devices: str | list = "auto"
-    runs_per_gpu: int = 1
-    lock_dir: str | None = None
+    devices: str | list
+    runs_per_gpu: int
+    lock_dir: str | None
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     stats: str
-    fid_samples: int = 10000
-    dims: int = 2048
-    stats_images: int | None = None
-    batch_size: int = 200
-    pr_k: int = 3
-    pr_real_samples: int = 10000
-    weights_dir: str | None = None
-    placeholder_weights: bool = False
-    frechet: str = "eigh"
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    kid_real_samples: int | None = None  # None: as many as fid_samples
-    fid_inf_points: int = 5
-    fid_inf_smallest: float = 0.5
-    eval_seed: int = 1_000_000  # the FID samples after epoch index e use seed eval_seed + e
-    final_samples: int | None = None  # after the last epoch, also score this many samples (run.json's "final")
-    final_real_images: int | None = None  # the final FID against this many real images drawn at random; None: `stats`'
-    final_real_seed: int = 0  # the seed that draws them (fid.real_sample_indices)
+    fid_samples: int
+    dims: int
+    stats_images: int | None
+    batch_size: int
+    pr_k: int
+    pr_real_samples: int
+    weights_dir: str | None
+    placeholder_weights: bool
+    frechet: str
+    kid_subsets: int
+    kid_subset_size: int
+    kid_real_samples: int | None  # None: as many as fid_samples
+    fid_inf_points: int
+    fid_inf_smallest: float
+    eval_seed: int  # the FID samples after epoch index e use seed eval_seed + e
+    final_samples: int | None  # after the last epoch, also score this many samples (run.json's "final")
+    final_real_images: int | None  # the final FID against this many real images drawn at random; None: `stats`'
+    final_real_seed: int  # the seed that draws them (fid.real_sample_indices)
 
 
 @dataclass(frozen=True)
 class FiguresConfig:
-    grid_epochs: list[int] = field(default_factory=list)
-    curve_sample_epochs: list[int] = field(default_factory=list)
-    band: str = "minmax"
-    metric: str = "fid"
-    formats: list[str] = field(default_factory=lambda: ["pdf", "png"])
+    grid_epochs: list[int]
+    curve_sample_epochs: list[int]
+    band: str
+    metric: str
+    formats: list[str]
 
 
 @dataclass(frozen=True)
 class MarginsConfig:
     """The claims' margins, as fractions of the compared setting's mean (ocbench/claims.py)."""
 
-    similar: float = 0.10  # "similar", "better or similar"
-    not_dramatically_worse: float = 0.25
+    similar: float  # "similar", "better or similar"
+    not_dramatically_worse: float
 
 
 @dataclass(frozen=True)
@@ -224,10 +257,10 @@ class Reference:
 class AnalysisConfig:
     """How `ocbench summary` and `ocbench claims` judge finished runs; no number training computes."""
 
-    std_window: int = 10  # last epochs whose FIDs give the summary's fid_std_last10
-    confidence: float = 0.95  # of the claims' paired t-intervals
-    margins: MarginsConfig = field(default_factory=MarginsConfig)
-    references: list[Reference] = field(default_factory=list)
+    std_window: int  # last epochs whose FIDs give the summary's fid_std_last10
+    confidence: float  # of the claims' paired t-intervals
+    margins: MarginsConfig
+    references: list[Reference]
 
 
 @dataclass(frozen=True)
@@ -242,9 +275,9 @@ class Config:
     gpus: GpusConfig
     metrics: MetricsConfig
     figures: FiguresConfig
+    log: LogConfig
+    analysis: AnalysisConfig
     raw: dict = field(repr=False, compare=False)  # the merged, validated dictionary
-    log: LogConfig = field(default_factory=LogConfig)
-    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     @property
     def results_dir(self) -> Path:
@@ -430,15 +463,15 @@ def validate(raw: dict) -> None:
                 "is WGAN's weight clipping); remove clamp, or use loss wgan"
             )
     train = raw["train"]
-    if train.get("arch", "dcgan") == "resnet":
+    if train["arch"] == "resnet":
         if train["init"] != "pytorch":
             raise ConfigError(f"config error at train.init: {train['init']!r} is the paper networks' init; arch "
                               "resnet has SN-GAN's own (Xavier-uniform): set train.init: pytorch")
         for gan in raw["run"]["gans"]:
-            if raw["gans"][gan].get("d_norm", "batch") != "none":
+            if raw["gans"][gan]["d_norm"] != "none":
                 raise ConfigError(f"config error at gans.{gan}.d_norm: arch resnet's discriminator has no "
                                   f"normalisation layers (SN-GAN's); set gans.{gan}.d_norm: none")
-    for i, ref in enumerate(raw.get("analysis", {}).get("references", [])):
+    for i, ref in enumerate(raw["analysis"]["references"]):
         for key, known in (("gan", raw["gans"]), ("variant", raw["variants"])):
             if ref[key] not in known:
                 raise ConfigError(f"config error at analysis.references[{i}].{key}: unknown {key} {ref[key]!r}; "
@@ -495,12 +528,12 @@ def from_dict(raw: dict) -> Config:
     gans = {
         name: GanConfig(
             loss=g["loss"],
-            optimizer=OptimizerConfig(**{**g["optimizer"], "betas": tuple(g["optimizer"].get("betas", (0.5, 0.999)))}),
+            optimizer=OptimizerConfig(**{**g["optimizer"], "betas": tuple(g["optimizer"]["betas"])}),
             critic=CriticConfig(**g["critic"]),
+            d_norm=g["d_norm"],
+            spectral_norm=g["spectral_norm"],
+            gradient_penalty=float(g["gradient_penalty"]),
             clamp=g.get("clamp"),
-            d_norm=g.get("d_norm", "batch"),
-            spectral_norm=g.get("spectral_norm", False),
-            gradient_penalty=float(g.get("gradient_penalty", 0.0)),
         )
         for name, g in raw["gans"].items()
     }
@@ -515,15 +548,15 @@ def from_dict(raw: dict) -> Config:
         gpus=GpusConfig(**raw["gpus"]),
         metrics=MetricsConfig(**raw["metrics"]),
         figures=FiguresConfig(**raw["figures"]),
+        log=LogConfig(**raw["log"]),
+        analysis=analysis_config(raw["analysis"]),
         raw=raw,
-        log=LogConfig(**raw.get("log", {})),
-        analysis=analysis_config(raw.get("analysis", {})),
     )
 
 
 def analysis_config(raw: dict) -> AnalysisConfig:
-    return AnalysisConfig(**{**raw, "margins": MarginsConfig(**raw.get("margins", {})),
-                             "references": [Reference(**r) for r in raw.get("references", [])]})
+    return AnalysisConfig(**{**raw, "margins": MarginsConfig(**raw["margins"]),
+                             "references": [Reference(**r) for r in raw["references"]]})
 
 
 def load(files: list[str | Path] | None = None, overrides: list[str] | None = None) -> Config:
@@ -625,9 +658,9 @@ def protocol_changes(recorded: dict | None, current: dict) -> str:
         return "settings it does not record (an older ocbench made it)"
     missing = object()
     keys = [k for k in {**recorded, **current} if recorded.get(k, missing) != current.get(k, missing)]
-    said = [f"{k} {as_yaml(recorded.get(k, 'absent'))} (this config: {as_yaml(current.get(k, 'absent'))})"
+    changes = [f"{k} {as_yaml(recorded.get(k, 'absent'))} (this config: {as_yaml(current.get(k, 'absent'))})"
             for k in keys[:4]]
-    return ", ".join(said) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    return ", ".join(changes) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
 
 
 def set_options(recorded: dict, current: dict) -> str:

@@ -339,7 +339,7 @@ def _open(entry: str) -> Image.Image:
     return img
 
 
-def _work(start: int, entries: list[tuple[str, str]]) -> tuple[int, list[tuple[int, str, str]]]:
+def _prepare_chunk(start: int, entries: list[tuple[str, str]]) -> tuple[int, list[tuple[int, str, str]]]:
     """Decode and write images start, start+1, ...; returns (count, [(index, name, why)] unreadable)."""
     out, recipe = _worker["out"], _worker["recipe"]
     bad = []
@@ -401,7 +401,7 @@ def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress
         if workers == 1:  # no pool: simpler to debug, and no start-up cost for tiny datasets
             _init_worker(*args)
             for s, part in tasks:
-                done, b = _work(s, part)
+                done, b = _prepare_chunk(s, part)
                 digest.add(s)
                 bar.update(done)
                 bad += b
@@ -410,7 +410,7 @@ def _decode_all(source: Path, tmp: Path, entries, recipe, workers: int, progress
             _worker.clear()
             return bad, digest.hexdigest()
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=args) as pool:
-            futures = {pool.submit(_work, s, part): s for s, part in tasks}
+            futures = {pool.submit(_prepare_chunk, s, part): s for s, part in tasks}
             try:
                 for fut in as_completed(futures):
                     done, b = fut.result()
@@ -507,24 +507,6 @@ def select(cfg, source: Path, partition: Path, available: dict[str, str]) -> lis
             f"split {d.split!r} has {len(wanted):,} images in {partition}, CelebA's has {expected:,}; "
             f"use CelebA's partition file (md5 {CELEBA_PARTITION.md5}) or set data.subset: true")
     return sorted(wanted)
-
-
-def load_prepared(path: str | Path, mmap: bool = True) -> np.ndarray:
-    """The prepared uint8 N x H x W x 3 array, memory-mapped (or read whole). A missing, truncated
-    (a copy cut short) or damaged file is a one-line error naming it and the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise OcbenchError(f"prepared images {path} not found; run `ocbench data prepare` first")
-    rebuild = "rerun `ocbench data prepare` (with the same --config) to rebuild it"
-    try:
-        array = np.load(path, mmap_mode="r")  # reads the header and checks the file's length
-        if not mmap and array.dtype == np.uint8:
-            array = np.load(path)  # read() rather than a map: a disk error is an OSError, not SIGBUS
-    except (OSError, ValueError, EOFError) as exc:
-        raise OcbenchError(f"{path} is truncated or damaged ({one_line(exc, 80)}); {rebuild}") from None
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
-        raise OcbenchError(f"{path} holds {array.dtype} {array.shape}, not uint8 N x H x W x 3; {rebuild}")
-    return array
 
 
 def up_to_date(prepared: Path, settings: dict) -> dict | None:
@@ -663,7 +645,12 @@ def verify_prepared(cfg, progress: bool = True) -> str:
     if not recorded:
         raise OcbenchError(f"{meta_path} records no sha256 (written by an older ocbench), so {prepared} cannot "
                            f"be verified; {rebuild}")
-    actual = sha256_of(prepared, show=progress)
+    from ocbench.progress import progress as progress_bar
+
+    bar = progress_bar(total=prepared.stat().st_size, desc=prepared.name, unit="B", unit_scale=True,
+                       unit_divisor=1024, disable=not progress)
+    actual = sha256_of(prepared, bar.update)
+    bar.close()
     if actual != recorded:
         raise OcbenchError(f"{prepared} has sha256 {actual}, not the {recorded} prepare recorded in "
                            f"{meta_path.name}: the file changed since it was written; {rebuild}")

@@ -7,7 +7,7 @@ fake CUDA driver (tests/fake_cuda.py):
     device.resolve_device        torch.cuda.is_available(), the run's GPU as cuda:0
     train.configure_backends     cudnn.benchmark = True
     train.set_up                 torch.Generator(cuda:0), the run's noise stream
-    train.load_images            torch.cuda.mem_get_info and `fits_on_device`: the array on the GPU,
+    batches.load_images          torch.cuda.mem_get_info and `fits_on_device`: the array on the GPU,
                                  else `PinnedGather` (pinned buffers, copy events)
     train.make_optimizer         fused Adam; `load_optimizer_state` puts `step` on the GPU for it
     train.rng_state / set_rng_state   torch.cuda.get_rng_state / set_rng_state of the run's GPU
@@ -25,10 +25,13 @@ it stops with one line saying why.
 from __future__ import annotations
 
 import os
+import platform
+import shutil
+import subprocess
 
 import torch
 
-from ocbench.errors import OcbenchError
+from ocbench.errors import OcbenchError, one_line
 
 
 def assigned_gpus(environ=os.environ) -> list[str]:
@@ -45,7 +48,7 @@ def cuda_failure() -> str:
     try:
         torch.cuda.init()
     except Exception as exc:  # RuntimeError / AssertionError: no driver, too old, not compiled with CUDA
-        return " ".join(str(exc).split())[:200] or type(exc).__name__
+        return one_line(exc, 200)
     return "torch.cuda.is_available() is False"
 
 
@@ -100,3 +103,26 @@ def sync(device: torch.device) -> None:
     """Wait for the device: a GPU's work is asynchronous, and a timer must see it finished."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def nvidia_driver(timeout: float = 30) -> str:
+    """The driver version nvidia-smi reports, or why there is none."""
+    if not shutil.which("nvidia-smi"):
+        return "unknown (no nvidia-smi on PATH)"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"unknown (nvidia-smi did not answer in {timeout:g} s)"
+    except OSError as exc:
+        return f"unknown (nvidia-smi could not run: {exc.strerror or exc})"
+    return out.stdout.splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else \
+        f"unknown (nvidia-smi failed: {' '.join(out.stderr.split())[:80]})"

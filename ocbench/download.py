@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocbench import __version__
-from ocbench.errors import OcbenchError
+from ocbench.errors import OcbenchError, one_line
 from ocbench.formats import create_new, rename_own
 from ocbench.progress import progress as progress_bar
 
@@ -346,7 +346,7 @@ def _fetch_google_drive(file_id: str, dest: Path, expected: Expected) -> Fetched
         target.unlink(missing_ok=True)
         if isinstance(exc, OSError) and type(exc).__module__.startswith("requests"):
             raise SourceFailed(f"cannot connect ({type(exc).__name__})") from None  # its text is a page long
-        raise SourceFailed(f"{type(exc).__name__}: {' '.join(str(exc).split())[:150]}") from None
+        raise SourceFailed(f"{type(exc).__name__}: {one_line(exc, 150)}") from None
     try:
         return _fetch_local(target, dest, expected, show=False)
     finally:

@@ -6,7 +6,7 @@ pytorch-fid's route is: PNG file -> PIL uint8 -> `ToTensor` (float32, / 255) -> 
 same numbers, but from uint8 tensors in memory:
 
 - generated images in [-1, 1] are quantised exactly as `torchvision.utils.save_image((x + 1) / 2)`
-  would write them to a PNG (`to_uint8`), so a PNG that training writes and the FID computed from
+  would write them to a PNG (`formats.to_uint8`), so a PNG that training writes and the FID computed from
   memory describe the same pixels;
 - uint8 -> float is `x.float().div(255)`, what `ToTensor` does to a PIL image;
 - the network is pytorch-fid's own `InceptionV3`, built from a weights file we located and hashed
@@ -40,7 +40,7 @@ import torch
 from pytorch_fid import inception as pf_inception
 from pytorch_fid.fid_score import calculate_frechet_distance
 
-from ocbench.errors import OcbenchError
+from ocbench.errors import OcbenchError, one_line
 from ocbench.formats import atomic_write, replacing, sha256_of
 from ocbench.hub import WEIGHTS_NAME, weights_path  # torch-free: the Snakefile needs the path at parse time
 
@@ -74,9 +74,8 @@ def fetch_weights(weights_dir: str | None = None) -> Weights:
             # download_url_to_file writes to a temporary file, checks the sha256 prefix, then moves.
             torch.hub.download_url_to_file(WEIGHTS_URL, str(path), hash_prefix=OFFICIAL_SHA256_PREFIX)
         except Exception as exc:  # offline (URLError, OSError) or a bad download (RuntimeError)
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise OcbenchError(
-                f"cannot download the Inception FID weights ({reason}); download {WEIGHTS_URL} "
+                f"cannot download the Inception FID weights ({one_line(exc)}); download {WEIGHTS_URL} "
                 f"and put it at {path}"
             ) from None
     weights = Weights(path, sha256_of(path))
@@ -183,13 +182,6 @@ def load_inception(weights: Weights, device: torch.device | str = "cpu", dims: i
 
 # --------------------------------------------------------------------------------------------------
 # images -> features -> statistics
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] -> uint8, bit for bit what a PNG written by
-    `torchvision.utils.save_image((images + 1) / 2, ...)` holds: (y * 255 + 0.5) clamped, truncated.
-    Training's sample grids use this same rule."""
-    return images.add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
 
 
 EVAL_PRECISION = "fp32"  # Inception's arithmetic on every device: see `full_fp32`
@@ -454,16 +446,6 @@ def compute_reference(
         mu, sigma = chosen_running.result()
         ref.subset = Reference(mu.cpu().numpy(), sigma.cpu().numpy(), images=subset, seed=subset_seed)
     return ref
-
-
-def image_files(folder: str | Path) -> list[Path]:
-    """pytorch-fid's choice of files: every file with an image extension, sorted by path."""
-    from pytorch_fid.fid_score import IMAGE_EXTENSIONS
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise OcbenchError(f"image folder {folder} does not exist")
-    return sorted(f for ext in IMAGE_EXTENSIONS for f in folder.glob(f"*.{ext}"))
 
 
 def save_reference(ref: Reference, path: str | Path) -> None:

@@ -22,33 +22,24 @@ import math
 import textwrap
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator
+from PIL import Image
 
-matplotlib.use("Agg")  # files only; no display on the machines this runs on
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.image import AxesImage  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from ocbench import schedules  # noqa: E402
-from ocbench.aggregate import Runs, collect, label, require_finished  # noqa: E402
-from ocbench.config import Config  # noqa: E402
-from ocbench.errors import OcbenchError  # noqa: E402
-from ocbench.formats import GRID_PADDING as PADDING, atomic_write, grid_columns  # noqa: E402
+from ocbench import schedules
+from ocbench.aggregate import Runs, collect, label, provenance, require_finished, smoke_settings
+from ocbench.config import Config
+from ocbench.errors import OcbenchError
+from ocbench.formats import GRID_PADDING as PADDING, grid_columns
+from ocbench.plots import WARN, Notes, notes_below, plt, save, weights_notes
 
 STABILISER_GANS = ("dcgan", "sngan", "wgan_gp")  # Figure 8's panels in paper.yaml: no stabiliser, SN, GP
-PNG_DPI = 200
-WARN = "#b00000"
 COLORS = {"baseline": "tab:blue", "oct": "tab:orange", "low": "tab:green", "ramp": "tab:red",
           "combi": "tab:purple"}
 EXTRA_COLORS = ["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"]
 BAND_TEXT = {"minmax": "shaded band: min–max over seeds",
              "ci95": "shaded band: 95% t-interval of the mean over seeds"}
-
-plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "legend.fontsize": 8, "figure.titlesize": 11})
-
 
 def color(cfg: Config, variant: str) -> str:
     if variant in COLORS:
@@ -58,52 +49,7 @@ def color(cfg: Config, variant: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# notes: what a reader of the figure must know, printed under it
-
-
-class Notes:
-    """Lines printed under a figure; `warn` lines (non-official weights) in red."""
-
-    def __init__(self):
-        self.lines: list[tuple[str, bool]] = []
-
-    def add(self, text: str, warn: bool = False) -> None:
-        if text and (text, warn) not in self.lines:
-            self.lines.append((text, warn))
-
-    def wrapped(self, width_in: float) -> list[tuple[str, bool]]:
-        chars = max(40, int(width_in * 15))  # ~15 characters per inch at 7.5 pt
-        return [(w, warn) for text, warn in self.lines for w in textwrap.wrap(text, chars)]
-
-    def height(self, width_in: float) -> float:
-        """Inches the notes take at the bottom of a figure `width_in` wide."""
-        n = len(self.wrapped(width_in))
-        return 0.15 + 0.14 * n if n else 0.05
-
-    def draw(self, fig) -> None:
-        width, height = fig.get_size_inches()
-        y = 0.06
-        for text, warn in reversed(self.wrapped(width)):
-            fig.text(0.01, y / height, text, fontsize=7.5, va="bottom", ha="left",
-                     color=WARN if warn else "0.15", fontweight="bold" if warn else "normal")
-            y += 0.14
-
-
-def weights_notes(notes: Notes, rows: pd.DataFrame) -> None:
-    """The visible warning for FIDs that no published number can be compared with."""
-    unofficial = rows.loc[~rows.weights_official.astype(bool), "weights_sha256"].dropna().unique()
-    for sha in unofficial:
-        notes.add(f"FID from non-official Inception weights (sha256 {str(sha)[:12]}…): "
-                  "not comparable to published numbers", warn=True)
-
-
-def smoke_notes(notes: Notes, cfg: Config, rows: pd.DataFrame) -> None:
-    """The visible label of a smoke-test config's figures (ocbench.summary.smoke_settings): first, in red."""
-    from ocbench.summary import smoke_settings
-
-    text = smoke_settings(cfg, rows)
-    if text:
-        notes.lines.insert(0, (text, True))
+# notes: what a reader of the figure must know, printed under it (ocbench/plots.py draws them)
 
 
 def absent_notes(notes: Notes, cfg: Config, gans: list[str], variants: list[str]) -> None:
@@ -250,8 +196,8 @@ def fid_figure(cfg: Config, runs: Runs, number: int, variants: list[str], title:
     unfinished_notes(notes, runs, gans, shown)
     absent_notes(notes, cfg, list(named), variants)
     weights_notes(notes, runs.metrics[runs.metrics.variant.isin(shown)])
-    smoke_notes(notes, cfg, rows)
-    return finish(fig, notes, tight=True)
+    notes.first(smoke_settings(cfg, rows))
+    return notes_below(fig, notes, tight=True)
 
 
 def protocol_notes(notes: Notes, cfg: Config) -> None:
@@ -267,25 +213,12 @@ def protocol_notes(notes: Notes, cfg: Config) -> None:
 
 def sample_count_notes(notes: Notes, rows: pd.DataFrame, metric: str) -> None:
     """What the curve is and on how many samples: FIDs of different sample counts do not compare."""
-    from ocbench.summary import provenance
-
     p = provenance(rows)
     what = ("KID: unbiased MMD² of Inception features, polynomial kernel (Bińkowski et al. 2018), mean over "
             "random subsets" if metric == "kid" else "FID (biased by the sample count: compare curves of equal N only)")
     counts = (f" of {p['fid_samples']} generated samples per epoch against {p['reference_images'] or '?'} real "
               f"images (split {p['reference_split'] or '?'})" if p["fid_samples"] else "")
     notes.add(f"{what}{counts}.")
-
-
-def finish(fig, notes: Notes, tight: bool):
-    """Notes under the figure; `tight` lays out subplot grids in the space left above them."""
-    width, height = fig.get_size_inches()
-    reserve = notes.height(width)
-    if tight:
-        fig.set_size_inches(width, height + reserve)
-        fig.tight_layout(rect=(0, reserve / (height + reserve), 1, 1))
-    notes.draw(fig)
-    return fig
 
 
 def figure2(cfg: Config, runs: Runs):
@@ -406,16 +339,16 @@ def show_cell(ax, cfg: Config, run: str | None, epoch: int, rows: int, cols: int
 # figure has a layout class that names its measures and computes its rectangles, (x, y, w, h) with
 # (x, y) the bottom left corner in inches from the figure's bottom left (matplotlib's origin); the
 # figure function only draws into them. The notes are known only after drawing, so a page starts with
-# room for a few lines of them, and `shrink_to` then fits its bottom to the notes.
+# room for a few lines of them, and `crop_to_notes` then fits its bottom to the notes.
 
 
-def place(fig, x: float, y: float, w: float, h: float):
+def axes_at(fig, x: float, y: float, w: float, h: float):
     """An axes at (x, y) inches from the bottom left, w x h inches."""
     W, H = fig.get_size_inches()
     return fig.add_axes((x / W, y / H, w / W, h / H))
 
 
-def shrink_to(fig, bottom_in: float, notes: Notes):
+def crop_to_notes(fig, bottom_in: float, notes: Notes):
     """Cut the empty space below `bottom_in` inches and put the notes there instead."""
     W, H = fig.get_size_inches()
     need = notes.height(W)
@@ -471,7 +404,7 @@ class Figure3Layout:
     def __init__(self, columns: int, rows: int):
         self.columns, self.rows = columns, rows  # sample epochs; variants with samples (vanilla, octave)
         self.curve_w = max(self.CURVE_MIN_W, columns * (self.CELL + self.CELL_GAP))
-        # The first height, with room for a few lines of notes: `shrink_to` fits the page to them once
+        # The first height, with room for a few lines of notes: `crop_to_notes` fits the page to them once
         # they are known. Any such height lays out the same page, but its float rounding reaches the
         # last pixel of some axes, so this stays the sum the figure has always been drawn with.
         self.height = 3.2 + 0.9 + rows * (self.CELL + self.ROW_GAP) + 1.2
@@ -515,7 +448,7 @@ def figure3(cfg: Config, runs: Runs):
     layout = Figure3Layout(columns=len(epochs), rows=len(variants))
     fig = plt.figure(figsize=layout.size)
     band_note(cfg, notes)
-    curve = place(fig, *layout.curve)
+    curve = axes_at(fig, *layout.curve)
     plot_fid(curve, cfg, runs, gan, variants, notes)
     curve.set_title("")
     set_fid_range(curve, metrics, cfg, notes)
@@ -524,7 +457,7 @@ def figure3(cfg: Config, runs: Runs):
     for row, variant in enumerate(variants):
         run = sample_run(runs, gan, variant)
         for col, (e, asked) in enumerate(epochs.items()):
-            ax = place(fig, *layout.cell(row, col))
+            ax = axes_at(fig, *layout.cell(row, col))
             show_cell(ax, cfg, run, e, 2, 2)
             if row == 0:
                 ax.set_title(f"epoch {e}" if e == asked else f"epoch {e} (last; {asked} asked)", fontsize=8)
@@ -539,8 +472,8 @@ def figure3(cfg: Config, runs: Runs):
     protocol_notes(notes, cfg)
     weights_notes(notes, metrics)
     notes.add("Samples: the first 4 images of each epoch's fixed-z grid; dotted lines mark their epochs.")
-    smoke_notes(notes, cfg, metrics)
-    return shrink_to(fig, layout.bottom, notes)
+    notes.first(smoke_settings(cfg, metrics))
+    return crop_to_notes(fig, layout.bottom, notes)
 
 
 class Figure4Layout:
@@ -562,7 +495,7 @@ class Figure4Layout:
     GAP = 0.08
     BLOCK_GAP = 0.35
     BELOW_CELLS = 0.25  # room for a cell's "(epoch N: the run stopped there)"
-    NOTES_GUESS = 1.5  # the first height's room for the notes; `shrink_to` fits the page to them
+    NOTES_GUESS = 1.5  # the first height's room for the notes; `crop_to_notes` fits the page to them
 
     def __init__(self, blocks: int, columns: int, rows: int):
         self.blocks, self.columns, self.rows = blocks, columns, rows  # GANs; variants (vanilla, octave); epochs
@@ -601,7 +534,7 @@ def figure4(cfg: Config, runs: Runs):
         for col, variant in enumerate(variants):
             run = sample_run(runs, gan, variant)
             for row, e in enumerate(epochs):
-                ax = place(fig, *layout.cell(b, col, row))
+                ax = axes_at(fig, *layout.cell(b, col, row))
                 show_cell(ax, cfg, run, e, 4, 4)
                 if row == 0:
                     ax.set_title(f"{'vanilla' if variant == 'baseline' else 'octave'}\n({label(gan, variant)})",
@@ -613,8 +546,9 @@ def figure4(cfg: Config, runs: Runs):
     absent_notes(notes, cfg, ["dcgan", "lsgan", "wgan"], ["baseline", "oct"])
     seeds = f" of seed {min(cfg.run.seeds)} (lowest seed trained)" if len(cfg.run.seeds) > 1 else ""
     notes.add(f"Each cell: the first 16 images of the epoch's grid from a fixed z{seeds}.")
-    smoke_notes(notes, cfg, runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(variants)])
-    return shrink_to(fig, layout.bottom, notes)
+    shown = runs.metrics[runs.metrics.gan.isin(gans) & runs.metrics.variant.isin(variants)]
+    notes.first(smoke_settings(cfg, shown))
+    return crop_to_notes(fig, layout.bottom, notes)
 
 
 class Figure5Layout:
@@ -633,7 +567,7 @@ class Figure5Layout:
     TILE = 1.15
     BLOCK_GAP = 0.55
     NOTES_RISE = 0.3
-    NOTES_GUESS = 1.2  # the first height's room for the notes; `shrink_to` fits the page to them
+    NOTES_GUESS = 1.2  # the first height's room for the notes; `crop_to_notes` fits the page to them
 
     def __init__(self, blocks: int, cols: int, rows: int):
         self.blocks = blocks  # variants (OCT, LOW); the first height keeps room for one when there are none
@@ -664,7 +598,7 @@ def figure5(cfg: Config, runs: Runs):
     layout = Figure5Layout(blocks=len(variants), cols=cols, rows=rows)
     fig = plt.figure(figsize=layout.size)
     for i, variant in enumerate(variants):
-        ax = place(fig, *layout.block(i))
+        ax = axes_at(fig, *layout.block(i))
         shown = show_cell(ax, cfg, sample_run(runs, gan, variant), epoch, rows, cols)
         alpha = cfg.variants[variant].alpha
         where = "top" if variant == "oct" else "bottom"
@@ -679,8 +613,9 @@ def figure5(cfg: Config, runs: Runs):
     absent_notes(notes, cfg, [], ["oct", "low"])
     notes.add(f"{names}: the first {rows * cols} images of the last epoch's grid from a fixed z; "
               "a larger α leaves fewer high-frequency channels.")
-    smoke_notes(notes, cfg, runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)])
-    return shrink_to(fig, layout.bottom, notes)
+    shown = runs.metrics[(runs.metrics.gan == gan) & runs.metrics.variant.isin(variants)]
+    notes.first(smoke_settings(cfg, shown))
+    return crop_to_notes(fig, layout.bottom, notes)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -713,7 +648,7 @@ def figure7(cfg: Config, runs: Runs):
     fig.suptitle(r"Figure 7: $\beta_H$ and $\beta_L$ per epoch")
     notes.add(f"From the config's schedules over train.epochs = {epochs}: t = epoch / {epochs} (epochs counted "
               "from 1), β constant within an epoch and applied to the high and low-frequency feature maps.")
-    return finish(fig, notes, tight=True)
+    return notes_below(fig, notes, tight=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -727,15 +662,6 @@ def output_paths(cfg: Config) -> list[Path]:
     """figures/<config>/figN.{format} for N in `cfg.figure_numbers()`: what `render` writes (and the
     workflow declares)."""
     return [cfg.figures_dir / f"fig{n}.{fmt}" for n in cfg.figure_numbers() for fmt in cfg.figures.formats]
-
-
-def save(fig, path: Path) -> None:
-    # Vector formats embed each sample image at its own resolution (sharp at any zoom); raster formats
-    # resample it to the output resolution with antialiasing.
-    vector = path.suffix.lower() in (".pdf", ".svg", ".eps")
-    for image in fig.findobj(AxesImage):
-        image.set_interpolation("none" if vector else "antialiased")
-    atomic_write(path, lambda f: fig.savefig(f, dpi=PNG_DPI, format=path.suffix.lstrip(".")))
 
 
 def render(cfg: Config, allow_partial: bool = False, config_args: str = "", log=print) -> list[Path]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
 import hashlib
 import io
@@ -28,8 +29,7 @@ METRIC_COLUMNS = [
     "epoch", "iterations", "g_updates", "g_loss", "d_loss", "fid", "precision", "recall",
     "beta_h", "beta_l", "epoch_seconds", "images_per_s", "eval_seconds",
     "weights_sha256", "weights_official", "frechet", "status",
-    # added later (older metrics.csv files lack them; aggregate reads those as empty): KID, FID-infinity
-    # (snapshot epochs only) and what makes the numbers comparable (Evaluator.provenance)
+    # KID, FID-infinity (snapshot epochs only) and what makes the numbers comparable (Evaluator.provenance)
     "kid", "kid_std", "fid_inf", "fid_samples", "reference_images", "reference_split", "pr_real_samples",
     "kid_real_samples", "eval_precision",
 ]
@@ -40,6 +40,8 @@ CHECKPOINT = "checkpoint.pt"  # the newest checkpoint
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"  # the one before: the fallback when the newest cannot be read
 POSITION = "checkpoint.json"  # where the newest stands and its protocol, small: what `ocbench status` reads
 LOCK = "train.lock"  # held by the one `ocbench train` of the run
+# The version of what checkpoint.pt holds: a checkpoint of another version is refused, not guessed at.
+CHECKPOINT_FORMAT = 1
 
 GRID_PADDING = 2  # pixels around every image of a sample grid (figures crop images back out)
 
@@ -141,20 +143,53 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     atomic_write(path, data)
 
 
-def sha256_of(path: str | Path, show: bool = False) -> str:
-    """sha256 of a file, read once in 1 MiB blocks (with a progress bar when `show`)."""
-    path = Path(path)
+def sha256_of(path: str | Path, on_block: Callable[[int], object] | None = None) -> str:
+    """sha256 of a file, read once in 1 MiB blocks; `on_block(n)` after each (a progress bar's update)."""
     h = hashlib.sha256()
-    bar = None
-    if show:
-        from ocbench.progress import progress  # tqdm: only when asked
-
-        bar = progress(total=path.stat().st_size, desc=path.name, unit="B", unit_scale=True, unit_divisor=1024)
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
-            if bar is not None:
-                bar.update(len(block))
-    if bar is not None:
-        bar.close()
+            if on_block is not None:
+                on_block(len(block))
     return h.hexdigest()
+
+
+@dataclasses.dataclass
+class RunFiles:
+    """Where a run writes: its outputs in `run_dir`, its resumable state in `state_dir`."""
+
+    run_dir: Path
+    state_dir: Path
+
+    def __post_init__(self):
+        self.metrics, self.summary = self.run_dir / "metrics.csv", self.run_dir / "run.json"
+        self.checkpoint, self.previous = self.state_dir / CHECKPOINT, self.state_dir / PREVIOUS_CHECKPOINT
+        self.position_json = self.state_dir / POSITION
+
+    def grid(self, epoch: int) -> Path:
+        return self.run_dir / "samples" / f"epoch_{epoch:03d}.png"
+
+    def snapshot(self, epoch: int) -> Path:
+        return self.run_dir / f"generator_epoch_{epoch:03d}.pt"
+
+
+
+# --------------------------------------------------------------------------------------------------
+# images: generated images as a PNG holds them, the files pytorch-fid reads
+
+
+def to_uint8(images):
+    """Generator output in [-1, 1] (a torch tensor) -> uint8, bit for bit what a PNG written by
+    `torchvision.utils.save_image((images + 1) / 2, ...)` holds: (y * 255 + 0.5) clamped, truncated.
+    Training's sample grids use this same rule; FIDs score these images, as pytorch-fid scores PNGs."""
+    import torch
+
+    return images.add(1).div(2).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """pytorch-fid's choice of files: every file with an image extension, sorted by path (none when
+    `folder` does not exist)."""
+    from pytorch_fid.fid_score import IMAGE_EXTENSIONS
+
+    return sorted(f for ext in IMAGE_EXTENSIONS for f in Path(folder).glob(f"*.{ext}"))

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ocbench.errors import OcbenchError, UsageError
-from ocbench.lock import UnusableLock, probe, try_lock
+from ocbench.lock import UnusableLock, current_holder, try_lock
 
 DEFAULT_LOCK_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "ocbench-gpu-slots"
 
@@ -77,8 +77,8 @@ def nvidia_smi_gpus() -> list[tuple[str, str, list[str]]]:
         raise OcbenchError("nvidia-smi -L did not answer in 120 s: the NVIDIA driver is stuck; "
                            "check the GPUs (or name them in gpus.devices) before starting GPU jobs") from None
     if out.returncode != 0:
-        said = next((line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip()), "")
-        raise OcbenchError(f"nvidia-smi -L failed (exit {out.returncode}): {said or 'no message'}; fix the "
+        message = next((line.strip() for line in (out.stdout + out.stderr).splitlines() if line.strip()), "")
+        raise OcbenchError(f"nvidia-smi -L failed (exit {out.returncode}): {message or 'no message'}; fix the "
                            "NVIDIA driver, or name the GPUs in gpus.devices ([] to run without claiming one)")
     gpus: list[tuple[str, str, list[str]]] = []
     for line in out.stdout.splitlines():
@@ -194,11 +194,11 @@ def open_error(path: Path, err: OSError) -> OcbenchError:
                         f"{err.strerror}; {fix}, or set gpus.lock_dir to a folder of your own")
 
 
-def holders(lock_dir: Path, dir_fd: int, names: list[str]) -> str:
+def slot_holders(lock_dir: Path, dir_fd: int, names: list[str]) -> str:
     """Who holds these slots, for the one waiting: "PID 123 (alice), PID 456 (bob)"."""
-    said = []
+    pids = []
     for name in names:
-        pid = probe(name, dir_fd)
+        pid = current_holder(name, dir_fd)
         if pid is None:
             continue
         pid = pid.split()[0] if pid.split() else pid
@@ -206,8 +206,8 @@ def holders(lock_dir: Path, dir_fd: int, names: list[str]) -> str:
             user = pwd.getpwuid(os.stat(f"/proc/{pid}").st_uid).pw_name
         except (OSError, KeyError, ValueError):
             user = "?"
-        said.append(f"PID {pid} ({user})")
-    return ", ".join(said) or "nobody now"
+        pids.append(f"PID {pid} ({user})")
+    return ", ".join(pids) or "nobody now"
 
 
 def claim(gpus: list[Gpu], runs_per_gpu: int, lock_dir: Path, poll: float = 1.0,
@@ -223,7 +223,7 @@ def claim(gpus: list[Gpu], runs_per_gpu: int, lock_dir: Path, poll: float = 1.0,
         # Slot k of every GPU before slot k + 1 of any: jobs spread over the GPUs before they share.
         slots = [(gpu, k) for k in range(runs_per_gpu) for gpu in gpus]
         unusable: dict[str, str] = {}  # slot file name -> why it cannot be used, said once
-        started, said = time.monotonic(), None
+        started, last_told = time.monotonic(), None
         while True:
             for gpu, k in slots:
                 name = slot_name(gpu, k)
@@ -246,14 +246,14 @@ def claim(gpus: list[Gpu], runs_per_gpu: int, lock_dir: Path, poll: float = 1.0,
                                    f"none of the {len(slots)} GPU slots in {lock_dir} can be used; the first: "
                                    f"{next(iter(unusable.values()))}")
             busy = [slot_name(gpu, k) for gpu, k in slots if slot_name(gpu, k) not in unusable]
-            who = holders(lock_dir, dir_fd, busy)
+            who = slot_holders(lock_dir, dir_fd, busy)
             if timeout is not None and time.monotonic() - started >= timeout:
                 raise OcbenchError(f"no free GPU slot in {lock_dir} after {timeout:g} s (held by {who}); "
                                    "try again later, or wait longer (--timeout)")
-            if who != said:  # at the start, and whenever the holders change
+            if who != last_told:  # at the start, and whenever the holders change
                 print(f"ocbench: all {len(busy)} GPU slots busy (held by {who}); waiting for one"
                       + (f", at most {timeout:g} s" if timeout is not None else ""), file=sys.stderr)
-                said = who
+                last_told = who
             time.sleep(poll)
     finally:
         os.close(dir_fd)

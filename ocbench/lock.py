@@ -26,7 +26,7 @@ from ocbench.errors import OcbenchError
 from ocbench.formats import LOCK
 
 SAFE_OPEN = os.O_NOFOLLOW | os.O_NONBLOCK
-PID_RECORD = 16  # bytes: the PID, spaces, a newline; longer than any PID record an older ocbench wrote
+PID_RECORD = 16  # bytes: the PID, spaces, a newline (fixed: rewritten in place, never truncated)
 LOCK_CONTENT = re.compile(rb"[0-9 \n]*")  # what a lock file of ours ever holds
 
 
@@ -97,7 +97,7 @@ def _read(fd: int) -> str:
     return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
 
 
-def holder(path: Path, dir_fd: int | None = None) -> str:
+def recorded_holder(path: Path, dir_fd: int | None = None) -> str:
     """The PID the holder of `path` wrote, as text ("unknown" before it has written it, or when
     `path` is not a regular file)."""
     try:
@@ -110,7 +110,7 @@ def holder(path: Path, dir_fd: int | None = None) -> str:
         os.close(fd)
 
 
-def probe(path: Path, dir_fd: int | None = None) -> str | None:
+def current_holder(path: Path, dir_fd: int | None = None) -> str | None:
     """Who holds `path` now (the PID it wrote), or None when nobody does, without taking it: a
     shared flock tried and dropped at once. Reads only; a missing file, or anything that is not a
     regular file, is not held."""
@@ -151,7 +151,7 @@ def run_lock(state_dir: Path, run_id: str, config_name: str):
         return
     fd = try_lock(path)
     if fd is None:
-        raise OcbenchError(f"run {run_id} of config {config_name} is being trained by process {holder(path)}, "
+        raise OcbenchError(f"run {run_id} of config {config_name} is being trained by process {recorded_holder(path)}, "
                            f"which holds {path}; wait for it to end (or stop it), then rerun to resume")
     _HELD_RUNS[key] = 1
     try:

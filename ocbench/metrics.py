@@ -9,7 +9,7 @@
 
 `sample(start, count)` returns `count` generated images in [-1, 1] (count x 3 x H x W, any device);
 the caller owns seeding and beta. Images are quantised to uint8 as a PNG would hold them
-(`fid.to_uint8`), so the FID equals `python -m pytorch_fid` on the same images saved as PNG.
+(`formats.to_uint8`), so the FID equals `python -m pytorch_fid` on the same images saved as PNG.
 Everything after the images stays on the evaluator's device: float32 features (kept for the k-NN of
 precision/recall and KID), float64 mu/sigma, and the Frechet distance by `metrics.frechet` ("eigh":
 one `eigvalsh` against the reference's square root, computed here once; "scipy": pytorch-fid's own
@@ -32,7 +32,17 @@ import torch
 from ocbench import fid, kid, prdc
 from ocbench.device import resolve_device
 from ocbench.errors import OcbenchError
+from ocbench.batches import load_prepared
+from ocbench.formats import image_files, to_uint8
 from ocbench.sample import Sampler, generator_sampler
+
+
+def kid_real_features(features: np.ndarray, count: int | None) -> torch.Tensor:
+    """KID's real side: a fixed, seeded choice of `count` of the reference's real features (all of
+    them when None or more), in their stored order."""
+    count = len(features) if count is None else min(count, len(features))
+    rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(kid.SEED))
+    return torch.from_numpy(features[np.sort(rows[:count].numpy())])
 
 
 class Evaluator:
@@ -54,6 +64,11 @@ class Evaluator:
         fid_inf_smallest: float = 0.5,
         final_reference: fid.Reference | None = None,
     ):
+        """`net` (`fid.load_inception`) and `weights` score images against `reference` (and the final
+        evaluation against `final_reference` when given). What is the same every epoch is made once,
+        here: the reference's square root (`frechet` eigh), the real features' k-NN radii (precision
+        and recall, k = `pr_k`) and KID's fixed choice of `kid_real_samples` real features. The other
+        arguments are the metrics.* settings of the same names (`from_config` passes the config's)."""
         if frechet not in fid.FRECHET_METHODS:
             raise OcbenchError(f"metrics.frechet must be one of {', '.join(fid.FRECHET_METHODS)}, got {frechet!r}")
         self.net = net
@@ -83,11 +98,7 @@ class Evaluator:
         self.kid_real = None
         self._kid_subsets = {}  # number of generated samples -> (subsets, their real kernel sums): once per run
         if reference.features is not None and len(reference.features) >= 2:
-            # A fixed, seeded choice of kid_real_samples of the real features (all when None or more).
-            count = len(reference.features) if kid_real_samples is None else min(kid_real_samples,
-                                                                                    len(reference.features))
-            rows = torch.randperm(len(reference.features), generator=torch.Generator().manual_seed(kid.SEED))
-            self.kid_real = torch.from_numpy(reference.features[np.sort(rows[:count].numpy())]).to(self.device)
+            self.kid_real = kid_real_features(reference.features, kid_real_samples).to(self.device)
 
     @property
     def weights_sha256(self) -> str:
@@ -231,14 +242,16 @@ class Evaluator:
                 images = sample(start, count)
                 if images.ndim != 4 or images.shape[0] != count or images.shape[1] != 3:
                     raise ValueError(f"sample({start}, {count}) gave shape {tuple(images.shape)}")
-                yield fid.to_uint8(images)
+                yield to_uint8(images)
 
         return self.score_features(self.features(batches(), n), fid_inf, final)
 
     def evaluate_images(self, folder: str | Path, final: bool = False) -> dict:
         """Score the image files in `folder`, chosen and read as `python -m pytorch_fid` does; `final`:
         as the final evaluation (`score_features`)."""
-        files = fid.image_files(folder)
+        if not Path(folder).is_dir():
+            raise OcbenchError(f"image folder {folder} does not exist")
+        files = image_files(folder)
         if len(files) < 2:
             raise OcbenchError(f"{folder} holds {len(files)} image files; FID needs at least 2")
         return self.score_features(self.features(read_images(files, self.batch_size), len(files)), final=final)
@@ -286,8 +299,6 @@ def read_images(files: list[Path], batch_size: int) -> Iterable[torch.Tensor]:
 
 def make_reference(cfg, device: torch.device | str | None = None, progress: bool = True) -> Path:
     """`ocbench fid stats`: reference statistics of the prepared images at `metrics.stats`."""
-    from ocbench.data import load_prepared
-
     array = load_prepared(cfg.data.prepared)  # memory-mapped: read one batch at a time
     device = resolve_device(cfg.train.device) if device is None else torch.device(device)
     weights = fid.locate_weights(cfg.metrics.weights_dir, cfg.metrics.placeholder_weights)

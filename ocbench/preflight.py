@@ -66,7 +66,6 @@ import io
 import json
 import math
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -76,16 +75,17 @@ import numpy as np
 import torch
 
 from ocbench import fid
-from ocbench.bench.protocol import Case, Timing, cpu_name, evaluations, iteration_counts, project
 from ocbench.config import Config, TrainConfig, run_id
-from ocbench.data import CELEBA_COUNTS, CELEBA_PARTITION, CELEBA_ZIP, file_md5, load_prepared
-from ocbench.device import resolve_device, sync
+from ocbench.data import CELEBA_COUNTS, CELEBA_PARTITION, CELEBA_ZIP, file_md5
+from ocbench.device import cpu_name, nvidia_driver, resolve_device, sync
 from ocbench.errors import OcbenchError, one_line
-from ocbench.formats import atomic_write
+from ocbench.batches import batch_gatherer, load_prepared
+from ocbench.formats import atomic_write, to_uint8
+from ocbench.projection import Case, Timing, evaluations, project
 from ocbench.sample import latent_sampler, latents
 from ocbench.tensorboard import NoLog
-from ocbench.train import (CudaGraphStep, Position, batch_gatherer, build_networks, build_run, checkpoint_state,
-                           configure_backends, epochs_for_g_steps, restore, run_epoch)
+from ocbench.train import (CudaGraphStep, Position, build_networks, build_run, checkpoint_state,
+                           configure_backends, restore, run_epoch)
 
 PASS, FAIL, SKIP = "✔", "✘", "–"
 SPEED_OPTIONS = ("compile", "cuda_graphs", "channels_last", "bf16")
@@ -160,21 +160,6 @@ def preflight(cfg: Config, iterations: int | None = None, fid_images: int | None
 # environment
 
 
-def nvidia_driver(timeout: float = 30) -> str:
-    """The driver version nvidia-smi reports, or why there is none."""
-    if not shutil.which("nvidia-smi"):
-        return "unknown (no nvidia-smi on PATH)"
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return f"unknown (nvidia-smi did not answer in {timeout:g} s)"
-    except OSError as exc:
-        return f"unknown (nvidia-smi could not run: {exc.strerror or exc})"
-    return out.stdout.splitlines()[0].strip() if out.returncode == 0 and out.stdout.strip() else \
-        f"unknown (nvidia-smi failed: {' '.join(out.stderr.split())[:80]})"
-
-
 def output_bytes(cfg: Config) -> int:
     """Disk the protocol's runs will write: per run two checkpoints (G, D and Adam's two moments
     each) and the generator snapshots, a sample grid per epoch; plus the prepared array when it is
@@ -189,7 +174,7 @@ def output_bytes(cfg: Config) -> int:
                 g = sum(p.numel() for p in generator(train_cfg.arch, alpha, train_cfg.g_width,
                                                      train_cfg.latent_dim).parameters()) * 4
                 d = sum(p.numel() for p in discriminator(train_cfg.arch, alpha, train_cfg.d_width).parameters()) * 4
-            snapshots = len({e for e in train_cfg.snapshot_epochs if e <= train_cfg.epochs} | {train_cfg.epochs})
+            snapshots = len(train_cfg.snapshot_kept)
             total += len(cfg.run.seeds) * (2 * 3 * (g + d) + snapshots * g + train_cfg.epochs * 200_000)
     if not Path(cfg.data.prepared).exists():
         total += expected_images(cfg) * cfg.data.image_size ** 2 * 3
@@ -654,7 +639,7 @@ def evaluate_on_device(cfg: Config, device: torch.device, m: int, weights, stand
     G, _ = build_networks(cfg.variants[cfg.run.variants[0]].alpha, cfg.gans[cfg.run.gans[0]], train_cfg, device)
     G.eval()
     sample = latent_sampler(G, None, latents(m, train_cfg.latent_dim, seed=0), device)
-    images = torch.cat([fid.to_uint8(sample(i, min(64, m - i))).cpu() for i in range(0, m, 64)])
+    images = torch.cat([to_uint8(sample(i, min(64, m - i))).cpu() for i in range(0, m, 64)])
 
     def inception_features(net) -> torch.Tensor:
         return torch.cat([fid.features(net, images[i:i + 64]) for i in range(0, m, 64)])
@@ -700,7 +685,7 @@ def check_projection(cfg: Config, device: torch.device, rates: dict, seconds_per
     batches_per_epoch = n_images // train_cfg.batch_size
     if train_cfg.g_steps is not None:  # what each train job's set_up refuses, said before any job starts
         for gan_name in cfg.run.gans:
-            needed = epochs_for_g_steps(train_cfg.g_steps, batches_per_epoch, cfg.gans[gan_name].critic)
+            needed = cfg.gans[gan_name].critic.epochs_for(train_cfg.g_steps, batches_per_epoch)
             report.add("projection", f"g_steps {gan_name}", needed == train_cfg.epochs,
                        f"train.g_steps {train_cfg.g_steps:,} ends in epoch {needed} of {batches_per_epoch:,} batches "
                        f"({n_images:,} images); train.epochs is {train_cfg.epochs}",
@@ -714,8 +699,8 @@ def check_projection(cfg: Config, device: torch.device, rates: dict, seconds_per
             seconds = rates.get((gan_name, variant_name), measured_per_gan.get(gan_name))
             if seconds is None:
                 continue
-            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, train_cfg.epochs,
-                                                 train_cfg.g_steps)
+            with_g, without_g = cfg.gans[gan_name].critic.iterations(batches_per_epoch, train_cfg.epochs,
+                                                                     train_cfg.g_steps)
             case = Case(gan_name, variant_name, len(cfg.run.seeds), with_g, without_g,
                         Timing(seconds, seconds, evaluation), None, 1)
             hours += project(case, evaluations(cfg))["ours_device_h"]

@@ -2,7 +2,7 @@
 generator loaded back, and `ocbench sample`, which writes its images as PNG files or as one grid.
 
 The pixels are the FID's: the latents of `ocbench fid score --generator CKPT -n N --seed S`
-(`generator_sampler`: all N drawn up front from the seed) and its quantisation (`fid.to_uint8`,
+(`generator_sampler`: all N drawn up front from the seed) and its quantisation (`formats.to_uint8`,
 which is what torchvision's `save_image` writes into a PNG). So `python -m pytorch_fid DIR STATS`
 on the folder gives the FID that ocbench computes for that generator, N and seed. Without -n and
 --seed they are the images the snapshot's epoch was scored on in training (the snapshot keeps that
@@ -19,9 +19,8 @@ from typing import Callable
 
 import torch
 
-from ocbench import fid
-from ocbench.errors import OcbenchError, UsageError
-from ocbench.formats import GRID_PADDING, atomic_write, grid_columns
+from ocbench.errors import OcbenchError, UsageError, one_line
+from ocbench.formats import GRID_PADDING, atomic_write, grid_columns, image_files, to_uint8
 from ocbench.nn import generator
 from ocbench.progress import progress
 
@@ -37,7 +36,7 @@ def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
     """(Generator in eval mode, beta, evaluation) from a `generator_epoch_EEE.pt` written by training:
     a dict with "generator" (state_dict), "alpha", "width", "latent_dim", "beta" ([bh, bl]),
     "evaluation" ({"seed", "samples"}: the latents its epoch's FID was computed on; None for a
-    snapshot without it, e.g. one saved by hand) and, for a network other than the paper's, "arch"."""
+    snapshot without it, e.g. one saved by hand) and "arch" (dcgan or resnet)."""
     path = Path(checkpoint)
     if not path.is_file():
         raise OcbenchError(f"generator checkpoint {path} not found")
@@ -47,12 +46,12 @@ def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
         if not isinstance(ckpt, dict):  # a bare tensor or list saved by hand
             raise UsageError(f"{path} holds a {type(ckpt).__name__}, not a generator snapshot (a dict with keys "
                              f"generator, alpha, width, latent_dim, beta); {fix}")
-        g = generator(ckpt.get("arch", "dcgan"), ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
+        g = generator(ckpt["arch"], ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
         g.load_state_dict(ckpt["generator"])
     except (KeyError, RuntimeError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         raise UsageError(
             f"{path} is not a generator snapshot (keys generator, alpha, width, latent_dim, beta; "
-            f"{type(exc).__name__}: {' '.join(str(exc).split())[:120]}); {fix}"
+            f"{type(exc).__name__}: {one_line(exc, 120)}); {fix}"
         ) from None
     return g.to(device).eval(), tuple(float(b) for b in ckpt["beta"]), ckpt.get("evaluation")
 
@@ -94,7 +93,7 @@ def generator_sampler(checkpoint: str | Path, device, n: int | None = None,
 
 def save_grid(images: torch.Tensor, path: Path) -> None:
     """Images in [-1, 1] as a square-ish PNG grid; [-1, 1] -> [0, 1], then torchvision's uint8
-    rounding (`fid.to_uint8`'s). Written atomically."""
+    rounding (`formats.to_uint8`'s). Written atomically."""
     from torchvision.utils import save_image
 
     atomic_write(path, lambda f: save_image((images.float() + 1) / 2, f, format="png",
@@ -107,7 +106,7 @@ def write_images(checkpoint: str | Path, out_dir: str | Path, n: int | None = No
     from PIL import Image
 
     out_dir = Path(out_dir)
-    if out_dir.is_dir() and (existing := fid.image_files(out_dir)):
+    if out_dir.is_dir() and (existing := image_files(out_dir)):
         raise OcbenchError(f"{out_dir} already holds {len(existing)} image files, which pytorch-fid would "
                            "score too; give --out a new or empty folder")
     sample, n = generator_sampler(checkpoint, device, n, seed)  # a bad checkpoint fails before any mkdir
@@ -117,7 +116,7 @@ def write_images(checkpoint: str | Path, out_dir: str | Path, n: int | None = No
     bar = progress(total=n, desc="sample", unit="img")
     for start in range(0, n, batch_size):
         with torch.no_grad():
-            batch = fid.to_uint8(sample(start, min(batch_size, n - start)))
+            batch = to_uint8(sample(start, min(batch_size, n - start)))
         for image in batch.permute(0, 2, 3, 1).cpu().numpy():
             path = out_dir / f"{len(paths):0{digits}d}.png"
             try:  # atomic: an interrupted run leaves no half-written PNG for pytorch-fid to choke on

@@ -19,7 +19,7 @@ KINDS = ("constant", "ramp", "combi", "piecewise")
 def knots(schedule: dict) -> list[tuple[float, float, float]]:
     kind = schedule["kind"]
     if kind == "constant":
-        b = (float(schedule.get("beta_h", 1.0)), float(schedule.get("beta_l", 1.0)))
+        b = (float(schedule["beta_h"]), float(schedule["beta_l"]))  # the schema's defaults filled in
         return [(0.0, *b), (1.0, *b)]
     if kind == "piecewise":
         return [tuple(map(float, k)) for k in schedule["knots"]]

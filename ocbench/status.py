@@ -24,8 +24,8 @@ from pathlib import Path
 from ocbench.config import REPO_ROOT, WORKFLOW_DIR, Config, load
 from ocbench.errors import OcbenchError
 from ocbench.formats import CHECKPOINT, LOCK, POSITION
-from ocbench.lock import probe
-from ocbench.workflow_lock import blocker, live_instances, stale_snakemake_locks
+from ocbench.lock import current_holder
+from ocbench.workflow_lock import live_instances, stale_snakemake_locks, why_lock_stays
 
 COLUMNS = ("run", "state", "epoch", "iteration", "fid", "best fid", "img/s", "left", "trainer")
 
@@ -64,7 +64,7 @@ def run_status(cfg: Config, run_id: str) -> dict:
         finished = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
         finished = None
-    trainer = probe(state_dir / LOCK)
+    trainer = current_holder(state_dir / LOCK)
     epochs = cfg.train.epochs
 
     if finished is not None:
@@ -121,7 +121,7 @@ def workflow_line(workdir: Path = Path(".")) -> str:
         return (f"snakemake: running here ({names}); a second run of the workflow here refuses until it "
                 f"ends (a dry run works)")
     if stale_snakemake_locks(workdir):
-        why = blocker(workdir)
+        why = why_lock_stays(workdir)
         if why:
             return f"snakemake: a stale lock (.snakemake/locks) left by a killed snakemake, which stays: {why}"
         return ("snakemake: a stale lock (.snakemake/locks) left by a killed snakemake; no snakemake of the "

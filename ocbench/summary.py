@@ -15,65 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from ocbench.aggregate import Runs, as_bool, collect, label, require_finished
+from ocbench.aggregate import (Runs, collect, label, per_run, provenance_line, require_finished,
+                               smoke_paragraph, weights_header)
 from ocbench.config import Config
 from ocbench.formats import atomic_write
-
-RUN_COLUMNS = [
-    "run", "label", "gan", "variant", "seed", "alpha", "status", "epochs_done",
-    "best_fid", "best_epoch", "final_fid", "final_epoch", "fid_std_last10", "largest_rise",
-    "largest_rise_epoch", "final_precision", "final_recall", "best_kid", "final_kid",
-]
-
-
-def run_stats(rows: pd.DataFrame, std_window: int) -> dict:
-    """The stability numbers of one run from its per-epoch rows (epochs with a finite FID only);
-    `std_window`: the last epochs fid_std_last10 is taken over (analysis.std_window)."""
-    ok = rows[np.isfinite(rows["fid"].astype(float))].sort_values("epoch")
-    if ok.empty:
-        return {}
-    fid, epochs = ok["fid"].astype(float).to_numpy(), ok["epoch"].astype(int).to_numpy()
-    best = int(np.argmin(fid))
-    out = {
-        "best_fid": fid[best], "best_epoch": epochs[best],
-        "final_fid": fid[-1], "final_epoch": epochs[-1],
-        # ddof=1: the sample standard deviation; a single epoch has none
-        "fid_std_last10": float(np.std(fid[-std_window:], ddof=1)) if len(fid) > 1 else np.nan,
-        "final_precision": float(ok["precision"].iloc[-1]), "final_recall": float(ok["recall"].iloc[-1]),
-        "largest_rise": np.nan, "largest_rise_epoch": np.nan,
-        **kid_stats(ok),
-    }
-    if len(fid) > 1:
-        rises = np.diff(fid)
-        i = int(np.argmax(rises))
-        # the epoch at which FID had risen; a run whose FID only fell has a largest rise of 0
-        out["largest_rise"], out["largest_rise_epoch"] = (rises[i], epochs[i + 1]) if rises[i] > 0 else (0.0, np.nan)
-    return out
-
-
-def kid_stats(rows: pd.DataFrame) -> dict:
-    """Best and final KID, as for FID, over the epochs with a finite KID (none in a metrics.csv written
-    before KID was computed)."""
-    kid = rows["kid"].astype(float).to_numpy()
-    kid = kid[np.isfinite(kid)]
-    return {"best_kid": kid.min(), "final_kid": kid[-1]} if len(kid) else {}
-
-
-def per_run(runs: Runs, std_window: int) -> pd.DataFrame:
-    """One row per configured run: its status and stability numbers (`run_stats`)."""
-    lines = []
-    for r in runs.runs.itertuples():
-        rows = runs.metrics[runs.metrics.run == r.run]
-        lines.append({"run": r.run, "label": r.label, "gan": r.gan, "variant": r.variant, "seed": r.seed,
-                      "alpha": r.alpha, "status": r.run_status, "epochs_done": r.epochs_done,
-                      **run_stats(rows, std_window)})
-    table = pd.DataFrame(lines).reindex(columns=RUN_COLUMNS)
-    for col in ("best_epoch", "final_epoch", "largest_rise_epoch"):
-        table[col] = table[col].astype("Int64")
-    return table
 
 
 def per_gan(table: pd.DataFrame) -> pd.DataFrame:
@@ -90,90 +37,6 @@ def per_gan(table: pd.DataFrame) -> pd.DataFrame:
         means[f"{m}_vs_baseline"] = means[m] - means.gan.map(base)
     means.insert(0, "label", [label(g, v) for g, v in zip(means.gan, means.variant)])
     return means
-
-
-def weights_header(runs: Runs) -> str:
-    """Which Inception weights made the FIDs, and whether they compare with published numbers."""
-    m = runs.metrics
-    if m.empty:
-        return "No run has finished an epoch yet: no FIDs."
-    lines = []
-    for sha, official in m[["weights_sha256", "weights_official"]].drop_duplicates().itertuples(index=False):
-        if official:
-            lines.append(f"FIDs from the official pytorch-fid Inception weights (sha256 {str(sha)[:16]}…): "
-                         "comparable to published numbers.")
-        else:
-            lines.append(f"FIDs from non-official Inception weights (sha256 {str(sha)[:16]}…): "
-                         "not comparable to published numbers.")
-    return "\n".join(lines)
-
-
-PAPER_SAMPLES, PAPER_DIMS = 10000, 2048  # the paper's FID: 10,000 generated images, Inception pool3 features
-
-
-def smoke_settings(cfg: Config, metrics: pd.DataFrame) -> str | None:
-    """One paragraph saying that the numbers come from smoke-test settings, and what makes them say
-    nothing about the paper; None for a config that measures. Read from facts of the config, not its
-    name: synthetic data (data.synthetic) and placeholder Inception weights (metrics.placeholder_weights,
-    unless every row recorded the official ones), then its sample counts, and a recall that is 0 in
-    every scored epoch (the runs' rows). Every output of such a config carries it: summary.md,
-    claims.md, the figures."""
-    d, m = cfg.data, cfg.metrics
-    official = as_bool(metrics["weights_official"]) if "weights_official" in metrics else pd.Series(dtype=bool)
-    placeholder = m.placeholder_weights and not (len(official) and official.all())
-    if d.synthetic is None and not placeholder:
-        return None
-    what = []
-    if d.synthetic is not None:
-        what.append(f"synthetic data ({d.synthetic['n']} drawn faces, data.synthetic), not CelebA")
-    if placeholder:
-        what.append("placeholder Inception (seeded random weights, metrics.placeholder_weights), so FID, KID, "
-                    "precision and recall compare random features")
-    if m.fid_samples < PAPER_SAMPLES or m.dims < PAPER_DIMS:
-        what.append(f"{m.fid_samples} generated samples an epoch on {m.dims}-d features (the paper: "
-                    f"{PAPER_SAMPLES:,} on {PAPER_DIMS}-d)")
-    text = ("Smoke-test settings, not a measurement of the paper: " + "; ".join(what) + ". These runs show "
-            "that the pipeline works; they neither support nor contradict the paper's claims.")
-    recall = metrics["recall"].astype(float) if "recall" in metrics else pd.Series(dtype=float)
-    recall = recall[np.isfinite(recall)]
-    if len(recall) and (recall == 0).all():
-        text += (f" Recall is 0 in every scored epoch of every run: none of the {m.pr_real_samples} real images' "
-                 f"features lies within the k = {m.pr_k} nearest-neighbour balls of the {m.fid_samples} generated "
-                 "ones; at this size recall, and the recall drop of claim 3, say nothing about mode collapse.")
-    return text
-
-
-def smoke_paragraph(cfg: Config, metrics: pd.DataFrame) -> list[str]:
-    """`smoke_settings` as the lines of a markdown paragraph, its first words in bold ([] if none)."""
-    text = smoke_settings(cfg, metrics)
-    if text is None:
-        return []
-    head, _, rest = text.partition(": ")
-    return [f"**{head}:** {rest}", ""]
-
-
-PROVENANCE = ["fid_samples", "reference_images", "reference_split", "weights_sha256", "frechet", "eval_precision"]
-
-
-def provenance(metrics: pd.DataFrame) -> dict:
-    """What the rows' numbers were computed under, one string per column: the value, or all the
-    distinct values (space-separated) when the rows differ, or "" when they do not record it."""
-    out = {}
-    for col in PROVENANCE:
-        values = metrics[col].dropna().astype(str)  # aggregate.read_run gives every column
-        values = [v.removesuffix(".0") for v in dict.fromkeys(values) if v not in ("", "nan")]
-        out[col] = " ".join(v[:16] if col == "weights_sha256" else v for v in values)
-    return out
-
-
-def provenance_line(runs: Runs) -> str:
-    p = provenance(runs.metrics)
-    if not any(p.values()):
-        return "The runs' metrics do not record their sample counts (written before ocbench recorded them)."
-    return (f"Every epoch scored {p['fid_samples'] or '?'} generated samples against a reference of "
-            f"{p['reference_images'] or '?'} real images (split {p['reference_split'] or '?'}); Inception in "
-            f"{p['eval_precision'] or '?'}, Fréchet distance by {p['frechet'] or '?'}. FIDs of other sample counts "
-            "do not compare (FID's bias falls as 1/N); KIDs do.")
 
 
 def markdown(cfg: Config, runs: Runs, table: pd.DataFrame, gans: pd.DataFrame) -> str:

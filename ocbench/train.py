@@ -41,16 +41,17 @@ import torch
 from ocbench import losses, schedules, tensorboard
 from ocbench.config import (Config, GanConfig, TrainConfig, VariantConfig, digest, protocol_changes, run_protocol,
                              set_options)
-from ocbench.data import load_prepared
 from ocbench.device import resolve_device, runs_sharing_gpu
-from ocbench.errors import OcbenchError
-from ocbench.formats import CHECKPOINT, POSITION, PREVIOUS_CHECKPOINT, atomic_write, write_metrics
+from ocbench.errors import OcbenchError, one_line
+from ocbench.batches import batch_gatherer, load_images, to_model_input
+from ocbench.formats import CHECKPOINT, CHECKPOINT_FORMAT, RunFiles, atomic_write, write_metrics
 from ocbench.lock import run_lock
 from ocbench.nn import discriminator, generator
 from ocbench.progress import progress
 from ocbench.sample import latent_sampler, latents, save_grid
 
-CHECKPOINT_KEYS = {"fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "position", "rows"}
+CHECKPOINT_KEYS = {"format_version", "fingerprint", "run", "finished", "G", "D", "opt_g", "opt_d", "rng", "device",
+                   "position", "rows"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,25 +110,6 @@ class Position:
     def from_dict(cls, saved: dict) -> Position:
         return cls(saved["epoch"], saved["batch"], saved["iterations"], saved["g_updates"],
                    EpochTotals(*saved["sums"]), saved["elapsed"], saved["perm"])
-
-
-@dataclass
-class RunFiles:
-    """Where a run writes: its outputs in `run_dir`, its resumable state in `state_dir`."""
-
-    run_dir: Path
-    state_dir: Path
-
-    def __post_init__(self):
-        self.metrics, self.summary = self.run_dir / "metrics.csv", self.run_dir / "run.json"
-        self.checkpoint, self.previous = self.state_dir / CHECKPOINT, self.state_dir / PREVIOUS_CHECKPOINT
-        self.position_json = self.state_dir / POSITION
-
-    def grid(self, epoch: int) -> Path:
-        return self.run_dir / "samples" / f"epoch_{epoch:03d}.png"
-
-    def snapshot(self, epoch: int) -> Path:
-        return self.run_dir / f"generator_epoch_{epoch:03d}.pt"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,13 +214,13 @@ def set_up(cfg: Config, run_id: str) -> Run:
     gan_cfg, train_cfg = cfg.gans[gan_name], cfg.train
     device = resolve_device(train_cfg.device)
     configure_backends(train_cfg, device)
-    images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)
+    images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, runs_sharing_gpu(cfg.gpus.runs_per_gpu))
     n_batches = len(images) // train_cfg.batch_size  # the last incomplete batch is dropped
     if n_batches == 0:
         raise OcbenchError(f"{len(images)} prepared images make no batch of {train_cfg.batch_size}; "
                            f"lower train.batch_size")
     if train_cfg.g_steps is not None:
-        needed = epochs_for_g_steps(train_cfg.g_steps, n_batches, gan_cfg.critic)
+        needed = gan_cfg.critic.epochs_for(train_cfg.g_steps, n_batches)
         if needed != train_cfg.epochs:
             raise OcbenchError(
                 f"train.g_steps {train_cfg.g_steps} takes {needed} epochs of {n_batches} batches of "
@@ -272,7 +254,7 @@ def resume(run: Run, ckpt: dict | None, files: RunFiles, log) -> tuple[Position,
     `run`; a fresh start's when there is none."""
     if ckpt is None:
         return Position(), []
-    saved = checkpoint_device_type(ckpt)
+    saved = ckpt["device"]
     if saved != run.device.type:  # a noise generator cannot move between device types
         raise OcbenchError(
             f"{files.checkpoint} was trained on {saved} and this run is on {run.device.type}: a resumed run "
@@ -291,7 +273,7 @@ def restore(run: Run, ckpt: dict) -> Position:
 
 
 @dataclass
-class Epoch:
+class EpochResult:
     """How an epoch's training ended: "ok" or "diverged" (a non-finite mean loss), its training
     seconds (a resumed epoch's include those before the checkpoint), and its beta (beta_H, beta_L)."""
 
@@ -300,13 +282,11 @@ class Epoch:
     beta: tuple[float, float]
 
 
-def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints, show_progress: bool = True) -> Epoch:
+def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints, show_progress: bool = True) -> EpochResult:
     """Train on the batches of epoch `position.epoch` from `position.batch` on, advancing `position`.
     Stops early when the running mean loss stops being finite. `show_progress`: the epoch's bar."""
     cfg, train_cfg, epoch = run.cfg, run.cfg.train, position.epoch
-    beta = schedules.beta(run.variant.beta, epoch, train_cfg.epochs)  # floats, for the record
-    if run.beta is not None:
-        run.beta.copy_(torch.tensor(beta))  # in place: compiled and captured steps read the new values
+    beta = set_beta(run, epoch)
     if position.perm is None:  # a fresh epoch: a new shuffle
         position.perm = torch.randperm(len(run.images), generator=run.data_rng)
     perm, size, totals = position.perm.to(run.images.device), train_cfg.batch_size, position.totals
@@ -340,10 +320,10 @@ def run_epoch(run: Run, position: Position, tb, checkpoints: Checkpoints, show_p
             position.elapsed = time.monotonic() - started
             checkpoints.save(position)
     bar.close()
-    return Epoch(status, time.monotonic() - started, beta)
+    return EpochResult(status, time.monotonic() - started, beta)
 
 
-def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: RunFiles,
+def end_of_epoch(run: Run, position: Position, epoch: EpochResult, evaluator, files: RunFiles,
                  checkpoints: Checkpoints) -> dict:
     """The epoch's metrics row: its losses and speed, then (unless it diverged) the sample grid, FID,
     precision/recall and KID of the generator, and at snapshot epochs the generator's weights."""
@@ -364,7 +344,7 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
         # `fid score --generator` regenerate them from the snapshot in fp32 and must get the same.
         with torch.no_grad(), checkpoints.writing(files.grid(number)):
             save_grid(run.G(run.grid_z, run.beta), files.grid(number))
-        snapshot_epoch = number in train_cfg.snapshot_epochs or number == train_cfg.epochs
+        snapshot_epoch = number in train_cfg.snapshot_kept
         seed = eval_seed(run.cfg, position.epoch)
         scores = evaluator.evaluate(eval_sampler(run.G, run.beta, train_cfg.latent_dim, run.device, seed, n_samples),
                                     n_samples, fid_inf=snapshot_epoch)
@@ -377,9 +357,7 @@ def end_of_epoch(run: Run, position: Position, epoch: Epoch, evaluator, files: R
             snapshot = {"generator": run.G.state_dict(), "alpha": run.variant.alpha, "width": train_cfg.g_width,
                         "latent_dim": train_cfg.latent_dim, "beta": list(epoch.beta), "epoch": number, "run": run.id,
                         # the latents this epoch's FID was computed on: `ocbench sample` redraws them
-                        "evaluation": {"seed": seed, "samples": n_samples},
-                        # the paper's networks' snapshots keep the keys they always had
-                        **({"arch": train_cfg.arch} if train_cfg.arch != "dcgan" else {})}
+                        "evaluation": {"seed": seed, "samples": n_samples}, "arch": train_cfg.arch}
             with checkpoints.writing(files.snapshot(number)):
                 atomic_write(files.snapshot(number), lambda f: torch.save(snapshot, f))
     else:
@@ -413,7 +391,7 @@ def final_evaluation(run: Run, evaluator, log) -> dict:
     return final
 
 
-def epoch_line(run: Run, row: dict, epoch: Epoch) -> str:
+def epoch_line(run: Run, row: dict, epoch: EpochResult) -> str:
     """The log line of a finished epoch."""
     beta = epoch.beta
     return (f"{run.id} epoch {row['epoch']}/{run.cfg.train.epochs}: g_loss {row['g_loss']:.4f} "
@@ -524,10 +502,18 @@ def load_checkpoint(files: RunFiles, run_id: str, log) -> dict | None:
             continue
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= ckpt.keys():
+            if not isinstance(ckpt, dict) or "format_version" not in ckpt and "G" not in ckpt:
                 raise ValueError("not a training checkpoint of ocbench")
         except Exception as exc:  # whatever the damage, the file cannot be resumed from
-            problems.append((path, " ".join(str(exc).split())[:120] or type(exc).__name__))
+            problems.append((path, one_line(exc, 120)))
+            continue
+        version = ckpt.get("format_version")
+        if version != CHECKPOINT_FORMAT:  # readable, but not this ocbench's to resume
+            made = f"is of checkpoint format {version}" if version is not None else "carries no format version"
+            raise OcbenchError(f"{path} {made}, and this ocbench resumes format {CHECKPOINT_FORMAT}; resume {run_id} "
+                               f"with the ocbench that wrote it, or start it again here (delete {files.state_dir})")
+        if not CHECKPOINT_KEYS <= ckpt.keys():
+            problems.append((path, "not a training checkpoint of ocbench"))
             continue
         if problems:
             bad, why = problems[0]
@@ -553,7 +539,8 @@ def training_state(G, D, opt_g, opt_d, noise_rng, data_rng, device: torch.device
 
 def checkpoint_state(run: Run, position: Position) -> dict:
     """What a checkpoint holds to continue the run where it stands (`restore` puts it back)."""
-    return {**training_state(run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng, run.device),
+    return {"format_version": CHECKPOINT_FORMAT,
+            **training_state(run.G, run.D, run.step.opt_g, run.step.opt_d, run.noise_rng, run.data_rng, run.device),
             "position": position.as_dict()}
 
 
@@ -576,19 +563,8 @@ def set_rng_state(state: dict, noise_rng: torch.Generator, data_rng: torch.Gener
     torch.set_rng_state(state["torch"])
     noise_rng.set_state(state["noise"])
     data_rng.set_state(state["data"])
-    cuda = state.get("cuda")
-    if isinstance(cuda, list):  # checkpoints before 2026-11-29 kept every visible GPU's state
-        cuda = cuda[0] if cuda else None
-    if cuda is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(cuda, device)
-
-
-def checkpoint_device_type(ckpt: dict) -> str:
-    """The device type a checkpoint was trained on: recorded since 2026-11-29; before, read off the
-    noise generator's state (a CPU generator's is 5,056 bytes, a CUDA generator's 16)."""
-    if "device" in ckpt:
-        return ckpt["device"]
-    return "cpu" if ckpt["rng"]["noise"].numel() == torch.Generator().get_state().numel() else "cuda"
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -778,17 +754,13 @@ def build_networks(alpha: float, gan_cfg: GanConfig, train_cfg: TrainConfig,
     return G, D
 
 
-def epochs_for_g_steps(g_steps: int, n_batches: int, critic) -> int:
-    """The epochs of `n_batches` batches in which the critic schedule reaches `g_steps` G updates (the
-    last one partial): what `train.epochs` must be with `train.g_steps`."""
-    g_updates, epochs = 0, 0
-    while g_updates < g_steps:  # every epoch has a G step: on its batch 0
-        epochs += 1
-        for batch_index in range(n_batches):
-            g_updates += critic.g_turn(batch_index, g_updates)
-            if g_updates == g_steps:
-                break
-    return epochs
+def set_beta(run: Run, epoch: int) -> tuple[float, float]:
+    """Epoch `epoch`'s beta into the run's networks, in place (compiled and captured steps read the
+    new values); returned as floats, for the record."""
+    beta = schedules.beta(run.variant.beta, epoch, run.cfg.train.epochs)
+    if run.beta is not None:
+        run.beta.copy_(torch.tensor(beta))
+    return beta
 
 
 def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
@@ -798,73 +770,6 @@ def beta_tensor(schedule: dict, device: torch.device) -> torch.Tensor | None:
     if schedules.is_identity(schedule):
         return None
     return torch.ones(2, device=device)
-
-
-# --------------------------------------------------------------------------------------------------
-# the data path: the prepared array to batches on the training device
-
-
-def load_images(path: str, device: torch.device, placement, runs_per_gpu: int = 1) -> torch.Tensor:
-    """The prepared uint8 N x H x W x 3 array, whole on the GPU when it fits, else in ordinary RAM
-    (batches reach the GPU through `batch_gatherer`'s pinned buffers; pinning the whole array would
-    allocate a second, page-locked copy: 16 GiB beside the 10 GB array for CelebA)."""
-    images = torch.from_numpy(load_prepared(path, mmap=False))  # read whole: batches are random gathers
-    if device.type != "cuda":
-        return images
-    if placement == "auto":
-        free, total = torch.cuda.mem_get_info(device)
-        placement = fits_on_device(images.numel(), free, total, runs_sharing_gpu(runs_per_gpu))
-    return images.to(device) if placement else images
-
-
-def fits_on_device(nbytes: int, free_bytes: int, total_bytes: int, runs: int = 1) -> bool:
-    """Whether an array of `nbytes` may go on a GPU of `total_bytes` (`free_bytes` free now) that
-    `runs` runs share: each run's share is its part of the card, of which the array may take 60%
-    (the rest is for the networks and Inception), and it must fit in what is free now. The share
-    comes from the total, not from what is free: the runs already resident have taken theirs, so
-    dividing the free memory by every run would shrink each later run's share again."""
-    share = total_bytes / max(runs, 1)
-    return nbytes < 0.6 * min(share, free_bytes)
-
-
-class PinnedGather:
-    """Batches of a host array for a GPU: each batch is gathered into one of two pinned buffers and
-    copied from there asynchronously, so the gather of the next batch overlaps the copy of this one.
-    A buffer is refilled only once the copy out of it (two batches ago) is done, which a CUDA event
-    marks (on the CPU, where tests run it, copies are synchronous and need none)."""
-
-    def __init__(self, images: torch.Tensor, batch_size: int, device: torch.device, pin: bool = True):
-        shape = (batch_size, *images.shape[1:])
-        self.buffers = [torch.empty(shape, dtype=images.dtype, pin_memory=pin) for _ in range(2)]
-        self.copied = [None, None]  # per buffer: the event recorded after the copy out of it
-        self.images, self.device, self.turn = images, device, 0
-        self.event = torch.cuda.Event if device.type == "cuda" else None
-
-    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
-        buffer, done = self.buffers[self.turn][: len(indices)], self.copied[self.turn]
-        if done is not None:
-            done.synchronize()
-        torch.index_select(self.images, 0, indices, out=buffer)
-        batch = buffer.to(self.device, non_blocking=True, copy=True)
-        if self.event is not None:  # after the copy, on the stream that queued it
-            self.copied[self.turn] = self.event()
-            self.copied[self.turn].record(torch.cuda.current_stream(self.device))
-        self.turn ^= 1
-        return batch
-
-
-def batch_gatherer(images: torch.Tensor, device: torch.device, batch_size: int):
-    """`gather(indices)` -> that batch of `images` (uint8) on `device`: a plain index where the array
-    lives on the device (or everything is on the CPU), pinned double buffers from host RAM to a GPU."""
-    if images.is_cuda or device.type != "cuda":
-        return images.__getitem__
-    return PinnedGather(images, batch_size, device)
-
-
-def to_model_input(batch: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 N x H x W x 3 -> float N x 3 x H x W in [-1, 1], converted on the training device."""
-    x = batch.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 # --------------------------------------------------------------------------------------------------

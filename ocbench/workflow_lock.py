@@ -10,7 +10,7 @@ flock it holds until it ends, however it ends (the kernel drops it at SIGKILL an
 train.lock), naming its host and whether it runs its jobs locally. It also marks its environment
 (MARK), which every job process it starts inherits, whatever the job runs. Snakemake checks its lock
 files only after it has parsed the Snakefile (Workflow.execute -> persistence.lock()), so at parse
-time the lock files are removed only when all of these hold (`blocker` says which does not):
+time the lock files are removed only when all of these hold (`why_lock_stays` says which does not):
 
 - this Snakemake will run jobs here (not a dry run) on this machine (not a cluster executor);
 - no other registered Snakemake of the workflow is alive here (else its PID and command are named,
@@ -36,7 +36,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ocbench.lock import holder, probe
+from ocbench.lock import current_holder, recorded_holder
 
 INSTANCES = Path(".snakemake") / "ocbench" / "instances"
 SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"
@@ -73,9 +73,9 @@ def _instances(workdir: Path):
     for path in sorted(folder.glob("*.lock")) if folder.is_dir() else []:
         if str(path.resolve()) in _registered:
             continue
-        held = probe(path)  # the holder's record, or None when nobody holds it
+        held = current_holder(path)  # the holder's record, or None when nobody holds it
         alive = held is not None
-        fields = (held if alive else holder(path)).split("\n")
+        fields = (held if alive else recorded_holder(path)).split("\n")
         yield path, alive, [*fields, "", "", "", ""][:4]
 
 
@@ -139,7 +139,7 @@ def orphaned_jobs(workdir: Path) -> list[tuple[str, str]]:
     return found
 
 
-def blocker(workdir: Path = Path("."), dry_run: bool = False, local: bool = True) -> str | None:
+def why_lock_stays(workdir: Path = Path("."), dry_run: bool = False, local: bool = True) -> str | None:
     """Why the stale lock in `workdir` must stay (see the module's docstring), or None when it may go.
     Asked when no other registered Snakemake of the workflow is alive here."""
     if dry_run:
@@ -189,7 +189,7 @@ def claim_for_snakemake() -> str | None:
 
 
 def claim(workdir: Path = Path("."), dry_run: bool = False, local: bool = True) -> str | None:
-    """Register, then remove the stale Snakemake lock unless something says it must stay (`blocker`).
+    """Register, then remove the stale Snakemake lock unless something says it must stay (`why_lock_stays`).
     Returns a line for the user, or None when there is nothing to say."""
     register(workdir, local, dry_run)
     others = live_instances(workdir)
@@ -202,7 +202,7 @@ def claim(workdir: Path = Path("."), dry_run: bool = False, local: bool = True) 
     if not stale:
         live_instances(workdir, forget_dead=True)
         return None
-    why = blocker(workdir, dry_run, local)
+    why = why_lock_stays(workdir, dry_run, local)
     if why is not None:
         if dry_run:
             return None  # a dry run ignores the lock; the next run decides

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from ocbench import config as config_mod
-from ocbench.bench.protocol import iteration_counts
 
 BATCH, EPOCHS, PROJECTED = 16, 3, 1000
 
@@ -94,10 +93,10 @@ def test_the_critic_schedule_is_counted_as_training_counts_it():
     from conftest import REPO
 
     cfg = config_mod.load([REPO / "workflow/config/official-wgan.yaml"])
-    assert iteration_counts(cfg.gans["wgan"].critic, 12, 2) == (2, 22)
+    assert cfg.gans["wgan"].critic.iterations(12, 2) == (2, 22)
     # n_critic 5 after the warm-up, 20 again at every 500th G update: count by brute force.
     critic = cfg.gans["wgan"].critic
-    with_g, without_g = iteration_counts(critic, 3165, 50)
+    with_g, without_g = critic.iterations(3165, 50)
     assert with_g + without_g == 3165 * 50
     assert 3165 * 50 / 5 * 0.95 < with_g < 3165 * 50 / 5  # mostly every 5th batch, a little less
-    assert iteration_counts(config_mod.load().gans["dcgan"].critic, 3165, 50) == (3165 * 50, 0)
+    assert config_mod.load().gans["dcgan"].critic.iterations(3165, 50) == (3165 * 50, 0)

@@ -211,10 +211,11 @@ def test_margins_confidence_and_stability_window_come_from_the_config(tree):
     assert "two one-sided tests at 1%, which use a 98% interval" in md and "not worse by more than 30%" in md
 
 
-def test_runs_written_before_kid_still_give_claims_summary_and_figures(tmp_path, cli):
-    """metrics.csv files without the columns added after `status` (KID, FID-infinity, provenance):
-    FID claims as before, KID ones 'no data', and the summary and figures still render."""
-    from ocbench.aggregate import ADDED_COLUMNS
+def test_a_metrics_file_of_another_version_is_refused_in_one_line(tmp_path):
+    """There has been no release: a metrics.csv without the columns this ocbench writes (an older
+    checkout's) is refused, naming them and the fix, not padded with guesses."""
+    from ocbench.aggregate import collect
+    from ocbench.errors import OcbenchError
 
     overlay = {"name": "old", "paths": {"results": str(tmp_path / "results"), "figures": str(tmp_path / "figures")},
                "run": {"gans": ["dcgan"], "variants": ["baseline", "oct"], "seeds": SEEDS},
@@ -224,14 +225,11 @@ def test_runs_written_before_kid_still_give_claims_summary_and_figures(tmp_path,
     cfg = config_mod.load([config])
     for run in cfg.run_ids():
         write_run(cfg.run_dir(run), *cfg.parse_run(run))
-        path = cfg.run_dir(run) / "metrics.csv"
-        pd.read_csv(path).drop(columns=ADDED_COLUMNS).to_csv(path, index=False)
-    cli("claims", "--config", config, check=True)
-    table = pd.read_csv(cfg.results_dir / "claims.csv")
-    assert row(table, "1", "dcgan", "final_fid").verdict == "supported"
-    assert row(table, "1", "dcgan", "final_kid").verdict.startswith("no data")
-    cli("summary", "--config", config, check=True)
-    cli("figures", "--config", config, check=True)
+    path = cfg.run_dir(cfg.run_ids()[0]) / "metrics.csv"
+    pd.read_csv(path).drop(columns=["kid", "kid_std", "frechet"]).to_csv(path, index=False)
+    with pytest.raises(OcbenchError, match=r"metrics.csv lacks the columns frechet, kid, kid_std: this version of "
+                                           r"`ocbench train` did not write it; retrain the run"):
+        collect(cfg)
 
 
 def test_a_published_baseline_is_set_beside_ours_and_other_gans_are_judged_too(tmp_path):
@@ -286,8 +284,8 @@ def test_a_published_baseline_is_set_beside_ours_and_other_gans_are_judged_too(t
     assert row(claims_mod.evaluate(plain, collect(plain)), "R", "sngan", "final_eval_fid").verdict == \
         "no final evaluation: set metrics.final_samples"
     assert "against published numbers" not in claims_mod.markdown(
-        config_mod.from_dict({**cfg.raw, "analysis": {}}), collect(cfg),
-        claims_mod.evaluate(config_mod.from_dict({**cfg.raw, "analysis": {}}), collect(cfg)))
+        config_mod.from_dict({**cfg.raw, "analysis": {**cfg.raw["analysis"], "references": []}}), collect(cfg),
+        claims_mod.evaluate(config_mod.from_dict({**cfg.raw, "analysis": {**cfg.raw["analysis"], "references": []}}), collect(cfg)))
 
 
 def one_seed(tree, *overrides):
@@ -349,7 +347,7 @@ def test_smoke_settings_label_every_output_and_say_why_recall_is_0(tree):
     import matplotlib.pyplot as plt
     from matplotlib.text import Text
 
-    from ocbench import figures, summary
+    from ocbench import aggregate, figures, summary
 
     smoke = ["data.synthetic={n: 200, seed: 0}", "metrics.placeholder_weights=true", "metrics.fid_samples=32",
              "metrics.dims=64", "metrics.pr_real_samples=200"]
@@ -361,7 +359,7 @@ def test_smoke_settings_label_every_output_and_say_why_recall_is_0(tree):
     md = claims_mod.markdown(cfg, runs, result)
     assert md.index("**Smoke-test settings, not a measurement of the paper:**") < md.index("FIDs from non-official")
     assert "32 generated samples an epoch on 64-d features" in md and recall in md
-    table = summary.per_run(runs, cfg.analysis.std_window)
+    table = aggregate.per_run(runs, cfg.analysis.std_window)
     assert "**Smoke-test settings" in summary.markdown(cfg, runs, table, summary.per_gan(table))
     for fig in (claims_mod.forest_plot(cfg, runs, result), figures.figure2(cfg, runs), figures.figure4(cfg, runs)):
         texts = [t.get_text() for t in fig.findobj(Text)]

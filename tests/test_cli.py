@@ -12,7 +12,7 @@ import pytest
 from conftest import checkout_env
 from ocbench import config
 from ocbench.cli import main
-from ocbench.lock import probe, run_lock, try_lock
+from ocbench.lock import current_holder, run_lock, try_lock
 
 RUN = "dcgan_oct_s0"
 
@@ -42,10 +42,10 @@ def test_the_run_lock_is_held_through_nested_blocks_and_released_on_an_error(tmp
     with pytest.raises(RuntimeError):
         with run_lock(lock.parent, RUN, "c"):
             with run_lock(lock.parent, RUN, "c"):
-                assert probe(lock) == str(os.getpid())
-            assert probe(lock) == str(os.getpid())  # the inner block's end left it held
+                assert current_holder(lock) == str(os.getpid())
+            assert current_holder(lock) == str(os.getpid())  # the inner block's end left it held
             raise RuntimeError("training failed")
-    assert probe(lock) is None
+    assert current_holder(lock) is None
 
 
 def test_status_into_a_closed_pipe_ends_without_a_traceback(tmp_path):

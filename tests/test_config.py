@@ -1,6 +1,7 @@
 """The config: paper.yaml holds the protocol; overlays and --set merge over it; bad values stop early."""
 
 import copy
+import dataclasses
 import re
 
 import pytest
@@ -110,7 +111,8 @@ def test_stabiliser_presets_follow_their_papers():
     for gan in ("dcgan", "lsgan", "wgan"):
         g = cfg.gans[gan]
         assert (g.d_norm, g.spectral_norm, g.gradient_penalty) == ("batch", False, 0.0)
-        assert not {"d_norm", "spectral_norm", "gradient_penalty"} & set(cfg.raw["gans"][gan])  # unset: defaults
+        # paper.yaml does not set them: the schema's defaults are the one home of a GAN's defaults
+        assert not {"d_norm", "spectral_norm", "gradient_penalty"} & set(config.read_yaml(config.BASE_CONFIG)["gans"][gan])
     assert cfg.run.gans == ["dcgan", "lsgan", "wgan"] and cfg.figure_numbers() == [2, 3, 4, 5, 6, 7]
 
 
@@ -126,28 +128,35 @@ def test_stabilizers_overlay_and_figure_8():
     assert cfg.gans["wgan"].gradient_penalty == 1.0 and cfg.figure_numbers()[-1] == 8
 
 
-def test_paper_yaml_and_the_dataclasses_default_alike():
-    """Keys a config written before them lacks: the dataclass defaults are paper.yaml's."""
-    cfg = config.load()
-    assert (cfg.train.resnet, cfg.metrics.final_real_images, cfg.metrics.final_real_seed) == ("mimicry", None, 0)
-    raw = copy.deepcopy(cfg.raw)
-    del raw["train"]["resnet"], raw["metrics"]["final_real_images"], raw["metrics"]["final_real_seed"]
-    assert config.from_dict(raw).train == cfg.train and config.from_dict(raw).metrics == cfg.metrics
-
-
-def test_analysis_settings_and_eval_seed_default_to_the_former_constants():
-    """What summary.py, claims.py and train.py held as constants: the same numbers, now in paper.yaml,
-    and the same again for a config written before these keys existed (the dataclass defaults)."""
+def test_each_setting_has_one_home_and_a_config_without_one_is_refused_by_name():
+    """Top-level settings: paper.yaml, the base of every config (no dataclass or schema default);
+    a GAN's or a variant's: the schema's defaults, which ocbench and Snakemake fill in. A config
+    that lacks a setting (e.g. a merged config.yaml written by an older checkout) is refused in one
+    line naming it. What summary.py, claims.py and train.py once held as constants are paper.yaml's."""
     cfg = config.load()
     assert (cfg.analysis.std_window, cfg.analysis.confidence) == (10, 0.95)
     assert (cfg.analysis.margins.similar, cfg.analysis.margins.not_dramatically_worse) == (0.10, 0.25)
-    assert cfg.metrics.eval_seed == 1_000_000
+    assert (cfg.metrics.eval_seed, cfg.train.resnet, cfg.metrics.final_real_images) == (1_000_000, "mimicry", None)
+    for section, key in (("train", "resnet"), ("metrics", "eval_seed"), ("analysis", "margins")):
+        raw = copy.deepcopy(cfg.raw)
+        del raw[section][key]
+        with pytest.raises(config.ConfigError, match=f"^config error at {section}: '{key}' is a required property$"):
+            config.from_dict(raw)
     raw = copy.deepcopy(cfg.raw)
-    del raw["analysis"], raw["metrics"]["eval_seed"]
-    bare = config.from_dict(raw)
-    assert bare.analysis == cfg.analysis and bare.metrics.eval_seed == cfg.metrics.eval_seed
+    del raw["analysis"]
+    with pytest.raises(config.ConfigError, match="'analysis' is a required property"):
+        config.from_dict(raw)
+    assert not any(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+                   for cls in (config.TrainConfig, config.MetricsConfig, config.AnalysisConfig, config.MarginsConfig)
+                   for f in dataclasses.fields(cls))
     cfg = config.load(overrides=["analysis.margins.similar=0.2", "metrics.eval_seed=7"])
-    assert cfg.analysis.margins == config.MarginsConfig(similar=0.2) and cfg.metrics.eval_seed == 7
+    assert cfg.analysis.margins.similar == 0.2 and cfg.metrics.eval_seed == 7
+    # a GAN an overlay adds takes the schema's defaults, as the paper's GANs do
+    new = config.load(overrides=["gans.mine={loss: lsgan, optimizer: {name: adam, lr: 0.001}, critic: {n: 2}}"])
+    mine = new.gans["mine"]
+    assert (mine.d_norm, mine.spectral_norm, mine.gradient_penalty, mine.clamp) == ("batch", False, 0.0, None)
+    assert (mine.optimizer.betas, mine.critic.warmup_g_updates, mine.critic.warmup) == ((0.5, 0.999), 0, None)
+    assert new.variants["oct"].beta == {"kind": "constant", "beta_h": 1.0, "beta_l": 1.0}
 
 
 def schema_keys(node, path=""):

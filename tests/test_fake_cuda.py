@@ -33,12 +33,12 @@ from fake_cuda import fake_cuda as _fake_cuda
 from ocbench import config as config_mod
 from ocbench import fid, preflight
 from ocbench.device import sync
-from ocbench.device import resolve_device, runs_sharing_gpu
+from ocbench.device import nvidia_driver, resolve_device, runs_sharing_gpu
 from ocbench.errors import OcbenchError
 from ocbench.bench.protocol import environment
-from ocbench.train import (CudaGraphs, CudaGraphStep, PinnedGather, Position, configure_backends, fits_on_device,
-                           load_optimizer_state, make_optimizer, resume, rng_state, set_rng_state, set_up,
-                           to_model_input, training_state)
+from ocbench.batches import PinnedGather, fits_on_device, to_model_input
+from ocbench.train import (CudaGraphs, CudaGraphStep, Position, configure_backends, load_optimizer_state,
+                           make_optimizer, resume, rng_state, set_rng_state, set_up, training_state)
 
 CUDA0 = torch.device("cuda", 0)
 SMOKE = Path(__file__).resolve().parent.parent / "workflow" / "config" / "smoke.yaml"
@@ -161,7 +161,6 @@ def test_the_random_state_of_a_gpu_run_round_trips(fake_cuda):
         state = rng_state(noise, data, CUDA0)
         assert set(state) == {"torch", "noise", "data", "cuda"}
         set_rng_state(state, noise, data, CUDA0)
-        set_rng_state({**state, "cuda": [state["cuda"]] * 2}, noise, data, CUDA0)  # before 2026-11-29
 
 
 def test_a_gpu_optimiser_resumed_from_a_cpu_checkpoint_keeps_its_state_on_the_gpu(fake_cuda):
@@ -284,6 +283,6 @@ def test_preflight_names_the_gpu_and_its_driver(fake_cuda, smoke_cfg, tmp_path, 
 
 def test_a_hanging_nvidia_smi_is_a_line_not_a_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", "sleep 30")["PATH"])
-    assert preflight.nvidia_driver(timeout=0.5) == "unknown (nvidia-smi did not answer in 0.5 s)"
+    assert nvidia_driver(timeout=0.5) == "unknown (nvidia-smi did not answer in 0.5 s)"
     monkeypatch.setenv("PATH", fake_nvidia_smi(tmp_path / "bin", "echo no devices >&2; exit 9")["PATH"])
-    assert preflight.nvidia_driver() == "unknown (nvidia-smi failed: no devices)"
+    assert nvidia_driver() == "unknown (nvidia-smi failed: no devices)"

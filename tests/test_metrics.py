@@ -16,8 +16,7 @@ import yaml
 from ocbench import config as config_mod
 from ocbench import fid, kid, prdc
 from ocbench.errors import OcbenchError
-from ocbench.fid import image_files
-from ocbench.formats import sha256_of
+from ocbench.formats import image_files, sha256_of, to_uint8
 from ocbench.metrics import Evaluator, read_images
 from ocbench.sample import generator_sampler
 
@@ -203,7 +202,7 @@ def test_in_memory_fid_equals_pytorch_fid_cli(fid_env, tmp_path):
         save_png(img, pngs / f"{i:06d}.png")
     # The PNGs hold exactly the uint8 pixels the in-memory path fed to Inception.
     read_back = torch.cat(list(read_images(image_files(pngs), BATCH)))
-    assert torch.equal(read_back, fid.to_uint8(images))
+    assert torch.equal(read_back, to_uint8(images))
 
     out = pytorch_fid(pngs, fid_env["root"] / "stats.npz", torch_home=fid_env["torch_home"])
     theirs = float(re.search(r"FID:\s+(\S+)", out).group(1))
@@ -327,7 +326,7 @@ def test_to_uint8_matches_save_image(tmp_path):
     x = torch.linspace(-1.2, 1.2, 3 * 8 * 8).reshape(3, 8, 8)
     save_png(x, tmp_path / "x.png")
     read_back = next(iter(read_images([tmp_path / "x.png"], 1)))[0]
-    assert torch.equal(read_back, fid.to_uint8(x))
+    assert torch.equal(read_back, to_uint8(x))
 
 
 def test_smaller_dims_equal_pytorch_fid_cli_with_the_same_dims(fid_env, tmp_path):

@@ -27,7 +27,9 @@ def test_combi_pinned_values():
 
 
 def test_constant_and_piecewise():
-    assert schedules.beta({"kind": "constant"}, 3, 10) == (1.0, 1.0)
+    from ocbench import config
+
+    assert schedules.beta(config.load().variants["oct"].beta, 3, 10) == (1.0, 1.0)  # the schema's defaults
     assert schedules.beta({"kind": "constant", "beta_h": 0.5, "beta_l": 2.0}, 3, 10) == (0.5, 2.0)
     knots = {"kind": "piecewise", "knots": [[0.0, 0.0, 1.0], [0.5, 1.0, 1.0], [1.0, 1.0, 0.0]]}
     assert schedules.beta(knots, 1, 8) == pytest.approx((0.5, 1.0))  # t = 0.25

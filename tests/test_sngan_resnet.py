@@ -17,7 +17,6 @@ from conftest import REPO, WORKER_CORES
 from ocbench import config as config_mod
 from ocbench.config import CriticConfig
 from ocbench.config import protocol_fingerprint
-from ocbench.train import epochs_for_g_steps
 
 BIN = Path(sys.executable).parent
 PRESET = REPO / "workflow" / "config" / "sngan-resnet.yaml"
@@ -33,7 +32,7 @@ def test_the_preset_is_mimicrys_celeba_128_setting():
     assert sngan.spectral_norm and sngan.d_norm == "none"
     assert cfg.run.variants == ["baseline", "oct", "low", "ramp", "combi"] and cfg.run.seeds == [0, 1, 2]
     # CelebA's 202,599 images in batches of 64, a G step on every second: 100k G steps end in epoch 64
-    assert epochs_for_g_steps(t.g_steps, 202_599 // 64, sngan.critic) == t.epochs == 64
+    assert sngan.critic.epochs_for(t.g_steps, 202_599 // 64) == t.epochs == 64
     assert t.resnet == "mimicry"  # D as mimicry's code computes it (tests/test_resnet.py)
     # a checkpoint of the chainer form (every ResNet run before train.resnet) is another protocol
     chainer = config_mod.load([PRESET], ["train.resnet=chainer"])
@@ -50,16 +49,16 @@ def test_the_preset_is_mimicrys_celeba_128_setting():
 @pytest.mark.parametrize("g_steps, n_batches, n, epochs", [
     (6, 12, 1, 1), (13, 12, 1, 2), (12, 12, 2, 2), (13, 12, 2, 3), (100_000, 3165, 2, 64), (1, 5, 5, 1)])
 def test_epochs_for_g_steps_counts_training_own_rule(g_steps, n_batches, n, epochs):
-    assert epochs_for_g_steps(g_steps, n_batches, CriticConfig(n=n)) == epochs
+    assert CriticConfig(n=n, warmup_g_updates=0).epochs_for(g_steps, n_batches) == epochs
 
 
 def test_bench_protocol_projects_the_preset_to_its_last_g_step_and_its_final_evaluation():
-    from ocbench.bench.protocol import evaluations, iteration_counts
+    from ocbench.projection import evaluations
 
     cfg = config_mod.load([PRESET])
     # 63 epochs of 3,165 batches, then 541 of the 64th: 199,936 iterations, 100,000 with a G step
-    assert iteration_counts(cfg.gans["sngan"].critic, 3165, 64, cfg.train.g_steps) == (100_000, 99_936)
-    assert iteration_counts(CriticConfig(n=1), 3165, 50) == (3165 * 50, 0)  # the paper's: unchanged
+    assert cfg.gans["sngan"].critic.iterations(3165, 64, cfg.train.g_steps) == (100_000, 99_936)
+    assert CriticConfig(n=1, warmup_g_updates=0).iterations(3165, 50) == (3165 * 50, 0)  # the paper's: unchanged
     assert evaluations(cfg) == 64 + 50_000 / 10_000  # every epoch's 10k samples, and the final 50k
 
 

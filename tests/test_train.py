@@ -264,13 +264,12 @@ def test_a_checkpoint_of_other_settings_says_which_and_how_to_resume_it(setup, r
 def test_a_checkpoint_from_a_gpu_is_refused_on_the_cpu_in_one_line(setup, cli, reference):
     """A run killed on a GPU and rerun where only the CPU is left: its noise generator's state (16
     bytes of a CUDA generator, 5,056 of a CPU one) cannot be resumed there. A checkpoint records its
-    device; one written before that is recognised by its noise state."""
+    device."""
     root, config = setup
     src = root / "results" / "tiny" / "state" / "dcgan_oct_s0" / "checkpoint.pt"
     ckpt = torch.load(src, weights_only=True)
     assert ckpt["device"] == "cpu"
-    del ckpt["device"]  # as a checkpoint of a GPU run written before devices were recorded
-    ckpt["rng"]["noise"] = torch.zeros(16, dtype=torch.uint8)
+    ckpt["device"], ckpt["rng"]["noise"] = "cuda", torch.zeros(16, dtype=torch.uint8)  # as a GPU run's
     ckpt["finished"] = False
     gpu_state = root / "gpu" / "tiny" / "state" / "dcgan_oct_s0" / "checkpoint.pt"
     gpu_state.parent.mkdir(parents=True)
@@ -280,6 +279,31 @@ def test_a_checkpoint_from_a_gpu_is_refused_on_the_cpu_in_one_line(setup, cli, r
     line = proc.stderr.strip().splitlines()[-1]
     assert "was trained on cuda and this run is on cpu" in line and "train.device=cuda" in line, proc.stderr
     assert "delete" in line and "Traceback" not in proc.stderr
+
+
+def test_a_checkpoint_of_another_format_is_refused_in_one_line_and_kept(setup, reference):
+    """Checkpoints carry a format version; there has been no release, so a checkpoint of another
+    version (an older checkout's) is not guessed at: one line says which versions and the two ways
+    on, and the file stays where it is (it is not unreadable, only not this ocbench's to resume)."""
+    from ocbench import config as config_mod
+    from ocbench.errors import OcbenchError
+    from ocbench.formats import CHECKPOINT_FORMAT
+    from ocbench.train import train
+
+    root, config = setup
+    ckpt = torch.load(root / "results" / "tiny" / "state" / "dcgan_oct_s0" / "checkpoint.pt", weights_only=True)
+    assert ckpt["format_version"] == CHECKPOINT_FORMAT
+    cfg = config_mod.load([config], [f"paths.results={root / 'other-format'}"])
+    state = cfg.results_dir / "state" / "dcgan_oct_s0" / "checkpoint.pt"
+    state.parent.mkdir(parents=True)
+    for version, said in ((None, "carries no format version"), (CHECKPOINT_FORMAT + 1, f"is of checkpoint format "
+                                                                                       f"{CHECKPOINT_FORMAT + 1}")):
+        torch.save({k: v for k, v in ckpt.items() if k != "format_version"} | (
+            {} if version is None else {"format_version": version}), state)
+        with pytest.raises(OcbenchError, match=f"{said}, and this ocbench resumes format {CHECKPOINT_FORMAT}; resume "
+                                               "dcgan_oct_s0 with the ocbench that wrote it, or start it again here"):
+            train(cfg, "dcgan_oct_s0", log=lambda line: None)
+        assert state.exists() and not state.with_name("checkpoint.pt.unreadable").exists()
 
 
 def test_divergence_stops_cleanly_and_the_job_succeeds(setup, cli):
@@ -505,7 +529,7 @@ def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
 
     from PIL import Image
 
-    from ocbench import fid
+    from ocbench.formats import to_uint8
     from ocbench.sample import generator_sampler
 
     root, config = setup
@@ -516,7 +540,7 @@ def test_sample_writes_the_pngs_the_fid_scores(setup, cli, reference, tmp_path):
     assert [f.name for f in files] == [f"{i:06d}.png" for i in range(n)]
     pixels = np.stack([np.asarray(Image.open(f)) for f in files])
     with torch.no_grad():
-        expected = fid.to_uint8(generator_sampler(generator, "cpu", n, seed)[0](0, n)).permute(0, 2, 3, 1).numpy()
+        expected = to_uint8(generator_sampler(generator, "cpu", n, seed)[0](0, n)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(pixels, expected)  # the FID's latents, quantised as the FID does
 
     fid_theirs = pytorch_fid_cli(out, root, tmp_path)

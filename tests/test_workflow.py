@@ -199,21 +199,26 @@ def test_the_jobs_run_snakemakes_python_from_a_shell_without_the_environment(tmp
 
 def test_the_jobs_python_is_snakemakes_unless_conda_deploys_one(tmp_path):
     """The rules' commands as Snakemake parses them, without and with --sdm conda (no conda here to
-    run them: the test reads the parsed rule's command through Snakemake's API)."""
+    run them: the test reads the parsed rules' commands through Snakemake's API). Every field of
+    every command is quoted ({field:q}), so a path with a space or a $ reaches the job as one word."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import ConfigSettings, DeploymentSettings, OutputSettings, ResourceSettings
     from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-    def train_command(*methods):
+    def commands(*methods):
         with SnakemakeApi(OutputSettings()) as api:
             workflow = api.workflow(
                 resource_settings=ResourceSettings(cores=1), config_settings=ConfigSettings(configfiles=[SMOKE]),
                 deployment_settings=DeploymentSettings(deployment_method=frozenset(methods)),
                 snakefile=REPO / "Snakefile", workdir=tmp_path)
-            return workflow._workflow.get_rule("train").shellcmd
+            return {rule.name: rule.shellcmd for rule in workflow._workflow.rules if rule.shellcmd}
 
-    assert train_command().count(f"{sys.executable} -m ocbench") == 2  # with-gpu and train
-    with_conda = train_command(DeploymentMethod.CONDA)
+    ours = commands()
+    assert ours["train"].count(f"{sys.executable} -m ocbench") == 2  # with-gpu and train
+    fields = {rule: re.findall(r"(?<!{){([^{}]+)}(?!})", command) for rule, command in ours.items()}  # not {{...}}
+    assert "{wildcards.run:q}" in ours["train"] and "{output:q}" in ours["preflight"], ours
+    assert all(field.endswith(":q") for found in fields.values() for field in found), fields
+    with_conda = commands(DeploymentMethod.CONDA)["train"]
     assert with_conda.count(" python -m ocbench") == 2 and sys.executable not in with_conda
 
 

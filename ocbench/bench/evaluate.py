@@ -48,7 +48,7 @@ import torch
 
 from ocbench import fid, prdc
 from ocbench.device import resolve_device, sync
-from ocbench.formats import sha256_of
+from ocbench.formats import sha256_of, to_uint8
 from ocbench.metrics import Evaluator
 from ocbench.nn import Generator
 
@@ -67,7 +67,7 @@ def one_evaluation(ev: Evaluator, sample, n: int) -> tuple[dict, dict]:
     bs, device = ev.batch_size, ev.device
     seconds = {}
     with torch.no_grad():
-        batches = (fid.to_uint8(sample(s, min(bs, n - s))) for s in range(0, n, bs))
+        batches = (to_uint8(sample(s, min(bs, n - s))) for s in range(0, n, bs))
         feats, seconds["generate+Inception"] = timed(device, ev.features, batches, n)
         (mu, sigma), seconds["mu/sigma"] = timed(device, fid.statistics, feats, bs)
         value, seconds[f"FID ({ev.frechet})"] = timed(device, ev.frechet_distance, mu, sigma, n)
@@ -115,7 +115,7 @@ def frechet_step(device: torch.device, dim: int = fid.FEATURE_DIM, samples: int 
 def cpu_check(ev: Evaluator, sample, m: int, device: torch.device) -> None:
     """The same M uint8 images through Inception on the CPU and on `device`."""
     with torch.no_grad():
-        images = torch.cat([fid.to_uint8(sample(s, min(ev.batch_size, m - s))).cpu()
+        images = torch.cat([to_uint8(sample(s, min(ev.batch_size, m - s))).cpu()
                             for s in range(0, m, ev.batch_size)])
 
     def score(net) -> tuple[float, torch.Tensor, float]:

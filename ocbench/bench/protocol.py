@@ -2,14 +2,10 @@
 
 For every (GAN, variant) the config trains, this times the real thing on this device (the real
 `TrainingStep` on the real data path, and one per-epoch evaluation by the real Evaluator of
-`metrics.fid_samples` samples) and projects the whole protocol from it:
-
-    per run  = iterations with a G step x their time + iterations without one x theirs
-               + epochs x one evaluation
-    protocol = per run x seeds, summed over the cases, / runs sharing the device
-
-The iteration counts follow training's own rule (`CriticConfig.g_turn`) over every batch of every
-epoch, so n_critic schedules (the official WGAN's 20/5) are counted exactly, not averaged. The
+`metrics.fid_samples` samples) and projects the whole protocol from it (ocbench/projection.py's
+arithmetic, which preflight's projection shares). The iteration counts follow training's own rule
+(`CriticConfig.walk`) over every batch of every epoch, so n_critic schedules (the official WGAN's
+20/5) are counted exactly, not averaged. The
 batches per epoch come from `--projected-images` (e.g. CelebA's 202,599) while the timing runs on
 whatever the prepared array holds: an iteration's time does not depend on the dataset's size, so a
 synthetic CelebA of a few thousand images times the paper's protocol. The output says both.
@@ -28,107 +24,38 @@ import datetime
 import json
 import multiprocessing
 import os
-import platform
 import queue
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ocbench import config as config_mod
-from ocbench import schedules
-from ocbench.bench.train import authors_batches, authors_loader, build, our_batches, seconds_per_iteration
-from ocbench.config import Config, CriticConfig
-from ocbench.device import resolve_device, sync
+from ocbench.batches import load_images
+from ocbench.bench.routes import authors_batches, authors_loader, our_batches, seconds_per_iteration
+from ocbench.config import Config, run_id
+from ocbench.device import cpu_name, resolve_device, runs_sharing_gpu, sync
 from ocbench.errors import OcbenchError
-from ocbench.formats import atomic_write
-from ocbench.train import beta_tensor, configure_backends, eval_sampler, eval_seed, load_images
-
-
-@dataclass
-class Timing:
-    """Seconds per iteration (with and without a G step) and per evaluation, for one job."""
-
-    with_g: float
-    without_g: float | None  # None: the schedule never makes a D-only iteration, so not timed
-    evaluation: float
-
-
-@dataclass
-class Case:
-    gan: str
-    variant: str
-    runs: int  # seeds
-    iterations_with_g: int  # per run, over all epochs
-    iterations_without_g: int
-    ours: Timing
-    authors: Timing | None
-    sharing: int  # jobs that shared the device while `ours` was timed
-    projection: dict = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------------
-# counting
-
-
-def iteration_counts(critic: CriticConfig, batches_per_epoch: int, epochs: int,
-                     g_steps: int | None = None) -> tuple[int, int]:
-    """(iterations with a G step, iterations without) of one whole run, by training's own rule; with
-    `g_steps` (train.g_steps), up to the G step that ends the run."""
-    if critic.n == 1 and critic.warmup in (None, 1) and g_steps is None:
-        return batches_per_epoch * epochs, 0
-    with_g = iterations = 0
-    for _ in range(epochs):
-        for batch_index in range(batches_per_epoch):
-            iterations += 1
-            if critic.g_turn(batch_index, with_g):
-                with_g += 1
-                if with_g == g_steps:
-                    return with_g, iterations - with_g
-    return with_g, iterations - with_g
-
-
-def evaluations(cfg: Config) -> float:
-    """A run's evaluations in units of one epoch's (`metrics.fid_samples` samples): one per epoch, and
-    the final one of `metrics.final_samples`."""
-    return cfg.train.epochs + (cfg.metrics.final_samples or 0) / cfg.metrics.fid_samples
-
-
-def project(case: Case, evaluations: float) -> dict:
-    """Seconds per run and device-hours of the case's runs, ours and the authors', with `evaluations`
-    per run (`evaluations(cfg)`)."""
-    def per_run(t: Timing) -> float:
-        seconds = case.iterations_with_g * t.with_g + evaluations * t.evaluation
-        if case.iterations_without_g:
-            seconds += case.iterations_without_g * t.without_g
-        return seconds
-
-    out = {"ours_run_s": per_run(case.ours)}
-    out["ours_device_h"] = out["ours_run_s"] * case.runs / case.sharing / 3600
-    out["ours_it_s"] = case.sharing / case.ours.with_g  # aggregate over the jobs sharing the device
-    if case.authors is not None:
-        out["authors_run_s"] = per_run(case.authors)
-        out["authors_device_h"] = out["authors_run_s"] * case.runs / 3600
-        out["authors_it_s"] = 1 / case.authors.with_g
-        out["ratio"] = out["authors_device_h"] / out["ours_device_h"]
-    return out
+from ocbench.formats import atomic_write, to_uint8
+from ocbench.projection import Case, Timing, evaluations, project
+from ocbench.train import build_run, configure_backends, eval_sampler, eval_seed, set_beta
 
 
 # --------------------------------------------------------------------------------------------------
 # timing
 
 
-def first_epoch_beta(schedule: dict, epochs: int, device: torch.device):
-    """beta as training hands it to the networks in the first epoch (None or a device tensor)."""
-    beta = beta_tensor(schedule, device)
-    if beta is not None:
-        beta.copy_(torch.tensor(schedules.beta(schedule, 0, epochs)))
-    return beta
+def first_epoch(cfg: Config, gan_name: str, variant_name: str, device: torch.device, images: torch.Tensor):
+    """(G, step, beta) of the case's run with seed 0, as training builds it (`train.build_run`), beta
+    that of its first epoch."""
+    run = build_run(cfg, run_id(gan_name, variant_name, 0), device, images)
+    set_beta(run, 0)
+    return run.G, run.step, run.beta
 
 
 def time_training(step, batches, beta, d_only: bool, device, iterations: int, warmup: int,
@@ -150,8 +77,6 @@ def time_training(step, batches, beta, d_only: bool, device, iterations: int, wa
 
 def time_our_evaluation(cfg: Config, evaluator, G, beta, device) -> float:
     """One per-epoch evaluation as training makes it, after a one-batch warm-up of G and Inception."""
-    from ocbench.fid import to_uint8
-
     train_cfg = cfg.train
     G.eval()
     warmup = min(evaluator.batch_size, 2)  # one small batch: kernel selection, not the timed work
@@ -187,15 +112,15 @@ def time_ours(cfg: Config, gan_name: str, variant_name: str, d_only: bool, itera
     ops of a few more iterations."""
     from ocbench.metrics import Evaluator
 
-    train_cfg, variant = cfg.train, cfg.variants[variant_name]
+    train_cfg = cfg.train
     device = resolve_device(train_cfg.device)
     configure_backends(train_cfg, device)
     if images is None:
-        images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, cfg.gpus.runs_per_gpu)
+        images = load_images(cfg.data.prepared, device, train_cfg.data_on_device,
+                             runs_sharing_gpu(cfg.gpus.runs_per_gpu))
     # the final evaluation is projected from the per-epoch one: its real statistics are not needed
     evaluator = Evaluator.from_config(cfg, device, final=False) if evaluator is None else evaluator
-    G, step = build(cfg, gan_name, variant.alpha, device)
-    beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
+    G, step, beta = first_epoch(cfg, gan_name, variant_name, device, images)
     batches = our_batches(images, train_cfg.batch_size, device, train_cfg.channels_last)
     with_g, without_g = time_training(step, batches, beta, d_only, device, iterations, warmup, barrier)
     if profile:
@@ -238,15 +163,14 @@ def time_ours_shared(cfg: Config, gan_name: str, variant_name: str, d_only: bool
 
 
 def time_authors(cfg: Config, gan_name: str, variant_name: str, d_only: bool, iterations: int, warmup: int,
-                 loader, work: Path, fid_env: dict) -> Timing:
+                 loader, images: torch.Tensor, work: Path, fid_env: dict) -> Timing:
     """The authors' route: the PNG DataLoader without workers; per epoch, `metrics.fid_samples`
     PNGs written one by one, then `python -m pytorch_fid` in a new process."""
     from torchvision.utils import save_image
 
-    train_cfg, m, variant = cfg.train, cfg.metrics, cfg.variants[variant_name]
+    train_cfg, m = cfg.train, cfg.metrics
     device = resolve_device(train_cfg.device)
-    G, step = build(cfg, gan_name, variant.alpha, device)
-    beta = first_epoch_beta(variant.beta, train_cfg.epochs, device)
+    G, step, beta = first_epoch(cfg, gan_name, variant_name, device, images)
     with_g, without_g = time_training(step, authors_batches(loader, device), beta, d_only, device,
                                       iterations, warmup)
 
@@ -286,14 +210,6 @@ def pytorch_fid_env(cfg: Config, work: Path) -> dict:
 # the command
 
 
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -312,6 +228,11 @@ def environment(device: torch.device) -> dict:
 
 def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected_images: int | None = None,
                    authors: bool = True, json_path: str | None = None, profile: bool = False, log=print) -> dict:
+    """`ocbench bench protocol`: per configured (GAN, variant), `iterations` timed iterations (after
+    `warmup`) and one per-epoch evaluation on our route, and on the authors' unless `authors` is
+    False, projected to the protocol for `projected_images` images an epoch (default: the prepared
+    array's); several jobs at once when gpus.runs_per_gpu > 1. Logs the markdown table, writes the
+    JSON to `json_path`, returns it."""
     train_cfg = cfg.train
     device = resolve_device(train_cfg.device)
     timed_images = len(np.load(cfg.data.prepared, mmap_mode="r")) if Path(cfg.data.prepared).is_file() else 0
@@ -332,17 +253,18 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
 
     cases = []
     configure_backends(train_cfg, device)
-    images = load_images(cfg.data.prepared, device, train_cfg.data_on_device, jobs) if jobs == 1 else None
+    images = (load_images(cfg.data.prepared, device, train_cfg.data_on_device, runs_sharing_gpu(jobs))
+              if jobs == 1 else None)
     evaluator = Evaluator.from_config(cfg, device, final=False) if jobs == 1 else None
     with tempfile.TemporaryDirectory(prefix="bench_protocol_") as tmp:
         if authors:
             work = Path(tmp)
             fid_env = pytorch_fid_env(cfg, work)
-            host_images = load_images(cfg.data.prepared, torch.device("cpu"), False).numpy()
-            loader = authors_loader(host_images, work / "train", train_cfg.batch_size)
+            host_images = load_images(cfg.data.prepared, torch.device("cpu"), False)
+            loader = authors_loader(host_images.numpy(), work / "train", train_cfg.batch_size)
         for gan_name in cfg.run.gans:
-            with_g, without_g = iteration_counts(cfg.gans[gan_name].critic, batches_per_epoch, train_cfg.epochs,
-                                                 train_cfg.g_steps)
+            with_g, without_g = cfg.gans[gan_name].critic.iterations(batches_per_epoch, train_cfg.epochs,
+                                                                     train_cfg.g_steps)
             d_only = without_g > 0
             for variant_name in cfg.run.variants:
                 if jobs > 1:
@@ -350,8 +272,8 @@ def bench_protocol(cfg: Config, iterations: int = 20, warmup: int = 5, projected
                 else:
                     ours = time_ours(cfg, gan_name, variant_name, d_only, iterations, warmup, images, evaluator,
                                      profile=profile, log=log)
-                theirs = (time_authors(cfg, gan_name, variant_name, d_only, iterations, warmup, loader, work, fid_env)
-                          if authors else None)
+                theirs = (time_authors(cfg, gan_name, variant_name, d_only, iterations, warmup, loader, host_images,
+                                       work, fid_env) if authors else None)
                 case = Case(gan_name, variant_name, len(cfg.run.seeds), with_g, without_g, ours, theirs, jobs)
                 case.projection = project(case, evaluations(cfg))
                 cases.append(case)

@@ -49,7 +49,7 @@ else:
             conda:
                 ENV
             shell:
-                ocbench("data fetch --only images")
+                ocbench("data fetch", "--only images")
 
     rule fetch_partition:
         output:
@@ -63,7 +63,7 @@ else:
         conda:
             ENV
         shell:
-            ocbench("data fetch --only partition")
+            ocbench("data fetch", "--only partition")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -88,4 +88,4 @@ rule prepare:
     conda:
         ENV
     shell:
-        ocbench("data prepare --workers {threads}")
+        ocbench("data prepare", "--workers {threads:q}")

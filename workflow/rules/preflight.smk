@@ -25,4 +25,4 @@ rule preflight:
     conda:
         ENV
     shell:
-        ocbench("preflight --json {output}", gpu=True)
+        ocbench("preflight", "--json {output:q}", gpu=True)

@@ -28,4 +28,4 @@ rule train:
     conda:
         ENV
     shell:
-        ocbench("train --run {wildcards.run}", gpu=True)
+        ocbench("train", "--run {wildcards.run:q}", gpu=True)

@@ -24,8 +24,8 @@ smoke size on a CPU, so the script never ships unrun: there the "GPU" tests skip
 and protocol use channels_last (compile takes minutes on a CPU, CUDA graphs need a GPU) and one GAN
 trains.
 
-    python -m ocbench.bench.gpu_check --out $OUT          # on the GPU machine (make gpu-check)
-    python -m ocbench.bench.gpu_check --out DIR --cpu     # the dry run here (make gpu-check-cpu)
+    python3 scripts/gpu_check.py --out $OUT          # on the GPU machine (make gpu-check)
+    python3 scripts/gpu_check.py --out DIR --cpu     # the dry run here (make gpu-check-cpu)
 """
 
 from __future__ import annotations
@@ -42,9 +42,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ocbench.formats import atomic_write  # standard library only, as this script must be
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout's ocbench, installed or not
+from ocbench.formats import atomic_write  # noqa: E402  (standard library only, as this script must be)
 
-REPO = Path(__file__).resolve().parents[2]
 WHEELS = REPO / ".whl"
 NEEDED_MODULES = ("pytorch_fid", "jsonschema", "pytest")  # what a GPU image with torch may lack
 
