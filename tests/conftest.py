@@ -92,6 +92,9 @@ COST = {
     "tests/test_gpu_check.py::test_the_gpu_check_runs_every_step_at_smoke_size": 75,
     "tests/test_bench.py": 60,
     "tests/test_preflight.py": 60,
+    "tests/test_preflight_noise.py::test_the_stabilisers_and_the_resnet_pass_under_gpu_noise": 40,
+    "tests/test_preflight_noise.py::test_every_case_of_the_papers_protocol_passes_under_gpu_noise": 35,
+    "tests/test_labs.py": 35,
     "tests/test_figures.py": 50,
     "tests/test_data.py": 40,
 }

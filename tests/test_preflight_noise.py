@@ -23,18 +23,20 @@ PRESETS = config_mod.WORKFLOW_DIR / "config"
 
 
 @pytest.fixture(autouse=True)
-def short_timing_and_noise_on(monkeypatch):
-    """The checks, not the projection's timing (one timed iteration a case); and torch's deterministic
-    algorithms off, under which GpuNoise (as a GPU) adds no noise (conftest restores the mode after)."""
+def gpu_noise(monkeypatch):
+    """Every test here runs on a CPU with a GPU's numerics (tests/gpu_noise.py), torch's deterministic
+    algorithms off (under them GpuNoise, as a GPU, adds no noise; conftest restores the mode after),
+    and checks, not the projection's timing (one timed iteration a case)."""
     monkeypatch.setattr(preflight, "TIMED_ITERATIONS", {False: (1, 1), True: (1, 1)})
     torch.use_deterministic_algorithms(False)
+    with GpuNoise(seed=1) as mode:
+        yield mode
 
 
 def check(cfg, cases, graphs=None) -> preflight.Report:
-    """`check_training` of `cases` under a GPU's noise; the report."""
+    """`check_training` of `cases` (under the fixture's noise); the report."""
     report = preflight.Report(cfg.name)
-    with GpuNoise(seed=1):
-        preflight.check_training(cfg, CPU, K, report, graphs=graphs, cases=cases)
+    preflight.check_training(cfg, CPU, K, report, graphs=graphs, cases=cases)
     return report
 
 
@@ -47,18 +49,18 @@ def assert_passes(report: preflight.Report, rows_per_case: int, cases) -> None:
     assert len(report.checks) == rows_per_case * len(cases), report.table()
 
 
-def test_gpu_noise_makes_the_same_iteration_differ_from_itself():
+def test_gpu_noise_makes_the_same_iteration_differ_from_itself(gpu_noise):
     """The harness is not a no-op: one iteration taken twice from one state differs (what an exact
     comparison would call a broken resume), and by no more than the fp32 tolerance."""
     cfg = config_mod.load(overrides=SMALL)
     images = preflight.random_images(2 * 4, 128, CPU)
-    with GpuNoise(seed=1):
-        run = preflight.Trainer(cfg, "lsgan", "oct", cfg.train, CPU, images)
-        run.warm_up()
-        before, snapshot = run.state_now(), run.snapshot()
-        first = run.step()
-        run.rewind(snapshot)
-        again = run.step()
+    run = preflight.Trainer(cfg, "lsgan", "oct", cfg.train, CPU, images)
+    run.warm_up()
+    before, snapshot = run.state_now(), run.snapshot()
+    first = run.step()
+    run.rewind(snapshot)
+    again = run.step()
+    assert gpu_noise.calls > 0
     ok, measured, _ = preflight.compare_steps(first, again, before, preflight.EXACT)
     assert not ok and measured["update"] > 0
     assert preflight.compare_steps(first, again, before, preflight.FP32_TOLERANCE)[0]
