@@ -76,9 +76,12 @@ def notes_below(fig, notes: Notes, tight: bool):
 
 
 def save(fig, path: Path) -> None:
+    """`fig` as `path`'s format, the same bytes for the same figure: a PDF without its creation date."""
     # Vector formats embed each sample image at its own resolution (sharp at any zoom); raster formats
     # resample it to the output resolution with antialiasing.
-    vector = path.suffix.lower() in (".pdf", ".svg", ".eps")
+    fmt = path.suffix.lstrip(".").lower()
+    vector = fmt in ("pdf", "svg", "eps")
     for image in fig.findobj(AxesImage):
         image.set_interpolation("none" if vector else "antialiased")
-    atomic_write(path, lambda f: fig.savefig(f, dpi=PNG_DPI, format=path.suffix.lstrip(".")))
+    metadata = {"CreationDate": None} if fmt == "pdf" else None
+    atomic_write(path, lambda f: fig.savefig(f, dpi=PNG_DPI, format=fmt, metadata=metadata))
