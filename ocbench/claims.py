@@ -692,6 +692,17 @@ def relative(r) -> tuple[float, float, float]:
     return r.difference * scale, lo, hi
 
 
+def relative_axis(ax) -> None:
+    """A forest plot's x axis: the difference in % of the compared mean, 0 marked, ±REL_LIMIT."""
+    ax.axvline(0, color="0.3", lw=0.8)
+    ax.set_xlim(-REL_LIMIT * 1.05, REL_LIMIT * 1.05)
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:+.0f}%" if v else "0")
+    ax.set_xlabel("difference to the compared setting, % of its mean   (← claim's setting worse | better →)",
+                  fontsize=8)
+    ax.tick_params(axis="x", labelsize=7.5)
+    ax.grid(True, axis="x", alpha=0.3)
+
+
 def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
     """One forest plot of every claim: a row per claim, GAN and measure, grouped by claim, the paired
     difference and its t-interval (analysis.confidence) in % of the compared setting's mean (right:
@@ -747,13 +758,7 @@ def forest_plot(cfg: Config, runs: Runs, result: pd.DataFrame):
             ax.axhline(y + 0.5, color="0.85", lw=0.6)
         ax.set_yticks(ticks, labels, fontsize=7)
         ax.set_ylim(y + 0.5, n_rows - 0.5)
-        ax.axvline(0, color="0.3", lw=0.8)
-        ax.set_xlim(-REL_LIMIT * 1.05, REL_LIMIT * 1.05)
-        ax.xaxis.set_major_formatter(lambda v, _: f"{v:+.0f}%" if v else "0")
-        ax.set_xlabel("difference to the compared setting, % of its mean   (← claim's setting worse | better →)",
-                      fontsize=8)
-        ax.tick_params(axis="x", labelsize=7.5)
-        ax.grid(True, axis="x", alpha=0.3)
+        relative_axis(ax)
         if clipped:
             notes.add(f"Triangles: a difference beyond ±{REL_LIMIT:.0f}% of the compared mean, its value beside it; "
                       "intervals reaching beyond end at the edge.")

@@ -434,13 +434,7 @@ def forest_by_lab(pool: Pool, runs: Runs, result: pd.DataFrame):
                   title="each lab's mean difference", title_fontsize=6.5, alignment="left")
         ax.set_yticks(ticks, labels, fontsize=6.5)
         ax.set_ylim(-0.7, len(rows) - 0.3)
-        ax.axvline(0, color="0.3", lw=0.8)
-        ax.set_xlim(-limit * 1.05, limit * 1.05)
-        ax.xaxis.set_major_formatter(lambda v, _: f"{v:+.0f}%" if v else "0")
-        ax.set_xlabel("difference to the compared setting, % of its mean   (← claim's setting worse | better →)",
-                      fontsize=8)
-        ax.tick_params(axis="x", labelsize=7.5)
-        ax.grid(True, axis="x", alpha=0.3)
+        claims.relative_axis(ax)
     ax.set_title(f"The paper's claims pooled from {len(labs)} lab(s), with each lab's mean", fontsize=10, loc="left",
                  pad=8 + 11 * (1 + math.ceil(len(labs) / 3)))  # above the legend of the labs
     notes.add(f"Dots and bars: the pooled difference and its {claims.percent(cfg.analysis.confidence)} interval: the "
