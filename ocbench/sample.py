@@ -45,12 +45,12 @@ def load_generator(checkpoint: str | Path, device: torch.device | str = "cpu"):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(ckpt, dict):  # a bare tensor or list saved by hand
             raise UsageError(f"{path} holds a {type(ckpt).__name__}, not a generator snapshot (a dict with keys "
-                             f"generator, alpha, width, latent_dim, beta); {fix}")
+                             f"generator, arch, alpha, width, latent_dim, beta); {fix}")
         g = generator(ckpt["arch"], ckpt["alpha"], ckpt["width"], ckpt["latent_dim"])
         g.load_state_dict(ckpt["generator"])
     except (KeyError, RuntimeError, TypeError, ValueError, pickle.UnpicklingError, EOFError) as exc:
         raise UsageError(
-            f"{path} is not a generator snapshot (keys generator, alpha, width, latent_dim, beta; "
+            f"{path} is not a generator snapshot (keys generator, arch, alpha, width, latent_dim, beta; "
             f"{type(exc).__name__}: {one_line(exc, 120)}); {fix}"
         ) from None
     return g.to(device).eval(), tuple(float(b) for b in ckpt["beta"]), ckpt.get("evaluation")

@@ -185,7 +185,7 @@ def test_in_memory_fid_equals_pytorch_fid_cli(fid_env, tmp_path):
     torch.manual_seed(0)
     g = Generator(alpha=0.5, width=4, latent_dim=16)
     ckpt = tmp_path / "generator_epoch_001.pt"
-    torch.save({"generator": g.state_dict(), "alpha": 0.5, "width": 4, "latent_dim": 16,
+    torch.save({"generator": g.state_dict(), "arch": "dcgan", "alpha": 0.5, "width": 4, "latent_dim": 16,
                 "beta": [1.0, 1.0]}, ckpt)
 
     # In memory, through the checkpoint loader that `ocbench fid score --generator` uses.
@@ -342,7 +342,7 @@ def test_smaller_dims_equal_pytorch_fid_cli_with_the_same_dims(fid_env, tmp_path
     torch.manual_seed(1)
     g = Generator(alpha=0.5, width=4, latent_dim=16)
     ckpt = tmp_path / "g.pt"
-    torch.save({"generator": g.state_dict(), "alpha": 0.5, "width": 4, "latent_dim": 16,
+    torch.save({"generator": g.state_dict(), "arch": "dcgan", "alpha": 0.5, "width": 4, "latent_dim": 16,
                 "beta": [1.0, 1.0]}, ckpt)
     sample, _ = generator_sampler(ckpt, "cpu", N_FAKE, seed=0)
     ours = Evaluator.from_config(cfg, "cpu").evaluate(sample, N_FAKE)
