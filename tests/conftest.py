@@ -82,7 +82,7 @@ def cli():
 # test's node id without its parameters, or a module (then the cost of the module's tests together);
 # a test not named here counts LIGHT seconds.
 COST = {
-    "tests/test_workflow.py::test_smoke_dag_killed_during_training_resumes_and_finishes": 420,
+    "tests/test_workflow.py::test_smoke_dag_killed_during_training_resumes_and_finishes": 650,
     "tests/test_train.py": 300,
     "tests/test_slurm.py::test_smoke_dag_through_slurm": 160,
     "tests/test_learning.py": 180,  # the DCGAN check and the ResNet SN-GAN's, one fixture
