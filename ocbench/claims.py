@@ -812,9 +812,7 @@ def output_paths(cfg: Config) -> list[Path]:
 
 def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> list[Path]:
     """claims.csv, claims.md and the forest plot; returns the files written."""
-    import matplotlib.pyplot as plt
-
-    from ocbench.plots import save
+    from ocbench.plots import save_all
 
     runs = collect(cfg)
     require_finished(runs, allow_partial, config_args)
@@ -823,11 +821,5 @@ def write(cfg: Config, allow_partial: bool = False, config_args: str = "") -> li
     md.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(csv, result.to_csv(index=False))
     atomic_write(md, markdown(cfg, runs, result))
-    cfg.figures_dir.mkdir(parents=True, exist_ok=True)
-    fig = forest_plot(cfg, runs, result)
-    try:
-        for path in figures:
-            save(fig, path)
-    finally:
-        plt.close(fig)
+    save_all(forest_plot(cfg, runs, result), figures)
     return [md, csv, *figures]

@@ -32,7 +32,7 @@ from ocbench.aggregate import Runs, collect, label, provenance, require_finished
 from ocbench.config import Config
 from ocbench.errors import OcbenchError
 from ocbench.formats import GRID_PADDING as PADDING, grid_columns
-from ocbench.plots import WARN, Notes, notes_below, plt, save, weights_notes
+from ocbench.plots import WARN, Notes, notes_below, plt, save_all, weights_notes
 
 STABILISER_GANS = ("dcgan", "sngan", "wgan_gp")  # Figure 8's panels in paper.yaml: no stabiliser, SN, GP
 COLORS = {"baseline": "tab:blue", "oct": "tab:orange", "low": "tab:green", "ramp": "tab:red",
@@ -668,16 +668,8 @@ def render(cfg: Config, allow_partial: bool = False, config_args: str = "", log=
     """Every figure in every format into figures/<config>/; returns the files written."""
     runs = collect(cfg)
     require_finished(runs, allow_partial, config_args)
-    cfg.figures_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for n in cfg.figure_numbers():
-        fig = BUILDERS[n](cfg, runs)
-        try:
-            for fmt in cfg.figures.formats:
-                path = cfg.figures_dir / f"fig{n}.{fmt}"
-                save(fig, path)
-                written.append(path)
-        finally:
-            plt.close(fig)
+        written += save_all(BUILDERS[n](cfg, runs), [cfg.figures_dir / f"fig{n}.{fmt}" for fmt in cfg.figures.formats])
     log(f"wrote {len(written)} files to {cfg.figures_dir}")
     return written

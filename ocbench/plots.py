@@ -75,6 +75,17 @@ def notes_below(fig, notes: Notes, tight: bool):
     return fig
 
 
+def save_all(fig, paths: list[Path]) -> list[Path]:
+    """`fig` in each of `paths` (their folders made), then closed, however the saving ends."""
+    try:
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save(fig, path)
+    finally:
+        plt.close(fig)
+    return paths
+
+
 def save(fig, path: Path) -> None:
     """`fig` as `path`'s format, the same bytes for the same figure: a PDF without its creation date."""
     # Vector formats embed each sample image at its own resolution (sharp at any zoom); raster formats

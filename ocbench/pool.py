@@ -466,9 +466,7 @@ def require_finished(pool: Pool, runs: Runs, allow_partial: bool) -> None:
 def write(sources: list[str], config_files: list | None = None, overrides: list | None = None,
           allow_partial: bool = False) -> list[Path]:
     """`ocbench claims --pool SOURCE ...`: the pooled claims.csv, claims.md and figure; returns the files."""
-    import matplotlib.pyplot as plt
-
-    from ocbench.plots import save
+    from ocbench.plots import save_all
 
     if not sources:
         raise UsageError("--pool needs at least one bundle or results folder")
@@ -483,11 +481,5 @@ def write(sources: list[str], config_files: list | None = None, overrides: list 
         atomic_write(csv_path, result.reindex(columns=claims.COLUMNS + EXTRA_COLUMNS).to_csv(index=False))
         atomic_write(md, markdown(pool, runs, result))
         if figures:
-            figures[0].parent.mkdir(parents=True, exist_ok=True)
-            fig = forest_by_lab(pool, runs, result)
-            try:
-                for path in figures:
-                    save(fig, path)
-            finally:
-                plt.close(fig)
+            save_all(forest_by_lab(pool, runs, result), figures)
     return [md, csv_path, *figures]
