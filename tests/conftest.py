@@ -15,6 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
+# glibc's malloc maps every block over 32 MB (its largest mmap threshold) afresh and unmaps it on
+# free: Inception's first block holds 170 MB of activations for 32 images, so each batch of every
+# evaluation paid for new zeroed pages in the kernel. Every block from the heap, and freed memory kept
+# there: less kernel time for more resident memory. Allocation only: no number changes (measured in
+# BENCHMARKS.md, "#35: the suite's time").
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**32))
+os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(2**32))
+
 
 def worker_cores() -> int:
     """The cores of one pytest-xdist worker: the machine's (what this process may use, as the
