@@ -19,7 +19,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 # free: Inception's first block holds 170 MB of activations for 32 images, so each batch of every
 # evaluation paid for new zeroed pages in the kernel. Every block from the heap, and freed memory kept
 # there: less kernel time for more resident memory. Allocation only: no number changes (measured in
-# BENCHMARKS.md, "#35: the suite's time").
+# BENCHMARKS.md, "glibc's heap for the tests' processes").
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(2**32))
 os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", str(2**32))
 
@@ -90,7 +90,7 @@ def cli():
 # test's node id without its parameters, or a module (then the cost of the module's tests together);
 # a test not named here counts LIGHT seconds.
 COST = {
-    "tests/test_workflow.py::test_smoke_dag_killed_during_training_resumes_and_finishes": 650,
+    "tests/test_workflow.py::test_smoke_dag_killed_during_training_resumes_and_finishes": 560,
     "tests/test_train.py": 300,
     "tests/test_slurm.py::test_smoke_dag_through_slurm": 160,
     "tests/test_learning.py": 180,  # the DCGAN check and the ResNet SN-GAN's, one fixture

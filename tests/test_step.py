@@ -77,8 +77,8 @@ def assert_same_losses(expected, got) -> None:
 
 # Inductor's C++ backend without vector instructions (cpp.vec_isa_ok): choosing the vectorised
 # kernels' tiling is symbolic index algebra, about a minute of this test's CPU on a cold compile cache
-# (CI's; BENCHMARKS.md), and which kernels inductor writes is inductor's business. What is this
-# step's runs the same either way: the graphs dynamo captures from it, their guards (a new beta, a
+# (CI's; BENCHMARKS.md), and which kernels inductor writes is inductor's business. What is the
+# step's own runs the same either way: the graphs dynamo captures from it, their guards (a new beta, a
 # D-only iteration: no recompilation), AOT autograd's functionalised BatchNorm and optimiser
 # updates, and the fused kernels' numerics against eager. (A GPU compiles Triton kernels instead:
 # `make gpu-check` runs the compiled step there.)
