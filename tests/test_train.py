@@ -167,7 +167,11 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, 
             break
     proc.wait()
     assert killed_at is not None, "the run finished before it could be killed mid-epoch"
-    on_disk = torch.load(state, weights_only=True)["position"]
+    # The checkpoint the rerun resumes from: checkpoint.pt, or checkpoint.prev.pt when the kill fell
+    # between a save's two renames (the newest moved aside, the new one not yet in; a loaded machine
+    # lands there now and then), which test_an_unreadable_checkpoint_falls_back_to_the_previous_one covers.
+    resumes_from = state if state.exists() else state.with_name("checkpoint.prev.pt")
+    on_disk = torch.load(resumes_from, weights_only=True)["position"]
     assert on_disk["epoch"] == kill_epoch and 0 < on_disk["batch"] < 12  # really a mid-epoch checkpoint
     # A killed writer can leave events past its checkpoint on disk: it flushes before each checkpoint,
     # but also every 120 s and whenever its file buffer fills (a sample grid does). Here checkpoints
