@@ -85,26 +85,27 @@ def cli():
     return run_cli
 
 
-# What the order below knows of each test's cost: seconds on the 2-core VM (BENCHMARKS.md, a fresh
-# clone's `make test`), rounded. Only the order uses them; nothing asserts a duration. A key is a
-# test's node id without its parameters, or a module (then the cost of the module's tests together);
-# a test not named here counts LIGHT seconds.
+# What the order below knows of each test's cost: its wall seconds in `make test` on the 2-core VM
+# (three workers, 2026-12-08; BENCHMARKS.md), rounded. Only the order uses them; nothing asserts a
+# duration. A key is a test's node id without its parameters, or a module (then the cost of the
+# module's tests together); a test not named here counts LIGHT seconds.
 COST = {
-    "tests/test_workflow.py::test_smoke_dag_killed_during_training_resumes_and_finishes": 560,
-    "tests/test_train.py": 300,
+    "tests/test_workflow.py::test_smoke_dag_killed_during_training_resumes_and_finishes": 570,
+    "tests/test_train.py": 380,
+    "tests/test_metrics.py": 245,
+    "tests/test_learning.py": 230,  # the DCGAN check and the ResNet SN-GAN's, one fixture
     "tests/test_slurm.py::test_smoke_dag_through_slurm": 160,
-    "tests/test_learning.py": 180,  # the DCGAN check and the ResNet SN-GAN's, one fixture
-    "tests/test_sngan_resnet.py::test_the_presets_dag_runs_end_to_end_at_tiny_widths": 50,
     "tests/test_step.py::test_compiled_step_matches_eager_and_a_new_beta_does_not_recompile": 130,
-    "tests/test_metrics.py": 90,
-    "tests/test_gpu_check.py::test_the_gpu_check_runs_every_step_at_smoke_size": 75,
-    "tests/test_bench.py": 60,
-    "tests/test_preflight.py": 60,
-    "tests/test_preflight_noise.py::test_the_stabilisers_and_the_resnet_pass_under_gpu_noise": 40,
-    "tests/test_preflight_noise.py::test_every_case_of_the_papers_protocol_passes_under_gpu_noise": 35,
-    "tests/test_labs.py": 35,
-    "tests/test_figures.py": 50,
+    "tests/test_sngan_resnet.py::test_the_presets_dag_runs_end_to_end_at_tiny_widths": 100,
+    "tests/test_gpu_check.py::test_the_gpu_check_runs_every_step_at_smoke_size": 80,
+    "tests/test_bench.py": 75,
+    "tests/test_figures.py": 60,
+    "tests/test_preflight.py": 45,
     "tests/test_data.py": 40,
+    "tests/test_preflight_noise.py::test_the_stabilisers_and_the_resnet_pass_under_gpu_noise": 32,
+    "tests/test_frechet.py::test_well_conditioned_2048_equals_pytorch_fid": 31,
+    "tests/test_labs.py": 28,
+    "tests/test_preflight_noise.py::test_every_case_of_the_papers_protocol_passes_under_gpu_noise": 26,
 }
 LIGHT = 2
 

@@ -143,10 +143,11 @@ def test_ramp_schedule_reaches_the_metrics(setup):
 def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, kill_epoch):
     root, config = setup
     # log.every 4: TensorBoard loss points inside epochs, where the kill falls
-    base = ["--config", config, "--set", f"train.epochs={epochs}", "--set", "metrics.fid_samples=8",
-            "--set", "log.every=4"]
-    # The uninterrupted reference, in its own results folder.
-    cli("train", *base, "--set", f"paths.results={root / 'reference'}", "--run", run, check=True)
+    settings = [f"train.epochs={epochs}", "metrics.fid_samples=8", "log.every=4"]
+    base = ["--config", config, *(arg for setting in settings for arg in ("--set", setting))]
+    # The uninterrupted reference, in its own results folder, trained in this process: the command
+    # is under test in the killed run and its rerun below.
+    train_here([config], run, *settings, f"paths.results={root / 'reference'}")
 
     # The same run, killed with SIGKILL in the middle of an epoch, then rerun with the same command.
     exe = Path(sys.executable).with_name("ocbench")
