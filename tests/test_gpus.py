@@ -53,11 +53,13 @@ def test_concurrent_jobs_get_distinct_devices(tmp_path):
 
 def test_more_jobs_than_slots_wait(tmp_path):
     first = start(tmp_path, "0", 2)
-    time.sleep(1.0)
+    device = first.stdout.readline().split()[0]  # its job runs: it holds GPU 0's only slot
     second = start(tmp_path, "0", 0)
-    a, b = finish(first), finish(second)
-    assert a[0] == b[0] == "0"
-    assert b[1] >= a[2]  # the second began only after the first had ended
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    b = finish(second)
+    assert device == b[0] == "0"
+    assert b[1] >= float(out.split()[0])  # the second began only after the first had ended
     assert f"slots busy (held by PID {first.pid} (" in b[3] and "waiting for one" in b[3]
 
 
