@@ -328,7 +328,8 @@ def test_the_lock_stays_while_a_job_of_a_killed_snakemake_still_runs(tmp_path):
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not starts.exists() and time.monotonic() < deadline:
+        # the job's shell creates starts.txt, then writes its PID: wait for the PID, not the file
+        while not (starts.exists() and starts.read_text().split()) and time.monotonic() < deadline:
             time.sleep(0.05)
         job = int(starts.read_text().split()[0])
         os.kill(first.pid, signal.SIGKILL)  # Snakemake alone; its job lives on
