@@ -87,12 +87,12 @@ def test_a_signal_kills_the_running_step_with_its_children_and_keeps_the_report(
     proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], cwd=REPO, env=checkout_env())
     report = tmp_path / "gpu-check.json"
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (tmp_path / "child").exists():
+    child = tmp_path / "child"
+    while time.monotonic() < deadline and not (child.exists() and child.read_text()):  # the child's pid in it
         time.sleep(0.05)
-    time.sleep(0.1)  # the pid's file is written whole
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     report = json.loads(report.read_text())
     assert [(s["name"], s["status"]) for s in report["steps"]] == [("first", "ok"), ("sleeper", "interrupted")]
     assert report["interrupted"] == "SIGTERM" and not report["complete"]
-    assert not alive(int((tmp_path / "child").read_text()))
+    assert not alive(int(child.read_text()))
