@@ -81,10 +81,8 @@ def assert_same_losses(expected, got) -> None:
 # step's own runs the same either way: the graphs dynamo captures from it, their guards (a new beta, a
 # D-only iteration: no recompilation), AOT autograd's functionalised BatchNorm and optimiser
 # updates, and the fused kernels' numerics against eager. (A GPU compiles Triton kernels instead:
-# `make gpu-check` runs the compiled step there.) One compile thread: a pool of compile processes
-# (one per core) costs each its torch start-up, about 13 CPU s, and finds no idle core in `make
-# test`, whose workers keep both busy.
-@inductor_config.patch({"cpp.vec_isa_ok": False, "compile_threads": 1})
+# `make gpu-check` runs the compiled step there.)
+@inductor_config.patch({"cpp.vec_isa_ok": False})
 def test_compiled_step_matches_eager_and_a_new_beta_does_not_recompile():
     torch._dynamo.reset()
     G0, D0, eager, beta0 = setup(torch.device("cpu"))
