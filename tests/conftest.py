@@ -86,7 +86,7 @@ def cli():
 
 
 # What the order below knows of each test's cost: its wall seconds in `make test` on the 2-core VM
-# (three workers, 2026-12-08; BENCHMARKS.md), rounded. Only the order uses them; nothing asserts a
+# (three workers, 2026-12-08; docs/testing.md), rounded. Only the order uses them; nothing asserts a
 # duration. A key is a test's node id without its parameters, or a module (then the cost of the
 # module's tests together); a test not named here counts LIGHT seconds.
 COST = {
