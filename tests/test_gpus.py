@@ -53,7 +53,9 @@ def test_concurrent_jobs_get_distinct_devices(tmp_path):
 
 def test_more_jobs_than_slots_wait(tmp_path):
     first = start(tmp_path, "0", 2)
-    device = first.stdout.readline().split()[0]  # its job runs: it holds GPU 0's only slot
+    line = first.stdout.readline()  # its job runs: it holds GPU 0's only slot
+    assert line, first.communicate(timeout=60)[1]
+    device = line.split()[0]
     second = start(tmp_path, "0", 0)
     out, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
