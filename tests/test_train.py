@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from conftest import checkout_env
-from ocbench.formats import GRID_PADDING, METRIC_COLUMNS, TIMING_COLUMNS, grid_columns
+from ocbench.formats import GRID_PADDING, METRIC_COLUMNS, PREVIOUS_CHECKPOINT, TIMING_COLUMNS, grid_columns
 
 
 def tiny_images(n: int, seed: int = 0) -> np.ndarray:
@@ -171,7 +171,7 @@ def test_sigkill_mid_epoch_then_rerun_is_bit_identical(setup, cli, run, epochs, 
     # The checkpoint the rerun resumes from: checkpoint.pt, or checkpoint.prev.pt when the kill fell
     # between a save's two renames (the newest moved aside, the new one not yet in; a loaded machine
     # lands there now and then), which test_an_unreadable_checkpoint_falls_back_to_the_previous_one covers.
-    resumes_from = state if state.exists() else state.with_name("checkpoint.prev.pt")
+    resumes_from = state if state.exists() else state.with_name(PREVIOUS_CHECKPOINT)
     on_disk = torch.load(resumes_from, weights_only=True)["position"]
     assert on_disk["epoch"] == kill_epoch and 0 < on_disk["batch"] < 12  # really a mid-epoch checkpoint
     # A killed writer can leave events past its checkpoint on disk: it flushes before each checkpoint,
