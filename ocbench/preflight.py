@@ -723,7 +723,9 @@ def check_projection(cfg: Config, device: torch.device, rates: dict, seconds_per
 
 
 def duration(seconds: float) -> str:
-    """A duration as a reader takes it in: minutes, hours or days."""
+    """A duration as a reader takes it in: seconds, minutes, hours or days."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     if seconds < 2 * 86400:
