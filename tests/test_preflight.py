@@ -58,9 +58,9 @@ def test_a_cpu_preset_passes_its_reduced_preflight_and_writes_json(setup, cli):
 
 def test_the_paper_protocol_on_a_machine_without_a_gpu_is_stopped_with_the_presets_that_fit(setup, cli):
     """`make reproduce` on a CPU, before any download: auto finds no GPU; preflight fails on the
-    projected time (days on a slow CPU), names `make mini` and `make smoke`, and `train.device=cpu` as the way
-    to insist. No Inception weights yet: Inception is timed with placeholder weights, so the
-    projection still shows (it did not, and the weeks-on-a-CPU guard never showed)."""
+    projected time (days on a slow CPU), names `make mini` and `make smoke`, and `train.device=cpu`
+    as the way to insist. No Inception weights yet: Inception is timed with placeholder weights, so
+    the projection still shows (it did not, and the weeks-on-a-CPU guard never showed)."""
     root, config = setup
     proc = cli("preflight", "--config", config, "--set", "train.device=auto", "--set", "train.epochs=50",
                "--set", f"metrics.weights_dir={root / 'not-downloaded'}")
@@ -71,10 +71,11 @@ def test_the_paper_protocol_on_a_machine_without_a_gpu_is_stopped_with_the_prese
     # The unit follows the CPU's speed (days here, 40.4 hours on CI's machine): read the number in
     # any unit, and check it is the total's share of one run.
     total = re.search(r"about ([\d.]+) CPU-hours", line)
-    a_run = re.search(r"\(([\d.]+) (min|hours|days) a run, of which evaluation [\d.]+ (s|min|hours|days)\)", line)
+    units = {"s": 1 / 3600, "min": 1 / 60, "hours": 1, "days": 24}  # preflight.duration's
+    a_run = re.search(r"\(([\d.]+) (s|min|hours|days) a run, of which evaluation [\d.]+ (s|min|hours|days)\)", line)
     assert total and a_run, line
-    unit = {"min": 1 / 60, "hours": 1, "days": 24}[a_run[2]]
-    rounding = unit / 2 if a_run[2] != "hours" else 0.05  # days and min print whole, hours to a tenth
+    unit = units[a_run[2]]
+    rounding = 0.05 if a_run[2] == "hours" else unit / 2  # hours print to a tenth, the rest whole
     assert abs(float(a_run[1]) * unit - float(total[1]) / 4) <= rounding + 0.05, line
     assert "make mini" in proc.stdout and "train.device=cpu" in proc.stdout
     assert proc.stderr.strip().splitlines()[-1].startswith("ocbench: error: preflight: 2 check(s) failed")
@@ -96,3 +97,10 @@ def test_a_prepared_array_of_the_wrong_shape_fails_the_data_check(setup):
     preflight.check_data(cfg, report)
     check = next(c for c in report.checks if c.name == "prepared")
     assert check.status == "✘" and "(64, 64, 3)" in check.detail and "ocbench data prepare" in check.fix
+
+
+def test_durations_read_in_the_unit_a_reader_takes_in():
+    """The projection's per-run and evaluation times: seconds below 90 s (not "0 min"), then minutes,
+    hours to a tenth below two days, then days."""
+    assert [preflight.duration(s) for s in (40, 89, 90, 5399, 5400, 40.4 * 3600, 2 * 86400, 4.4 * 86400)] == \
+        ["40 s", "89 s", "2 min", "90 min", "1.5 hours", "40.4 hours", "2 days", "4 days"]
