@@ -70,13 +70,13 @@ def test_the_paper_protocol_on_a_machine_without_a_gpu_is_stopped_with_the_prese
     assert line.lstrip().startswith("✘") and "CPU-hours" in line and "no GPU was found" in line
     # The unit follows the CPU's speed (days here, 40.4 hours on CI's machine): read the number in
     # any unit, and check it is the total's share of one run.
-    total = re.search(r"about ([\d.]+) CPU-hours", line)
+    total = re.search(r"(\d+) runs x .*: about ([\d.]+) CPU-hours", line)
     units = {"s": 1 / 3600, "min": 1 / 60, "hours": 1, "days": 24}  # preflight.duration's
     a_run = re.search(r"\(([\d.]+) (s|min|hours|days) a run, of which evaluation [\d.]+ (s|min|hours|days)\)", line)
     assert total and a_run, line
     unit = units[a_run[2]]
     rounding = 0.05 if a_run[2] == "hours" else unit / 2  # hours print to a tenth, the rest whole
-    assert abs(float(a_run[1]) * unit - float(total[1]) / 4) <= rounding + 0.05, line
+    assert total[1] == "4" and abs(float(a_run[1]) * unit - float(total[2]) / 4) <= rounding + 0.05, line
     assert "make mini" in proc.stdout and "train.device=cpu" in proc.stdout
     assert proc.stderr.strip().splitlines()[-1].startswith("ocbench: error: preflight: 2 check(s) failed")
 
